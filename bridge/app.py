@@ -1,0 +1,226 @@
+"""create_app: the aiohttp application owns every component's lifecycle (STYLE.md §9.2).
+
+Started in this order, stopped in reverse: the store opens first and closes last; the scheduler
+starts last and stops first (no new polls), then deliveries drain, then HTTP sessions close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from bridge import __version__
+from bridge.api import health
+from bridge.app_keys import (
+    CHANNELS,
+    CLOCK,
+    CONFIG,
+    DELIVERY,
+    DELIVERY_SERVICE,
+    HEALTH,
+    ON_CRASH,
+    POLLER,
+    PROVIDERS,
+    RULEBOOK,
+    SCHEDULER,
+    STORE,
+)
+from bridge.channels.base import Channel
+from bridge.channels.registry import build_channels
+from bridge.clock import Clock, SystemClock
+from bridge.config import Config, PoderoConfig, RealtoConfig, WattShiftConfig, WebhookChannelConfig
+from bridge.delivery import DeliveryWorker
+from bridge.health import HealthBoard
+from bridge.lifecycle import Service
+from bridge.logs import register_secrets
+from bridge.model import ResourceKey, Watch
+from bridge.poller import Poller
+from bridge.providers.base import Provider
+from bridge.providers.podero import PoderoProvider
+from bridge.providers.realto import RealtoProvider
+from bridge.providers.wattshift import WattShiftProvider
+from bridge.retry import DEFAULT_SCHEDULE, RetryPolicy
+from bridge.rulebook import RuleBook, load_for
+from bridge.scheduler import PollScheduler
+from bridge.store.base import Store
+from bridge.store.sqlite import SqliteStore
+
+log = structlog.get_logger(__name__)
+
+
+def open_store_for(config: Config) -> Store:
+    """The store named by `[store] url` (the embedded SQLite default)."""
+    url = config.store.url
+    if url.startswith("sqlite:///"):
+        return SqliteStore(Path(url.removeprefix("sqlite:///")), synchronous=config.store.synchronous)
+    raise ValueError(f"store.url: unsupported store {url.split(':', 1)[0]!r} (supported: sqlite:///PATH)")
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    start_scheduler: bool = True,
+    on_crash: Callable[[str, BaseException], None] | None = None,
+) -> web.Application:
+    """Build the bridge. Rules are loaded (and validated) now, so a bad rule set fails before start."""
+    register_secrets(_secrets_of(config))
+    app = web.Application()
+    app[CONFIG] = config
+    app[CLOCK] = clock or SystemClock()
+    app[RULEBOOK] = RuleBook(config, load_for(config))
+    app[HEALTH] = HealthBoard()
+    app[ON_CRASH] = on_crash or (lambda name, exc: None)
+    app.add_routes(health.routes)
+    app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
+    if start_scheduler:
+        app.cleanup_ctx.append(_scheduler)
+    return app
+
+
+def _secrets_of(config: Config) -> list[str]:
+    values: list[str] = []
+    for model in [config.server, config.smtp, *config.providers.values(), *config.channels.values()]:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if hasattr(value, "get_secret_value"):
+                values.append(value.get_secret_value())
+    return values
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    store = open_store_for(app[CONFIG])
+    await store.open()
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+def _make_provider(name: str, cfg: object, clock: Clock) -> tuple[Provider, aiohttp.ClientSession]:
+    """One provider client and its own ClientSession (with the provider's auth middleware)."""
+    headers = {"User-Agent": f"Wattbridge/{__version__}"}
+    if isinstance(cfg, PoderoConfig):
+        mw = PoderoProvider.middleware(name, cfg, clock)
+        session = aiohttp.ClientSession(headers=headers, middlewares=(mw,))
+        return PoderoProvider(name, cfg, session=session, clock=clock), session
+    if isinstance(cfg, RealtoConfig):
+        session = aiohttp.ClientSession(
+            headers=headers, middlewares=(RealtoProvider.middleware(name, cfg, clock),)
+        )
+        return RealtoProvider(name, cfg, session=session, clock=clock), session
+    if isinstance(cfg, WattShiftConfig):
+        session = aiohttp.ClientSession(headers=headers)  # API key header added per request
+        return WattShiftProvider(name, cfg, session=session, clock=clock), session
+    raise ValueError(f"providers.{name}: kind {getattr(cfg, 'kind', '?')!r} is not supported")
+
+
+async def _providers(app: web.Application) -> AsyncIterator[None]:
+    providers: dict[str, Provider] = {}
+    sessions: list[aiohttp.ClientSession] = []
+    try:
+        for name, cfg in app[CONFIG].providers.items():
+            if not cfg.enabled:
+                continue
+            provider, session = _make_provider(name, cfg, app[CLOCK])
+            providers[name] = provider
+            sessions.append(session)
+            app[HEALTH].get(name)
+        await _register_static_watches(app[STORE], providers.values(), app[CLOCK].now())
+        app[PROVIDERS] = providers
+        yield
+    finally:
+        for provider in providers.values():
+            await provider.close()
+        for session in sessions:
+            await session.close()
+
+
+async def _register_static_watches(store: Store, providers: Iterable[Provider], now: datetime) -> None:
+    """Config watches join the stored ones; an ended watch stays ended (it reached a terminal state)."""
+    for provider in providers:
+        known = {
+            (w.key.source, w.key.resource_id)
+            for w in await store.list_watches(provider=provider.name, active_only=False)
+        }
+        for source, resource_id, params in provider.static_watches():
+            if (source, resource_id) not in known:
+                key = ResourceKey(source=source, provider=provider.name, resource_id=resource_id)
+                await store.add_watch(Watch(key=key, params=params, created_at=now))
+
+
+async def _channels(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(headers={"User-Agent": f"Wattbridge/{__version__}"}) as session:
+        channels = build_channels(app[CONFIG], session=session, clock=app[CLOCK])
+        app[CHANNELS] = channels
+        try:
+            yield
+        finally:
+            for channel in channels.values():
+                await channel.close()
+
+
+async def _delivery(app: web.Application) -> AsyncIterator[None]:
+    channels: dict[str, Channel] = app[CHANNELS]
+
+    async def channel_health(name: str, state: dict[str, Any]) -> None:
+        await app[POLLER].observe_internal(
+            ResourceKey(source="bridge.channel", provider="bridge", resource_id=name), state
+        )
+
+    worker = DeliveryWorker(
+        app[STORE],
+        channels,
+        clock=app[CLOCK],
+        lease=_lease(app[CONFIG]),
+        policies=retry_policies(app[CONFIG]),
+        on_health=channel_health,
+    )
+    app[DELIVERY] = worker
+    app[POLLER] = Poller(
+        store=app[STORE],
+        rulebook=app[RULEBOOK],
+        channels=channels,
+        clock=app[CLOCK],
+        health=app[HEALTH],
+        on_committed=worker.notify,
+    )
+    await app[POLLER].load_health()
+    for name in channels:  # the healthy baseline, so the first trouble is a change that rules see
+        await channel_health(name, worker.channel_state(name))
+    drain = app[CONFIG].server.drain_timeout.total_seconds()
+    async with Service(worker.run, name="delivery", drain=drain, on_crash=app[ON_CRASH]) as service:
+        app[DELIVERY_SERVICE] = service
+        yield
+
+
+def retry_policies(config: Config) -> dict[str, RetryPolicy]:
+    """Each channel's retry schedule (SPEC §6 default unless the channel sets `retry`)."""
+    return {
+        name: RetryPolicy(
+            schedule=tuple(c.retry) if c.retry else DEFAULT_SCHEDULE, retry_after_cap=c.retry_after_cap
+        )
+        for name, c in config.channels.items()
+    }
+
+
+def _lease(config: Config) -> timedelta:
+    """A claimed delivery is leased well past the slowest channel's timeout, so a send in flight is
+    never claimed twice; a crashed worker's claim still expires and is retried."""
+    timeouts = [config.smtp.timeout] + [
+        c.timeout for c in config.channels.values() if isinstance(c, WebhookChannelConfig)
+    ]
+    return max(timedelta(seconds=60), 2 * max(timeouts))
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    scheduler = PollScheduler(app[POLLER], list(app[PROVIDERS].values()))
+    scheduler.start()
+    app[SCHEDULER] = scheduler
+    yield
+    await scheduler.stop(drain=app[CONFIG].server.drain_timeout.total_seconds())

@@ -1,0 +1,38 @@
+"""Typed keys of the aiohttp application: one per component the app owns."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+from bridge.channels.base import Channel
+from bridge.clock import Clock
+from bridge.config import Config
+from bridge.delivery import DeliveryWorker
+from bridge.health import HealthBoard
+from bridge.lifecycle import Service
+from bridge.poller import Poller
+from bridge.providers.base import Provider
+from bridge.rulebook import RuleBook
+from bridge.scheduler import PollScheduler
+from bridge.store.base import Store
+
+CONFIG = web.AppKey("config", Config)
+CLOCK = web.AppKey("clock", Clock)
+RULEBOOK = web.AppKey("rulebook", RuleBook)
+HEALTH = web.AppKey("health", HealthBoard)
+STORE = web.AppKey("store", Store)
+PROVIDERS = web.AppKey("providers", dict[str, Provider])
+CHANNELS = web.AppKey("channels", dict[str, Channel])
+DELIVERY = web.AppKey("delivery", DeliveryWorker)
+DELIVERY_SERVICE = web.AppKey("delivery_service", Service)
+POLLER = web.AppKey("poller", Poller)
+SCHEDULER = web.AppKey("scheduler", PollScheduler)
+
+
+class CrashHandler(Protocol):
+    def __call__(self, name: str, exc: BaseException, /) -> None: ...
+
+
+ON_CRASH = web.AppKey("on_crash", CrashHandler)

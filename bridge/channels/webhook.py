@@ -1,0 +1,201 @@
+"""Webhook channel: the SPEC §6 envelope, signed per Standard Webhooks, POSTed and classified.
+
+The body is rendered once (bytes in the outbox); every attempt signs those same bytes with the same
+`webhook-id`, so a receiver can deduplicate retries. Sending never raises: the receiver's answer
+becomes a SendResult the outbox turns into a retry, a success or a dead letter.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from multidict import CIMultiDict
+from standardwebhooks import Webhook
+
+from bridge import __version__
+from bridge.channels.base import RenderContext, SendResult
+from bridge.clock import Clock
+from bridge.config import ChannelConfig as AnyChannelConfig
+from bridge.config import Config, WebhookChannelConfig
+from bridge.model import Delivery, Event
+from bridge.providers.http import parse_retry_after
+
+log = structlog.get_logger(__name__)
+
+EXCERPT_BYTES = 256
+
+
+def iso_z(when: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`: `2026-11-22T21:00:00Z` (fractional seconds only when present)."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def envelope(event: Event) -> dict[str, Any]:
+    """The default webhook body (SPEC §6) as a dict."""
+    return {
+        "type": event.type,
+        "timestamp": iso_z(event.occurred_at),
+        "data": {
+            "event_id": event.id,
+            "rule": event.rule_id,
+            "status": event.status,
+            "severity": event.severity,
+            "source": event.key.source,
+            "provider": event.key.provider,
+            "resource_id": event.key.resource_id,
+            "sequence": event.sequence,
+            "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in event.changes],
+            "state": event.state,
+        },
+    }
+
+
+class WebhookChannel:
+    """POSTs signed JSON to one partner URL."""
+
+    kind: str = "webhook"
+
+    def __init__(
+        self, name: str, cfg: WebhookChannelConfig, *, session: aiohttp.ClientSession, clock: Clock
+    ) -> None:
+        self.name = name
+        self._cfg = cfg
+        self._session = session
+        self._clock = clock
+        self._signer = Webhook(cfg.secret.get_secret_value())
+        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout.total_seconds())
+        # Set by a 410 Gone: the receiver said the endpoint is gone for good; until a restart with a
+        # fixed config, further deliveries become dead letters (replayable) instead of hammering it.
+        self.disabled = False
+
+    @classmethod
+    def from_config(
+        cls,
+        name: str,
+        cfg: AnyChannelConfig,
+        *,
+        config: Config,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+    ) -> WebhookChannel:
+        if not isinstance(cfg, WebhookChannelConfig):
+            raise TypeError(f"channels.{name}: expected a webhook channel config, got kind {cfg.kind!r}")
+        return cls(name, cfg, session=session, clock=clock)
+
+    def render(self, event: Event, ctx: RenderContext) -> bytes:
+        return orjson.dumps(envelope(event))
+
+    def headers(self, delivery: Delivery, when: datetime) -> CIMultiDict[str]:
+        """Every header of one attempt; the signature covers `id.timestamp.body` (Standard Webhooks)."""
+        when = when.astimezone(UTC)
+        headers: CIMultiDict[str] = CIMultiDict({"user-agent": f"Wattbridge/{__version__}"})
+        for key, value in self._cfg.headers.items():
+            headers[key] = value  # replaces case-insensitively, so a user may set their own User-Agent
+        headers["content-type"] = "application/json"
+        headers["webhook-id"] = delivery.id
+        headers["webhook-timestamp"] = str(int(when.timestamp()))
+        headers["webhook-signature"] = self._signer.sign(delivery.id, when, delivery.body.decode())
+        return headers
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        if self.disabled:
+            return SendResult(
+                ok=False, permanent=True, error="channel disabled: the receiver answered 410 Gone"
+            )
+        try:
+            headers = self.headers(delivery, self._clock.now())
+        except UnicodeDecodeError:
+            return SendResult(ok=False, permanent=True, error="stored webhook body is not UTF-8")
+        started = time.perf_counter()
+        try:
+            async with self._session.post(
+                self._cfg.url,
+                data=delivery.body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as resp:
+                excerpt = await _read_excerpt(resp)
+                status = resp.status
+                retry_after_header = resp.headers.get("Retry-After")
+        except TimeoutError:
+            return SendResult(
+                ok=False,
+                error=f"timeout after {self._timeout.total:g}s",
+                latency_ms=_ms(started),
+            )
+        except aiohttp.ClientError as exc:
+            return SendResult(
+                ok=False, error=f"connection error: {type(exc).__name__}: {exc}", latency_ms=_ms(started)
+            )
+        except Exception as exc:  # never raise: the outbox must record and retry whatever happened
+            log.exception("webhook.unexpected_error", channel=self.name, delivery_id=delivery.id)
+            return SendResult(
+                ok=False, error=f"unexpected error: {type(exc).__name__}", latency_ms=_ms(started)
+            )
+        return self._classify(status, retry_after_header, excerpt, _ms(started))
+
+    def _classify(self, status: int, retry_after_header: str | None, excerpt: bytes, ms: float) -> SendResult:
+        text = excerpt.decode("utf-8", errors="replace")
+        if 200 <= status < 300:
+            return SendResult(ok=True, status_code=status, latency_ms=ms, response_excerpt=text)
+        if status == 410:
+            self.disabled = True
+            log.error("channel.disabled", channel=self.name, kind=self.kind, status=status)
+            return SendResult(
+                ok=False,
+                status_code=status,
+                permanent=True,
+                error="HTTP 410 Gone: channel disabled",
+                latency_ms=ms,
+                response_excerpt=text,
+            )
+        if 300 <= status < 400:
+            # Not followed: a redirect would resend a signed body to a URL nobody configured.
+            return SendResult(
+                ok=False,
+                status_code=status,
+                error=f"HTTP {status}: redirect not followed (fix the channel URL)",
+                latency_ms=ms,
+                response_excerpt=text,
+            )
+        if status in (408, 429) or status >= 500:
+            return SendResult(
+                ok=False,
+                status_code=status,
+                retry_after=parse_retry_after(retry_after_header, now=self._clock.now()),
+                error=f"HTTP {status}",
+                latency_ms=ms,
+                response_excerpt=text,
+            )
+        return SendResult(
+            ok=False,
+            status_code=status,
+            permanent=400 <= status < 500,
+            error=f"HTTP {status}",
+            latency_ms=ms,
+            response_excerpt=text,
+        )
+
+    async def close(self) -> None:
+        """The session belongs to the app; nothing of our own to release."""
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+async def _read_excerpt(resp: aiohttp.ClientResponse) -> bytes:
+    """The first EXCERPT_BYTES of the answer, for the attempt record; the rest is not read."""
+    buf = bytearray()
+    while len(buf) < EXCERPT_BYTES:
+        chunk = await resp.content.read(EXCERPT_BYTES - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)

@@ -1,0 +1,184 @@
+"""The configuration file's schema (SPEC §3): strict pydantic models, durations, secrets.
+
+Loading (TOML → env expansion → validation with FILE:LINE errors) lives in `config_loader.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` (or a number of seconds) → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '30s', '5m', '2h'")
+    if isinstance(value, int | float):
+        return timedelta(seconds=float(value))
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    raise ValueError(
+        f"invalid duration {value!r}: use a number with a unit, like '500ms', '30s', '5m', '2h', '1d'"
+    )
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    """What users write: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(Strict):
+    url: str = "sqlite:///wattbridge.db"
+    # FULL survives power loss, NORMAL (WAL) only process crashes; see README "Operations: delivery".
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+
+class ServerConfig(Strict):
+    listen: str = "127.0.0.1:8080"
+    admin_token: SecretStr | None = None
+    drain_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected HOST:PORT, got {v!r}")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class RulesConfig(Strict):
+    paths: list[str] = Field(default_factory=lambda: ["rules/*.toml"])
+
+
+class WallboxWatch(Strict):
+    user_id: str
+    wallbox_id: str
+
+
+class ProviderBase(Strict):
+    base_url: str
+    poll_interval: Duration = timedelta(seconds=60)
+    max_requests_per_second: float = Field(default=5.0, gt=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    timeout: Duration = timedelta(seconds=10)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    enabled: bool = True
+
+
+class PoderoConfig(ProviderBase):
+    kind: Literal["podero"]
+    base_url: str = "https://app.podero.com"
+    client_id: SecretStr | None = None
+    client_secret: SecretStr | None = None
+    username: SecretStr | None = None
+    password: SecretStr | None = None
+    token_url: str | None = None
+    org_id: str
+    discover: bool = False
+    onboarding_sessions: list[str] = Field(default_factory=list)
+    wallboxes: list[WallboxWatch] = Field(default_factory=list)
+
+
+class RealtoConfig(ProviderBase):
+    kind: Literal["realto"]
+    base_url: str = "https://platform.realto.io/api"
+    client_id: SecretStr
+    client_secret: SecretStr
+    page_size: int = Field(default=25, ge=1, le=100)
+    poll_interval: Duration = timedelta(minutes=5)
+
+
+class WattShiftConfig(ProviderBase):
+    kind: Literal["wattshift"]
+    base_url: str = "https://api.wattshift.com"
+    api_key: SecretStr
+    home_ids: list[str] = Field(default_factory=list)
+    discover: bool = False
+    poll_interval: Duration = timedelta(minutes=2)
+
+
+ProviderConfig = Annotated[PoderoConfig | RealtoConfig | WattShiftConfig, Field(discriminator="kind")]
+
+
+class ChannelBase(Strict):
+    # Waits before each attempt (the first is normally "0s"); after the last, the delivery is dead.
+    retry: list[Duration] | None = None
+    retry_after_cap: Duration = timedelta(hours=1)  # a receiver's Retry-After is honoured up to this
+
+    @field_validator("retry")
+    @classmethod
+    def _schedule(cls, v: list[timedelta] | None) -> list[timedelta] | None:
+        if v is not None and not v:
+            raise ValueError("a retry schedule needs at least one entry (e.g. ['0s'])")
+        return v
+
+
+class WebhookChannelConfig(ChannelBase):
+    kind: Literal["webhook"]
+    url: str
+    secret: SecretStr  # whsec_… (Standard Webhooks)
+    timeout: Duration = timedelta(seconds=10)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v
+
+
+class EmailChannelConfig(ChannelBase):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: Literal["email"]
+    to: list[str] = Field(min_length=1)
+    from_: str = Field(alias="from")
+    subject_prefix: str = "[wattbridge] "
+
+
+ChannelConfig = Annotated[WebhookChannelConfig | EmailChannelConfig, Field(discriminator="kind")]
+
+
+class SmtpConfig(Strict):
+    host: str = "localhost"
+    port: int = 587
+    starttls: bool = False
+    use_tls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: Duration = timedelta(seconds=30)
+
+
+class Config(Strict):
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+    # Where relative paths (rule globs, template files) resolve from: the config file's folder.
+    base_dir: str = Field(default=".", exclude=True)

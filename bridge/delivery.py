@@ -1,0 +1,271 @@
+"""The outbox worker: claim due deliveries, send them, record each attempt with its retry decision.
+
+Durability lives in the store: a claim is a lease (next_attempt_at pushed forward), never a lock held
+across a send, so a crash mid-send just lets the lease expire and the delivery goes out again with the
+same webhook-id. The loop waits on events, not polls: new work (`notify`), the next due time
+(`clock.sleep`), or stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from bridge import errors
+from bridge.breaker import Breakers
+from bridge.channels.base import Channel, SendResult
+from bridge.clock import Clock
+from bridge.model import Attempt, Delivery, DeliveryStatus
+from bridge.retry import RetryPolicy
+from bridge.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+STORE_BACKOFF_MAX_S = 60.0
+
+
+class DeliveryWorker:
+    """Sends the outbox. One per process; `run` is its loop, `run_until_idle` a burst for tests/dry runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        *,
+        clock: Clock,
+        policy: RetryPolicy | None = None,
+        policies: Mapping[str, RetryPolicy] | None = None,
+        batch: int = 50,
+        lease: timedelta = timedelta(seconds=60),
+        concurrency: int = 16,
+        breakers: Breakers | None = None,
+        on_health: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        if batch < 1 or concurrency < 1:
+            raise ValueError("batch and concurrency must be at least 1")
+        self._store = store
+        self._channels = channels
+        self._clock = clock
+        self._policy = policy or RetryPolicy()
+        self._policies = dict(policies or {})  # per-channel schedules; others use `policy`
+        self._batch = batch
+        self._lease = lease
+        self._concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._missing_logged: set[str] = set()
+        self._disabled_told: set[str] = set()
+        self.breakers = breakers or Breakers()
+        self._on_health = on_health
+        self.attempts_made = 0  # attempts since start, for metrics and run_until_idle
+
+    def channel_state(self, name: str) -> dict[str, Any]:
+        """The `bridge.channel` state of one channel (what rules and the API see)."""
+        c = self.breakers.get(name)
+        channel = self._channels.get(name)
+        disabled = bool(getattr(channel, "disabled", False))
+        return {
+            "channel": name,
+            "status": "disabled"
+            if disabled
+            else {"closed": "ok", "open": "paused", "half_open": "probing"}[c.state],
+            "consecutive_failures": c.consecutive_failures,
+            "last_error": c.last_error,
+            "paused_until": c.open_until.isoformat() if c.open_until and c.state == "open" else None,
+        }
+
+    async def _channel_health(self, name: str, channel: Channel) -> None:
+        state = self.channel_state(name)
+        if state["status"] == "disabled":
+            self._disabled_told.add(name)
+        if state["status"] == "ok":
+            log.info("channel.health", **state)
+        else:
+            log.warning("channel.health", **state)
+        if self._on_health is not None:
+            try:
+                await self._on_health(name, state)
+            except errors.BridgeError as exc:  # telling ops must never stop a delivery
+                log.error("channel.health_not_recorded", channel=name, error=str(exc))
+
+    def notify(self) -> None:
+        """New deliveries were committed: look now instead of at the next due time."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; then finish the sends in flight and return."""
+        failures = 0
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self._pump(stop)
+                due = await self._store.next_due_at()
+                failures = 0
+            except errors.StoreError as exc:
+                # A locked or briefly unreachable store must not kill the bridge: back off and retry.
+                failures += 1
+                delay = min(STORE_BACKOFF_MAX_S, 2.0 ** (failures - 1))
+                log.error("delivery.store_error", error=str(exc), retry_in_s=delay)
+                await self._wait(stop, delay)
+                continue
+            if stop.is_set():
+                break
+            if due is None:
+                await self._wait(stop, None)
+                continue
+            delay = (due - self._clock.now()).total_seconds()
+            if delay > 0:
+                await self._wait(stop, delay)
+            # else: due already (time moved while we sent), so go round again without waiting
+
+    async def run_until_idle(self) -> int:
+        """Deliver everything due at `clock.now()` until nothing is due or in flight; returns attempts made.
+
+        Also waits for sends that a concurrently running `run` has in flight, so "idle" means idle.
+        """
+        before = self.attempts_made
+        never = asyncio.Event()
+        while True:
+            claimed = await self._pump(never)
+            others = set(self._in_flight)
+            if others:
+                await asyncio.wait(others)
+            elif claimed == 0:
+                return self.attempts_made - before
+
+    async def _wait(self, stop: asyncio.Event, delay: float | None) -> None:
+        """Until new work, `delay` seconds of clock time (None: no timer), or stop; whichever is first."""
+        waits: list[Awaitable[object]] = [self._wake.wait(), stop.wait()]
+        if delay is not None:
+            waits.append(self._clock.sleep(delay))
+        tasks = [asyncio.ensure_future(w) for w in waits]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _pump(self, stop: asyncio.Event) -> int:
+        """Claim and send due deliveries, at most `concurrency` at once, until none is due; returns claims.
+
+        Only as many as there are free slots are claimed, so a claimed delivery starts sending at
+        once and its lease only has to cover one send.
+        """
+        claimed_total = 0
+        mine: set[asyncio.Task[None]] = set()
+        more = True
+        store_error: errors.StoreError | None = None
+        try:
+            while True:
+                if self._wake.is_set() and store_error is None:
+                    self._wake.clear()
+                    more = True
+                want = min(self._batch, self._concurrency - len(mine))
+                if more and want > 0 and not stop.is_set():
+                    try:
+                        claimed = await self._store.claim_due(
+                            self._clock.now(), limit=want, lease=self._lease
+                        )
+                    except errors.StoreError as exc:
+                        # Let the sends in flight finish (cancelling them would only cause duplicates).
+                        store_error, claimed, more = exc, [], False
+                    else:
+                        more = len(claimed) == want
+                    claimed_total += len(claimed)
+                    for delivery in claimed:
+                        task = asyncio.create_task(self._deliver(delivery), name=f"delivery:{delivery.id}")
+                        mine.add(task)
+                        self._in_flight.add(task)
+                        task.add_done_callback(self._in_flight.discard)
+                if not mine:
+                    if store_error is not None:
+                        raise store_error
+                    return claimed_total
+                done, mine = await asyncio.wait(mine, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # a bug in _deliver surfaces here and stops the service loudly
+        finally:
+            # Only on cancellation (drain timeout) or a bug: leased deliveries go out after the lease.
+            for task in mine:
+                task.cancel()
+            if mine:
+                await asyncio.gather(*mine, return_exceptions=True)
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        channel = self._channels.get(delivery.channel)
+        if channel is None:
+            # Kept pending (the lease just runs out): a config fix and restart delivers it.
+            if delivery.channel not in self._missing_logged:
+                self._missing_logged.add(delivery.channel)
+                log.warning("delivery.channel_missing", delivery_id=delivery.id, channel=delivery.channel)
+            return
+        at = self._clock.now()
+        if not self.breakers.allow(delivery.channel, at):
+            # Circuit open: not sent, no attempt spent; the claim lease runs out and it is tried later.
+            return
+        try:
+            result = await channel.send(delivery)
+        except Exception as exc:  # a channel must not raise; if one does, it is still an attempt
+            log.exception("delivery.channel_raised", delivery_id=delivery.id, channel=delivery.channel)
+            result = SendResult(ok=False, error=f"channel raised {type(exc).__name__}")
+        # A permanent rejection is about this message, not the receiver's health.
+        changed = self.breakers.record(
+            delivery.channel,
+            ok=result.ok,
+            counts=not result.permanent,
+            now=self._clock.now(),
+            error=result.error,
+        )
+        if changed or (getattr(channel, "disabled", False) and delivery.channel not in self._disabled_told):
+            await self._channel_health(delivery.channel, channel)
+        number = delivery.attempts + 1
+        status: DeliveryStatus
+        next_at: datetime | None
+        if result.ok:
+            status, next_at = "delivered", None
+        else:
+            decision = self._policies.get(delivery.channel, self._policy).decide(
+                attempts_made=number,
+                now=self._clock.now(),
+                retry_after=result.retry_after,
+                permanent=result.permanent,
+            )
+            status = "dead" if decision.dead else "pending"
+            next_at = decision.next_attempt_at
+        attempt = Attempt(
+            delivery_id=delivery.id,
+            number=number,
+            at=at,
+            ok=result.ok,
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+            error=result.error,
+            response_excerpt=result.response_excerpt,
+        )
+        self.attempts_made += 1
+        log_fn = log.info if result.ok or status == "pending" else log.warning
+        log_fn(
+            "delivery.attempt",
+            delivery_id=delivery.id,
+            channel=delivery.channel,
+            attempt=number,
+            ok=result.ok,
+            status=result.status_code,
+            ms=round(result.latency_ms, 1),
+            outcome=status,
+            **({"error": result.error} if result.error else {}),
+            **({"next_attempt_at": next_at.isoformat()} if next_at else {}),
+        )
+        try:
+            await self._store.record_attempt(attempt, status=status, next_attempt_at=next_at)
+        except errors.StoreError as exc:
+            # The lease expires and the delivery is sent again (same webhook-id): at least once.
+            log.error("delivery.record_failed", delivery_id=delivery.id, error=str(exc))

@@ -1,0 +1,115 @@
+"""Our exception tree: every error a user meets says what happened and what to do.
+
+BridgeError
+├── ConfigError            invalid config file (carries every problem as FILE:LINE: key: message)
+├── RuleError              invalid rule file(s) (same format)
+├── ProviderError          a poll failed; never turns into a change
+│   ├── ProviderAuthError        credentials refused (after one token refresh)
+│   ├── ProviderNotFound         the watched resource answered 404
+│   ├── ProviderUnavailable      5xx / 429 / connection refused: retry later (retry_after)
+│   ├── ProviderTimeout          no answer in time
+│   └── ProviderMalformed        body is not JSON, too large, or violates the schema
+├── DeliveryError          a channel could not send (the outbox retries it)
+└── StoreError             the store is unreachable or corrupt
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class BridgeError(Exception):
+    """Base of every error Wattbridge raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One located problem in a user-written file."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        key = f" {self.key}:" if self.key else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ProblemsError(BridgeError):
+    """An error that carries every problem found, so the user fixes them all in one go."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ConfigError(ProblemsError):
+    """The configuration file is invalid."""
+
+
+class RuleError(ProblemsError):
+    """One or more rule files are invalid."""
+
+
+class ProviderError(BridgeError):
+    """A provider call failed; the poll changes nothing and only updates `bridge.provider`."""
+
+    kind = "error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused our credentials (after one token refresh): check client id/secret or API key."""
+
+    kind = "auth"
+
+
+class ProviderNotFound(ProviderError):
+    """The watched resource does not exist (404)."""
+
+    kind = "not_found"
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider is down or rate limiting us; the next poll waits at least `retry_after` seconds."""
+
+    kind = "unavailable"
+
+
+class ProviderRateLimited(ProviderUnavailable):
+    """The provider answered 429."""
+
+    kind = "rate_limited"
+
+
+class ProviderTimeout(ProviderError, TimeoutError):
+    """The provider did not answer in time."""
+
+    kind = "timeout"
+
+
+class ProviderMalformed(ProviderError):
+    """The provider's answer is not the JSON we expect (not JSON, too large, or schema violation)."""
+
+    kind = "malformed"
+
+
+class ProviderSchemaViolation(ProviderMalformed):
+    """The body is JSON but violates the documented schema (e.g. a key field of the wrong type)."""
+
+    kind = "schema_violation"
+
+
+class DeliveryError(BridgeError):
+    """A channel could not send a notification; the outbox keeps it and retries."""
+
+
+class StoreError(BridgeError):
+    """The store is unreachable, locked or corrupt."""

@@ -1,0 +1,313 @@
+"""One poll cycle: provider → observations → diff → rules → one store commit → wake delivery.
+
+Like Home Assistant's DataUpdateCoordinator without HA: a failed fetch changes nothing and only
+updates provider health; a successful one commits each resource's new snapshot together with the
+events it caused and their deliveries (DESIGN.md "one transaction per poll result").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from bridge import errors
+from bridge.channels.base import Channel, RenderContext
+from bridge.clock import Clock
+from bridge.diff import diff, meaningful_digest
+from bridge.health import HealthBoard
+from bridge.model import (
+    Delivery,
+    Event,
+    EventKind,
+    Observation,
+    PollResult,
+    ResourceKey,
+    Snapshot,
+    delivery_id,
+    event_id,
+)
+from bridge.providers.base import FetchResult, Provider
+from bridge.rulebook import RuleBook
+from bridge.rules.engine import Firing, RuleSet
+from bridge.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+HEALTH_SOURCE = "bridge.provider"
+LISTING_MARKER = ""  # resource id of the row that records "a complete listing was baselined"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollSummary:
+    provider: str
+    group: str
+    ok: bool
+    observed: int = 0
+    failed: int = 0
+    changed: int = 0
+    events: int = 0
+    retry_after: float | None = None
+
+
+class Poller:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        rulebook: RuleBook,
+        channels: Mapping[str, Channel],
+        clock: Clock,
+        health: HealthBoard,
+        on_committed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._rulebook = rulebook
+        self._channels = channels
+        self._clock = clock
+        self.health = health
+        self._on_committed = on_committed
+        # The last committed bridge.provider snapshots (loaded lazily; the store has them too).
+        self._health_snapshots: dict[str, Snapshot] = {}
+
+    async def load_health(self) -> None:
+        """Read stored `bridge.provider` snapshots, so a restart does not re-baseline them."""
+        for provider in list(self.health.providers):
+            snap = await self._store.get_snapshot(
+                ResourceKey(source=HEALTH_SOURCE, provider=provider, resource_id=provider)
+            )
+            if snap is not None:
+                self._health_snapshots[provider] = snap
+
+    async def poll(self, provider: Provider, group: str) -> PollSummary:
+        """Fetch one watch group and commit what changed. Never raises for a provider fault."""
+        started = time.perf_counter()
+        now = self._clock.now()
+        watches = await self._store.list_watches(provider=provider.name)
+        try:
+            fetched = await provider.fetch(group, watches)
+        except errors.ProviderError as exc:
+            self.health.failure(provider.name, str(exc), now)
+            log.warning("poll.failed", provider=provider.name, group=group, error=str(exc), kind=exc.kind)
+            await self._commit(self._health_results(provider.name, now))
+            return PollSummary(provider=provider.name, group=group, ok=False, retry_after=exc.retry_after)
+
+        for resource, failure in fetched.failures.items():
+            log.warning("poll.resource_failed", provider=provider.name, resource=resource, error=str(failure))
+        if fetched.failures:
+            first = str(next(iter(fetched.failures.values())))
+            self.health.failure(provider.name, first, now, partial=bool(fetched.observations))
+        else:
+            self.health.success(provider.name, now)
+
+        results = await self._results(provider.name, fetched, now)
+        changed = len(results)
+        results += self._health_results(provider.name, now)
+        await self._commit(results)
+        summary = PollSummary(
+            provider=provider.name,
+            group=group,
+            ok=not fetched.failures,
+            observed=len(fetched.observations),
+            failed=len(fetched.failures),
+            changed=changed,
+            events=sum(len(r.events) for r in results),
+            retry_after=fetched.retry_after,
+        )
+        log.info(
+            "poll.completed",
+            provider=provider.name,
+            group=group,
+            observed=summary.observed,
+            failed=summary.failed,
+            changed=summary.changed,
+            events=summary.events,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return summary
+
+    async def _commit(self, results: list[PollResult]) -> None:
+        if results:
+            await self._store.commit(results)
+            if any(r.deliveries for r in results):
+                self._on_committed()
+
+    async def _results(self, provider: str, fetched: FetchResult, now: datetime) -> list[PollResult]:
+        rules = self._rulebook.current
+        results: list[PollResult] = []
+        observations = list(fetched.observations)
+        listed: dict[str, dict[str, Snapshot]] = {}
+        for source in fetched.complete_sources:
+            # A complete listing: what we stored but no longer see has disappeared. The marker row
+            # (resource id "") says a first listing was taken, so a new id after it has *appeared*.
+            stored = await self._store.get_snapshots(provider, source)
+            listed[source] = stored
+            seen = {o.key.resource_id for o in observations if o.key.source == source}
+            for rid, snap in stored.items():
+                if rid and rid not in seen and snap.state is not None:
+                    observations.append(Observation(key=snap.key, state=None, observed_at=now))
+            if LISTING_MARKER not in stored:
+                marker = ResourceKey(source=source, provider=provider, resource_id=LISTING_MARKER)
+                results.append(
+                    PollResult(
+                        snapshot=Snapshot(
+                            key=marker, state=None, digest="listing", sequence=0, updated_at=now
+                        )
+                    )
+                )
+        for obs in observations:
+            listing = listed.get(obs.key.source)
+            if listing is not None:
+                snapshot = listing.get(obs.key.resource_id)
+                appears = LISTING_MARKER in listing
+            else:
+                snapshot = await self._store.get_snapshot(obs.key)
+                appears = False
+            end = fetched.terminal.get(obs.key.resource_id)
+            result = self._process(obs, snapshot, rules, appears=appears, end_watch=end)
+            if result is not None:
+                results.append(result)
+        return results
+
+    async def observe_internal(self, key: ResourceKey, state: dict[str, Any]) -> None:
+        """Run one of the bridge's own resources (`bridge.channel`) through diff, rules and the outbox."""
+        obs = Observation(key=key, state=state, observed_at=self._clock.now())
+        result = self._process(obs, await self._store.get_snapshot(key), self._rulebook.current)
+        if result is not None:
+            await self._commit([result])
+
+    def _health_results(self, provider: str, now: datetime) -> list[PollResult]:
+        """`bridge.provider` is a resource like any other: rules can alert on it."""
+        key = ResourceKey(source=HEALTH_SOURCE, provider=provider, resource_id=provider)
+        obs = Observation(key=key, state=self.health.get(provider).as_state(), observed_at=now)
+        snapshot = self._health_snapshots.get(provider)
+        result = self._process(obs, snapshot, self._rulebook.current)
+        if result is None:
+            return []
+        self._health_snapshots[provider] = result.snapshot
+        return [result]
+
+    def _process(
+        self,
+        obs: Observation,
+        snapshot: Snapshot | None,
+        rules: RuleSet,
+        *,
+        appears: bool = False,
+        end_watch: str | None = None,
+    ) -> PollResult | None:
+        source = obs.key.source
+        keep = rules.keep_fields(source)
+        digest = meaningful_digest(obs.state, source=source, keep=keep)
+        if snapshot is None and not appears:
+            if obs.state is None:
+                return None  # never seen and not there: nothing to baseline
+            # The first observation is the baseline: stored, fires nothing.
+            return PollResult(snapshot=self._snapshot(obs, digest, 0), end_watch=end_watch)
+        if snapshot is None:
+            # New in a listing that was already baselined: it appeared.
+            snapshot = Snapshot(
+                key=obs.key, state=None, digest="gone", sequence=0, updated_at=obs.observed_at
+            )
+        if snapshot.digest == digest:
+            if end_watch is not None:  # terminal and unchanged: still end the watch
+                return PollResult(snapshot=snapshot, end_watch=end_watch)
+            return None  # only volatile fields moved: write nothing
+        kind: EventKind
+        if obs.state is None:
+            kind = "disappeared"
+        elif snapshot.state is None:
+            kind = "appeared"
+        else:
+            kind = "changed"
+        changes = diff(snapshot.state, obs.state, source=source, keep=keep)
+        firings = rules.evaluate(source=source, kind=kind, old=snapshot.state, new=obs.state, changes=changes)
+        sequence = snapshot.sequence
+        events: list[Event] = []
+        deliveries: list[Delivery] = []
+        for firing in firings:
+            sequence += 1
+            event = self._event(obs, firing, sequence)
+            events.append(event)
+            deliveries.extend(self._deliveries(event, firing, snapshot.state, rules))
+        return PollResult(
+            snapshot=self._snapshot(obs, digest, sequence),
+            events=tuple(events),
+            deliveries=tuple(deliveries),
+            end_watch=end_watch,
+        )
+
+    def _snapshot(self, obs: Observation, digest: str, sequence: int) -> Snapshot:
+        return Snapshot(
+            key=obs.key, state=obs.state, digest=digest, sequence=sequence, updated_at=obs.observed_at
+        )
+
+    def _event(self, obs: Observation, firing: Firing, sequence: int) -> Event:
+        rule = firing.rule
+        return Event(
+            id=event_id(rule.id, obs.key, sequence, obs.observed_at),
+            rule_id=rule.id,
+            type=rule.type,
+            status=firing.status,
+            severity=rule.severity,
+            key=obs.key,
+            sequence=sequence,
+            changes=firing.changes,
+            state=obs.state,
+            occurred_at=obs.observed_at,
+        )
+
+    def _deliveries(
+        self, event: Event, firing: Firing, old: dict[str, Any] | None, rules: RuleSet
+    ) -> list[Delivery]:
+        rule = firing.rule
+        out: list[Delivery] = []
+        subject: str | None = None
+        body: str | None = None
+        for name in rule.channels:
+            channel = self._channels.get(name)
+            if channel is None:
+                # Rules are checked against the config at load; this only happens mid-reload.
+                log.error("delivery.unknown_channel", rule=rule.id, channel=name)
+                continue
+            if channel.kind == "email" and subject is None:
+                subject, body = rules.render_email(rule, context=template_context(event, old))
+            ctx = RenderContext(
+                old=old, rule_description=rule.description, email_subject=subject, email_body=body
+            )
+            out.append(
+                Delivery(
+                    id=delivery_id(event.id, name),
+                    event_id=event.id,
+                    channel=name,
+                    body=channel.render(event, ctx),
+                    next_attempt_at=event.occurred_at,
+                    created_at=event.occurred_at,
+                )
+            )
+        return out
+
+
+def template_context(event: Event, old: dict[str, Any] | None) -> dict[str, Any]:
+    """What `if` expressions and message templates see."""
+    return {
+        "old": old,
+        "new": event.state,
+        "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in event.changes],
+        "event": {
+            "id": event.id,
+            "rule": event.rule_id,
+            "type": event.type,
+            "status": event.status,
+            "severity": event.severity,
+            "source": event.key.source,
+            "provider": event.key.provider,
+            "resource_id": event.key.resource_id,
+            "sequence": event.sequence,
+            "timestamp": event.occurred_at.isoformat(),
+        },
+    }

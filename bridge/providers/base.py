@@ -1,0 +1,59 @@
+"""The Provider protocol: what the poller needs from every partner API client.
+
+A provider exposes named watch groups (one scheduler job each). Fetching a group returns what was
+observed and, separately, what failed: a failure is never turned into an observation, so a fault can
+never read as a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+from bridge.errors import ProviderError
+from bridge.model import Observation, Watch
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchGroup:
+    """A set of resources polled together on one timetable."""
+
+    provider: str
+    name: str  # e.g. "wallboxes"
+    interval: timedelta
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchResult:
+    """One poll of a watch group.
+
+    `observations`: every resource read successfully (state None = 404, gone).
+    `failures`: resource id (or endpoint) → the error; those resources keep their last snapshot.
+    `complete_sources`: sources whose listing was read completely, so a stored resource missing from
+    `observations` really disappeared.
+    """
+
+    observations: list[Observation] = field(default_factory=list)
+    failures: dict[str, ProviderError] = field(default_factory=dict)
+    complete_sources: frozenset[str] = frozenset()
+    retry_after: float | None = None  # the provider asked us to wait this long before the next poll
+    terminal: dict[str, str] = field(default_factory=dict)  # resource id → why its watch ends
+
+
+class Provider(Protocol):
+    name: str
+    kind: str
+
+    def watch_groups(self) -> list[WatchGroup]: ...
+
+    def static_watches(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Watches from the config as (source, resource id, params); stored at start-up."""
+        ...
+
+    async def fetch(self, group: str, watches: Sequence[Watch] = ()) -> FetchResult:
+        """Poll one group; `watches` are the active stored watches of this provider."""
+        ...
+
+    async def close(self) -> None: ...

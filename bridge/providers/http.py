@@ -1,0 +1,139 @@
+"""The one HTTP chokepoint for provider calls: timeouts, rate limit, body cap, status → our errors.
+
+Provider modules only build URLs and validate bodies; everything that can go wrong on the wire is
+classified here, with messages that name the provider, the endpoint and the status (never a secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from aiolimiter import AsyncLimiter
+
+from bridge import errors
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """`Retry-After` as seconds: either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class ProviderHttp:
+    """Sends provider requests within the provider's rate limit and concurrency bound."""
+
+    def __init__(
+        self,
+        provider: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float,
+        max_body_bytes: int,
+        max_requests_per_second: float,
+        max_concurrency: int,
+    ) -> None:
+        self.provider = provider
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_body = max_body_bytes
+        # aiolimiter is a leaky bucket: AsyncLimiter(rate, 1) lets a burst of `rate` through and then
+        # `rate` more per second (9 in one 1 s window at rate 5, measured). A bucket of one, refilled
+        # every 1/rate s, spaces requests evenly: never more than `rate` in any 1 s window.
+        self._limiter = AsyncLimiter(1, 1.0 / max_requests_per_second)
+        self._concurrency = asyncio.Semaphore(max_concurrency)
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Perform one request and return the decoded JSON body, or raise a ProviderError."""
+        where = f"{self.provider} {method} {endpoint}"
+        async with self._concurrency, self._limiter:
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    params=params,
+                    data=orjson.dumps(json) if json is not None else None,
+                    headers={
+                        **({"Content-Type": "application/json"} if json is not None else {}),
+                        **(headers or {}),
+                    },
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    self._raise_for_status(resp, where)
+                    body = await self._read_capped(resp, where)
+            except errors.ProviderError:
+                raise
+            except TimeoutError as exc:
+                raise errors.ProviderTimeout(f"{where}: no answer within {self._timeout.total:g}s") from exc
+            except aiohttp.ClientPayloadError as exc:
+                raise errors.ProviderMalformed(
+                    f"{where}: truncated or broken body ({exc.__class__.__name__})"
+                ) from exc
+            except aiohttp.ClientError as exc:
+                raise errors.ProviderUnavailable(
+                    f"{where}: connection failed ({exc.__class__.__name__})"
+                ) from exc
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise errors.ProviderMalformed(f"{where}: body is not JSON ({len(body)} bytes)") from exc
+
+    def _raise_for_status(self, resp: aiohttp.ClientResponse, where: str) -> None:
+        status = resp.status
+        if 200 <= status < 300:
+            return
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        msg = f"{where}: HTTP {status}"
+        if status == 401 or status == 403:
+            raise errors.ProviderAuthError(
+                f"{msg}: credentials refused; check the provider's credentials", status=status
+            )
+        if status == 404:
+            raise errors.ProviderNotFound(f"{msg}: not found", status=status)
+        if status == 429:
+            raise errors.ProviderRateLimited(f"{msg}: rate limited", status=status, retry_after=retry_after)
+        if status >= 500 or status == 408:
+            raise errors.ProviderUnavailable(
+                f"{msg}: provider unavailable", status=status, retry_after=retry_after
+            )
+        raise errors.ProviderError(f"{msg}: unexpected status", status=status)
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse, where: str) -> bytes:
+        length = resp.content_length
+        if length is not None and length > self._max_body:
+            raise errors.ProviderMalformed(
+                f"{where}: body of {length} bytes exceeds the {self._max_body} byte cap"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self._max_body:
+                raise errors.ProviderMalformed(f"{where}: body exceeds the {self._max_body} byte cap")
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,44 @@
+"""The running rule set, and its reload: an invalid set is refused and the last good set keeps running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from bridge.config import Config
+from bridge.errors import RuleError
+from bridge.rules.engine import RuleSet
+from bridge.rules.loader import load_rules
+
+log = structlog.get_logger(__name__)
+
+
+def load_for(config: Config) -> RuleSet:
+    """Load every rule file the config names, checking channels against the configured ones."""
+    return load_rules(config.rules.paths, base_dir=Path(config.base_dir), channels=set(config.channels))
+
+
+class RuleBook:
+    """Holds the current RuleSet; `reload()` swaps it only when the new files are all valid."""
+
+    def __init__(self, config: Config, rules: RuleSet) -> None:
+        self._config = config
+        self.current = rules
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+
+    def reload(self) -> RuleError | None:
+        """Re-read the rule files. Returns the errors (and keeps the old rules) when they are invalid."""
+        try:
+            rules = load_for(self._config)
+        except RuleError as exc:
+            self.reloads_failed += 1
+            log.error(
+                "rules.reload_refused", problems=[str(p) for p in exc.problems], kept=len(self.current.rules)
+            )
+            return exc
+        self.current = rules
+        self.reloads_ok += 1
+        log.info("rules.reloaded", rules=len(rules.rules))
+        return None

@@ -1,0 +1,209 @@
+"""Rule evaluation: match changes against rules indexed by (source, field).
+
+Cost grows with the rules that can match a change, not with all rules: each source keeps a dict from
+the first path segment to the rules watching it, plus the few rules that watch no field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from bridge.diff import get_path
+from bridge.model import Change, EventKind, EventStatus
+from bridge.rules.templates import Expression, Template
+
+
+def _head(path: str) -> str:
+    """First segment of a path: `device_model.model` → `device_model`, `actions[x]` → `actions`."""
+    return path.split(".", 1)[0].split("[", 1)[0]
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _any_equal(value: Any, accepted: tuple[Any, ...]) -> bool:
+    return any(_equal(value, v) for v in accepted)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    """A compiled rule (what `rules/*.toml` says, ready to evaluate)."""
+
+    id: str
+    description: str
+    source: str
+    field: str | None
+    event: EventKind
+    severity: str
+    type: str
+    channels: tuple[str, ...]
+    file: str
+    line: int | None
+    from_: tuple[Any, ...] | None = None
+    to: tuple[Any, ...] | None = None
+    not_from: tuple[Any, ...] | None = None
+    not_to: tuple[Any, ...] | None = None
+    changed: bool = False
+    above: float | None = None
+    below: float | None = None
+    condition: Expression | None = None
+    for_: timedelta | None = None
+    repeat: timedelta | None = None
+    cooldown: timedelta | None = None
+    resolve: bool = False
+    email_subject: Template | None = None
+    email_body: Template | None = None
+
+    def watches(self, path: str) -> bool:
+        """True when a change at `path` is at or under this rule's field."""
+        f = self.field
+        return f is None or path == f or path.startswith((f + ".", f + "["))
+
+    def holds(
+        self, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, context: dict[str, Any]
+    ) -> bool:
+        """Whether the transition old → new satisfies every condition of this rule."""
+        if self.field is not None:
+            before, after = get_path(old, self.field), get_path(new, self.field)
+            if self.from_ is not None and not _any_equal(before, self.from_):
+                return False
+            if self.to is not None and not _any_equal(after, self.to):
+                return False
+            if self.not_from is not None and _any_equal(before, self.not_from):
+                return False
+            if self.not_to is not None and _any_equal(after, self.not_to):
+                return False
+            if self.above is not None:
+                b, a = _number(before), _number(after)
+                if b is None or a is None or not (b <= self.above < a):
+                    return False
+            if self.below is not None:
+                b, a = _number(before), _number(after)
+                if b is None or a is None or not (a < self.below <= b):
+                    return False
+        return self.condition is None or self.condition(context)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Firing:
+    rule: Rule
+    status: EventStatus
+    changes: tuple[Change, ...]
+
+
+@dataclass(slots=True)
+class _SourceIndex:
+    by_head: dict[str, list[Rule]] = field(default_factory=dict)
+    fieldless: list[Rule] = field(default_factory=list)
+
+
+class RuleSet:
+    """An immutable, indexed set of rules."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        self.by_id = {r.id: r for r in self.rules}
+        self._order = {r.id: i for i, r in enumerate(self.rules)}
+        self._index: dict[tuple[str, str], _SourceIndex] = {}
+        self._keep: dict[str, frozenset[str]] = {}
+        for rule in self.rules:
+            idx = self._index.setdefault((rule.source, rule.event), _SourceIndex())
+            if rule.field is None:
+                idx.fieldless.append(rule)
+            else:
+                idx.by_head.setdefault(_head(rule.field), []).append(rule)
+        for source in {r.source for r in self.rules}:
+            self._keep[source] = frozenset(
+                _head(r.field) for r in self.rules if r.source == source and r.field is not None
+            )
+
+    def keep_fields(self, source: str) -> frozenset[str]:
+        """Field names rules of `source` watch: the diff keeps them even when they are volatile."""
+        return self._keep.get(source, frozenset())
+
+    def evaluate(
+        self,
+        *,
+        source: str,
+        kind: EventKind,
+        old: Mapping[str, Any] | None,
+        new: Mapping[str, Any] | None,
+        changes: Sequence[Change],
+        context: dict[str, Any] | None = None,
+    ) -> list[Firing]:
+        """The rules that fire for one resource's transition, in rule order."""
+        idx = self._index.get((source, kind))
+        if idx is None:
+            return []
+        candidates: dict[str, Rule] = {}
+        if kind == "changed":
+            heads = {_head(c.field) for c in changes}
+            for head in heads:
+                for rule in idx.by_head.get(head, ()):
+                    candidates[rule.id] = rule
+            if changes:
+                for rule in idx.fieldless:
+                    candidates[rule.id] = rule
+        else:
+            for rules in idx.by_head.values():
+                for rule in rules:
+                    candidates[rule.id] = rule
+            for rule in idx.fieldless:
+                candidates[rule.id] = rule
+        if not candidates:
+            return []
+        ctx = context if context is not None else default_context(old, new, changes)
+        firings = []
+        for rule in sorted(candidates.values(), key=lambda r: self._order[r.id]):
+            relevant = tuple(c for c in changes if rule.watches(c.field))
+            if kind == "changed" and rule.field is not None and not relevant:
+                continue
+            if rule.holds(old, new, ctx):
+                firings.append(Firing(rule=rule, status="firing", changes=relevant or tuple(changes)))
+        return firings
+
+    def render_email(self, rule: Rule, *, context: dict[str, Any]) -> tuple[str, str]:
+        """Subject and body of the rule's email (defaults when the rule has no [rule.email])."""
+        event = context.get("event", {})
+        subject = (
+            rule.email_subject.render(context)
+            if rule.email_subject is not None
+            else f"[{rule.severity}] {rule.type}: {event.get('resource_id', '')}"
+        )
+        if rule.email_body is not None:
+            body = rule.email_body.render(context)
+        else:
+            lines = [rule.description or rule.id, ""]
+            lines += [
+                f"{event.get('source', '')} {event.get('resource_id', '')} ({event.get('status', 'firing')})",
+                "",
+            ]
+            lines += [f"  {c['field']}: {c['old']!r} -> {c['new']!r}" for c in context.get("changes", [])]
+            body = "\n".join(lines) + "\n"
+        return " ".join(subject.split()), body
+
+
+def default_context(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, changes: Sequence[Change]
+) -> dict[str, Any]:
+    return {
+        "old": old,
+        "new": new,
+        "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],
+        "event": {},
+    }

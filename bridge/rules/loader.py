@@ -1,0 +1,182 @@
+"""Read `rules/*.toml` into a RuleSet, reporting every problem of every file as FILE:LINE: key: message."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from bridge.errors import Problem, RuleError
+from bridge.rules.engine import Rule, RuleSet
+from bridge.rules.schema import RuleFile, RuleModel, as_tuple
+from bridge.rules.templates import Expression, Template, compile_error
+from bridge.tomlpos import TomlPositions, read_toml, validation_problems
+
+
+def _files(patterns: Sequence[str], base_dir: Path, problems: list[Problem]) -> list[Path]:
+    files: list[Path] = []
+    for pattern in patterns:
+        p = Path(pattern)
+        if not p.is_absolute():
+            p = base_dir / p
+        matched = (
+            sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
+            if any(c in pattern for c in "*?[")
+            else [p]
+        )
+        matched = [m for m in matched if m.is_file()]
+        if not matched:
+            problems.append(
+                Problem(pattern, None, "rules.paths", f"no rule file matches {pattern!r} (from {base_dir})")
+            )
+        files.extend(m for m in matched if m not in files)
+    return files
+
+
+def _known(name: str, known: Collection[str]) -> str:
+    names = ", ".join(sorted(known)) or "none configured"
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown channel {name!r} (known: {names}){hint}"
+
+
+def _template_body(
+    body: str, base_dir: Path, file: str, line: int | None, key: str, problems: list[Problem]
+) -> str | None:
+    """Inline text, or the content of a template file when `body` names one."""
+    looks_like_path = (
+        "\n" not in body and "{" not in body and body.strip().endswith((".txt", ".j2", ".jinja", ".md"))
+    )
+    if not looks_like_path:
+        return body
+    path = Path(body) if Path(body).is_absolute() else base_dir / body
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        problems.append(
+            Problem(file, line, key, f"cannot read template file {str(path)!r}: {exc.strerror or exc}")
+        )
+        return None
+
+
+def _compile(
+    model: RuleModel, index: int, file: str, pos: TomlPositions, base_dir: Path, channels: Collection[str]
+) -> tuple[Rule | None, list[Problem]]:
+    problems: list[Problem] = []
+    key = f"rule[{index}]"
+
+    def line(*loc: str | int) -> int | None:
+        return pos.line_of(("rule", index, *loc))
+
+    for i, name in enumerate(model.channels):
+        if name not in channels:
+            problems.append(Problem(file, line("channels", i), f"{key}.channels", _known(name, channels)))
+    condition = None
+    if model.if_ is not None:
+        err = compile_error(model.if_, expression=True)
+        if err:
+            problems.append(Problem(file, line("if"), f"{key}.if", err))
+        else:
+            condition = Expression(model.if_, rule_id=model.id)
+    subject = body = None
+    if model.email is not None:
+        if model.email.subject is not None:
+            err = compile_error(model.email.subject, expression=False)
+            if err:
+                problems.append(Problem(file, line("email", "subject"), f"{key}.email.subject", err))
+            else:
+                subject = Template(model.email.subject, rule_id=model.id, name="email.subject")
+        if model.email.body is not None:
+            text = _template_body(
+                model.email.body, base_dir, file, line("email", "body"), f"{key}.email.body", problems
+            )
+            if text is not None:
+                err = compile_error(text, expression=False)
+                if err:
+                    problems.append(Problem(file, line("email", "body"), f"{key}.email.body", err))
+                else:
+                    body = Template(text, rule_id=model.id, name="email.body")
+    if problems:
+        return None, problems
+    rule = Rule(
+        id=model.id,
+        description=model.description,
+        source=model.source,
+        field=model.field,
+        event=model.event,
+        severity=model.severity,
+        type=model.type or model.id,
+        channels=tuple(model.channels),
+        file=file,
+        line=pos.line_of(("rule", index)),
+        from_=as_tuple(model.from_),
+        to=as_tuple(model.to),
+        not_from=as_tuple(model.not_from),
+        not_to=as_tuple(model.not_to),
+        changed=model.changed,
+        above=model.above,
+        below=model.below,
+        condition=condition,
+        for_=model.for_,
+        repeat=model.repeat,
+        cooldown=model.cooldown,
+        resolve=model.resolve,
+        email_subject=subject,
+        email_body=body,
+    )
+    return rule, []
+
+
+def load_file(path: Path, *, base_dir: Path, channels: Collection[str]) -> tuple[list[Rule], list[Problem]]:
+    """Every rule of one file, or the problems that keep them from loading."""
+    file = str(path)
+    data, text, problems = read_toml(path)
+    if data is None:
+        return [], problems
+    pos = TomlPositions(text)
+    try:
+        parsed = RuleFile.model_validate(data)
+    except ValidationError as exc:
+        found = validation_problems(file, pos, exc)
+        for p in found:
+            # `rule.0.from` reads better as the user wrote it: aliases, not Python names.
+            object.__setattr__(
+                p, "key", p.key.replace("from_", "from").replace("if_", "if").replace("for_", "for")
+            )
+        return [], found
+    rules: list[Rule] = []
+    for index, model in enumerate(parsed.rule):
+        rule, found = _compile(model, index, file, pos, base_dir, channels)
+        problems.extend(found)
+        if rule is not None:
+            rules.append(rule)
+    return rules, problems
+
+
+def load_rules(patterns: Sequence[str], *, base_dir: Path, channels: Collection[str]) -> RuleSet:
+    """Load every rule file; raise one RuleError listing every problem found in all of them."""
+    problems: list[Problem] = []
+    rules: list[Rule] = []
+    seen: dict[str, Rule] = {}
+    for path in _files(patterns, base_dir, problems):
+        found_rules, found = load_file(path, base_dir=base_dir, channels=channels)
+        problems.extend(found)
+        for rule in found_rules:
+            first = seen.get(rule.id)
+            if first is not None:
+                problems.append(
+                    Problem(
+                        rule.file,
+                        rule.line,
+                        "id",
+                        f"duplicate rule id {rule.id!r} (first at {first.file}:{first.line})",
+                    )
+                )
+                continue
+            seen[rule.id] = rule
+            rules.append(rule)
+    if problems:
+        raise RuleError(problems)
+    return RuleSet(rules)

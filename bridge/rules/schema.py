@@ -1,0 +1,97 @@
+"""The rule file's schema (SPEC §5): what users may write, validated strictly."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bridge.config import Duration
+
+SOURCES = (
+    "podero.wallbox",
+    "podero.onboarding_session",
+    "realto.guided_onboarding_session",
+    "wattshift.onboarding",
+    "bridge.provider",
+    "bridge.channel",
+)
+
+Scalar = bool | int | float | str
+Match = Scalar | list[Scalar]
+
+
+class EmailTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: str | None = None
+    body: str | None = None  # inline text, or a path to a template file (relative to the config file)
+
+
+class RuleModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    source: Literal[
+        "podero.wallbox",
+        "podero.onboarding_session",
+        "realto.guided_onboarding_session",
+        "wattshift.onboarding",
+        "bridge.provider",
+        "bridge.channel",
+    ]
+    field: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_]+(\[[^\]]+\])?(\.[A-Za-z0-9_]+(\[[^\]]+\])?)*$"
+    )
+    event: Literal["changed", "appeared", "disappeared"] = "changed"
+    from_: Match | None = Field(default=None, alias="from")
+    to: Match | None = None
+    not_from: Match | None = None
+    not_to: Match | None = None
+    changed: bool = False
+    above: float | None = None
+    below: float | None = None
+    if_: str | None = Field(default=None, alias="if")
+    for_: Duration | None = Field(default=None, alias="for")
+    repeat: Duration | None = None
+    cooldown: Duration | None = None
+    resolve: bool = False
+    severity: Literal["info", "warning", "critical"] = "info"
+    type: str | None = Field(default=None, max_length=200)
+    channels: list[str] = Field(min_length=1)
+    email: EmailTemplate | None = None
+
+    @field_validator("for_", "repeat", "cooldown")
+    @classmethod
+    def _positive(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RuleModel:
+        conditions = [self.from_, self.to, self.not_from, self.not_to, self.above, self.below]
+        if self.event == "changed" and self.field is None and self.if_ is None and not self.changed:
+            raise ValueError(
+                "a `changed` rule needs a `field` (or an `if` expression) to say what it watches"
+            )
+        if self.field is None and any(c is not None for c in conditions):
+            raise ValueError("from / to / not_from / not_to / above / below need a `field`")
+        if self.above is not None and self.below is not None:
+            raise ValueError("use either `above` or `below`, not both")
+        return self
+
+
+class RuleFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: list[RuleModel] = Field(default_factory=list)
+
+
+def as_tuple(value: Any) -> tuple[Any, ...] | None:
+    """A `from`/`to` value as the tuple of accepted values (a list means any of)."""
+    if value is None:
+        return None
+    return tuple(value) if isinstance(value, list) else (value,)

@@ -1,0 +1,103 @@
+"""Jinja2 sandbox for `if` expressions and message templates: compile early, never raise late.
+
+A template error at run time must not lose the notification: rendering returns the text with the
+error noted, and the failure is logged (`template.failed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+log = structlog.get_logger(__name__)
+
+MAX_OUTPUT = 64 * 1024
+
+
+def _duration(seconds: Any) -> str:
+    """`5400` → `1h 30m`: for `charge_time_remaining` and similar second counts."""
+    try:
+        total = int(float(seconds))
+    except (TypeError, ValueError):
+        return str(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size or (unit == "s" and not parts):
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return " ".join(parts[:2])
+
+
+def _localtime(value: Any, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
+    """An ISO timestamp formatted for a person."""
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    return when.strftime(fmt)
+
+
+def _make_env() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
+    env.filters["duration"] = _duration
+    env.filters["localtime"] = _localtime
+    env.globals["timedelta"] = timedelta
+    return env
+
+
+ENV = _make_env()
+
+
+class Expression:
+    """A compiled `if` expression; evaluation errors count as false (and are logged)."""
+
+    def __init__(self, source: str, *, rule_id: str) -> None:
+        self.source = source
+        self.rule_id = rule_id
+        self._fn: Callable[..., Any] = ENV.compile_expression(source, undefined_to_none=False)
+
+    def __call__(self, context: dict[str, Any]) -> bool:
+        try:
+            return bool(self._fn(**context))
+        except Exception as exc:  # a sandbox error, missing key, type error: all mean "does not hold"
+            log.warning("rule.condition_failed", rule=self.rule_id, expression=self.source, error=str(exc))
+            return False
+
+
+class Template:
+    """A compiled message template; rendering never raises."""
+
+    def __init__(self, source: str, *, rule_id: str, name: str) -> None:
+        self.source = source
+        self.rule_id = rule_id
+        self.name = name
+        self._template = ENV.from_string(source)
+
+    def render(self, context: dict[str, Any]) -> str:
+        try:
+            text = self._template.render(**context)
+        except Exception as exc:  # noted in the message itself so the notification still goes out
+            log.warning("template.failed", rule=self.rule_id, template=self.name, error=str(exc))
+            return f"[template error in {self.name}: {exc}]\n{self.source}"
+        if len(text) > MAX_OUTPUT:
+            text = text[:MAX_OUTPUT] + "\n[truncated: output exceeded 64 KiB]"
+        return text
+
+
+def compile_error(source: str, *, expression: bool) -> str | None:
+    """The syntax error message of a template or expression, or None when it compiles."""
+    try:
+        if expression:
+            ENV.compile_expression(source)
+        else:
+            ENV.from_string(source)
+    except TemplateError as exc:
+        return f"does not compile: {exc.message or exc}"
+    return None

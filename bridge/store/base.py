@@ -1,0 +1,91 @@
+"""The Store protocol: one contract every backend (SQLite now, PostgreSQL later) honours.
+
+The promise that makes "nothing lost" true: `commit` writes each PollResult's snapshot, events and
+deliveries in ONE transaction; `claim_due` never holds a lock across a network call (it leases a
+delivery by pushing its `next_attempt_at` forward, so a crashed worker's claim simply expires).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bridge.model import Attempt, Delivery, DeliveryStatus, Event, PollResult, ResourceKey, Snapshot, Watch
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and create/upgrade the schema."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError when the store is not usable (readiness probe)."""
+        ...
+
+    async def get_snapshot(self, key: ResourceKey) -> Snapshot | None: ...
+
+    async def get_snapshots(self, provider: str, source: str) -> dict[str, Snapshot]:
+        """Every stored snapshot of one provider's source, by resource id (for complete listings)."""
+        ...
+
+    async def commit(self, results: Sequence[PollResult]) -> None:
+        """Write every result atomically (all of them in one transaction)."""
+        ...
+
+    async def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Delivery]:
+        """Pending deliveries due at `now`, oldest first; each is leased until `now + lease`."""
+        ...
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest pending delivery is due (None if the outbox is empty)."""
+        ...
+
+    async def outbox_depth(self) -> int:
+        """How many deliveries are pending (due now or waiting for a retry)."""
+        ...
+
+    async def oldest_pending_at(self) -> datetime | None:
+        """`created_at` of the oldest pending delivery (None if none): how far behind the outbox is."""
+        ...
+
+    async def record_attempt(
+        self, attempt: Attempt, *, status: DeliveryStatus, next_attempt_at: datetime | None
+    ) -> None:
+        """Store one attempt and move the delivery to `status` (pending again at `next_attempt_at`)."""
+        ...
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    async def list_deliveries(
+        self, *, status: DeliveryStatus | None = None, channel: str | None = None, limit: int = 100
+    ) -> list[Delivery]: ...
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]: ...
+
+    async def get_event(self, event_id: str) -> Event | None: ...
+
+    async def list_events(self, *, limit: int = 100) -> list[Event]: ...
+
+    async def replay(self, delivery_ids: Sequence[str], now: datetime) -> int:
+        """Make delivered or dead deliveries pending again (same id, same body); returns how many.
+
+        `attempts` restarts at 0, so a replay gets the whole retry schedule; past attempts stay listed.
+        """
+        ...
+
+    async def add_watch(self, watch: Watch) -> None:
+        """Start (or re-open) watching a resource by id; polled from the next cycle on."""
+        ...
+
+    async def end_watch(self, key: ResourceKey, *, reason: str, at: datetime) -> bool:
+        """Stop polling a resource (terminal state reached); returns False if it was not active."""
+        ...
+
+    async def delete_watch(self, key: ResourceKey) -> bool: ...
+
+    async def list_watches(
+        self, *, provider: str | None = None, source: str | None = None, active_only: bool = True
+    ) -> list[Watch]: ...

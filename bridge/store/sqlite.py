@@ -1,0 +1,307 @@
+"""The embedded store: SQLite in WAL mode through aiosqlite, the outbox's durable home.
+
+Its promise is the Store protocol's: each `commit` is ONE transaction (snapshots, events and
+deliveries together, idempotent by id), and `claim_due` leases work without holding a lock across
+a send. Datetimes are stored as fixed-width ISO-8601 UTC text (`2026-11-22T21:00:00.000000Z`), so
+text order is time order and an operator can read them with the `sqlite3` shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import aiosqlite
+
+from bridge.errors import StoreError
+from bridge.model import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    PollResult,
+    ResourceKey,
+    Snapshot,
+    Watch,
+)
+from bridge.store.sqlite_sql import (
+    _SCHEMA,
+    BUSY_TIMEOUT_S,
+    Q_ATTEMPT_INSERT,
+    Q_ATTEMPTS_OF,
+    Q_DELIVERIES_LIST,
+    Q_DELIVERY_AFTER_ATTEMPT,
+    Q_DELIVERY_GET,
+    Q_DELIVERY_INSERT,
+    Q_DEPTH,
+    Q_DUE,
+    Q_EVENT_GET,
+    Q_EVENT_INSERT,
+    Q_EVENTS_LATEST,
+    Q_LEASE,
+    Q_NEXT_DUE,
+    Q_OLDEST_PENDING,
+    Q_REPLAY,
+    Q_SNAPSHOT_GET,
+    Q_SNAPSHOT_UPSERT,
+    Q_SNAPSHOTS_OF_SOURCE,
+    Q_WATCH_DELETE,
+    Q_WATCH_END,
+    Q_WATCH_UPSERT,
+    Q_WATCHES_LIST,
+    SCHEMA_VERSION,
+    _attempt,
+    _attempt_row,
+    _delivery,
+    _delivery_row,
+    _dt,
+    _event,
+    _event_row,
+    _json,
+    _snapshot,
+    _snapshot_row,
+    _ts,
+    _watch,
+)
+
+
+class SqliteStore:
+    """The Store protocol on one SQLite file (WAL; `synchronous=FULL` survives power loss)."""
+
+    def __init__(self, path: str | Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+        # One connection: statements of concurrent callers must not interleave inside a transaction.
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        try:
+            db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            rows = list(await db.execute_fetchall("PRAGMA user_version"))
+            version = int(rows[0][0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"SQLite store {str(self.path)!r} has schema version {version}, newer than this "
+                    f"Wattbridge understands ({SCHEMA_VERSION}): upgrade Wattbridge or use another file"
+                )
+            if version < SCHEMA_VERSION:
+                await db.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                await db.execute("COMMIT")
+        except BaseException as exc:
+            await db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            async with self._lock:
+                await db.close()
+
+    async def ping(self) -> None:
+        async with self._read() as db:
+            await db.execute_fetchall("SELECT 1")
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the SQLite store is not open")
+        return self._db
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            db = self._conn()
+            try:
+                yield db
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE … COMMIT: takes the write lock up front, so no upgrade deadlock later."""
+        async with self._lock:
+            db = self._conn()
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException as exc:
+                # Roll back on anything, cancellation included: a half-written poll must not persist.
+                # SQLite may have rolled back already (e.g. after SQLITE_FULL): nothing left to undo.
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+                raise
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    async def get_snapshot(self, key: ResourceKey) -> Snapshot | None:
+        async with self._read() as db:
+            rows = list(
+                await db.execute_fetchall(Q_SNAPSHOT_GET, (key.provider, key.source, key.resource_id))
+            )
+        return _snapshot(rows[0]) if rows else None
+
+    async def get_snapshots(self, provider: str, source: str) -> dict[str, Snapshot]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_SNAPSHOTS_OF_SOURCE, (provider, source))
+        return {snap.key.resource_id: snap for snap in map(_snapshot, rows)}
+
+    # -- commit ----------------------------------------------------------------------------------
+
+    async def commit(self, results: Sequence[PollResult]) -> None:
+        if not results:
+            return
+        try:
+            # Serialise before taking the write lock: a bad value fails fast and holds nothing.
+            snapshots = [_snapshot_row(r.snapshot) for r in results]
+            events = [_event_row(e) for r in results for e in r.events]
+            deliveries = [_delivery_row(d) for r in results for d in r.deliveries]
+            ended = [
+                (_ts(r.snapshot.updated_at), r.end_watch, k.provider, k.source, k.resource_id)
+                for r in results
+                if r.end_watch is not None
+                for k in (r.snapshot.key,)
+            ]
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"cannot serialise a poll result: {exc}") from exc
+        # One statement per table for the whole batch: few thread hops, one transaction.
+        async with self._transaction() as db:
+            await db.executemany(Q_SNAPSHOT_UPSERT, snapshots)
+            if events:
+                await db.executemany(Q_EVENT_INSERT, events)
+            if deliveries:
+                await db.executemany(Q_DELIVERY_INSERT, deliveries)
+            if ended:
+                await db.executemany(Q_WATCH_END, ended)
+
+    # -- outbox ----------------------------------------------------------------------------------
+
+    async def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Delivery]:
+        leased_until = _ts(now + lease)
+        async with self._transaction() as db:
+            rows = list(await db.execute_fetchall(Q_DUE, (_ts(now), limit)))
+            if rows:
+                await db.executemany(Q_LEASE, [(leased_until, row[0]) for row in rows])
+        return [_delivery(row, next_attempt_at=leased_until) for row in rows]
+
+    async def next_due_at(self) -> datetime | None:
+        return await self._scalar_time(Q_NEXT_DUE)
+
+    async def outbox_depth(self) -> int:
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(Q_DEPTH))
+        return int(rows[0][0])
+
+    async def oldest_pending_at(self) -> datetime | None:
+        return await self._scalar_time(Q_OLDEST_PENDING)
+
+    async def _scalar_time(self, query: str) -> datetime | None:
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(query))
+        return _dt(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def record_attempt(
+        self, attempt: Attempt, *, status: DeliveryStatus, next_attempt_at: datetime | None
+    ) -> None:
+        row = _attempt_row(attempt)
+        next_at = None if next_attempt_at is None else _ts(next_attempt_at)
+        error = None if attempt.ok else attempt.error
+        async with self._transaction() as db:
+            await db.execute(Q_ATTEMPT_INSERT, row)
+            cur = await db.execute(
+                Q_DELIVERY_AFTER_ATTEMPT, (status, attempt.number, next_at, error, attempt.delivery_id)
+            )
+            if cur.rowcount == 0:
+                raise StoreError(f"no delivery {attempt.delivery_id!r} to record an attempt for")
+
+    async def replay(self, delivery_ids: Sequence[str], now: datetime) -> int:
+        if not delivery_ids:
+            return 0
+        at = _ts(now)
+        async with self._transaction() as db:
+            cur = await db.executemany(Q_REPLAY, [(at, d) for d in dict.fromkeys(delivery_ids)])
+            return max(cur.rowcount, 0)
+
+    # -- reads for ops ---------------------------------------------------------------------------
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(Q_DELIVERY_GET, (delivery_id,)))
+        return _delivery(rows[0]) if rows else None
+
+    async def list_deliveries(
+        self, *, status: DeliveryStatus | None = None, channel: str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_DELIVERIES_LIST, (status, channel, limit))
+        return [_delivery(row) for row in rows]
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_ATTEMPTS_OF, (delivery_id,))
+        return [_attempt(row) for row in rows]
+
+    async def get_event(self, event_id: str) -> Event | None:
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(Q_EVENT_GET, (event_id,)))
+        return _event(rows[0]) if rows else None
+
+    async def list_events(self, *, limit: int = 100) -> list[Event]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_EVENTS_LATEST, (limit,))
+        return [_event(row) for row in rows]
+
+    # -- watches ---------------------------------------------------------------------------------
+
+    async def add_watch(self, watch: Watch) -> None:
+        k = watch.key
+        row = (k.provider, k.source, k.resource_id, _json(watch.params), _ts(watch.created_at))
+        async with self._transaction() as db:
+            await db.execute(Q_WATCH_UPSERT, row)
+
+    async def end_watch(self, key: ResourceKey, *, reason: str, at: datetime) -> bool:
+        async with self._transaction() as db:
+            cur = await db.execute(Q_WATCH_END, (_ts(at), reason, key.provider, key.source, key.resource_id))
+            return cur.rowcount > 0
+
+    async def delete_watch(self, key: ResourceKey) -> bool:
+        async with self._transaction() as db:
+            cur = await db.execute(Q_WATCH_DELETE, (key.provider, key.source, key.resource_id))
+            return cur.rowcount > 0
+
+    async def list_watches(
+        self, *, provider: str | None = None, source: str | None = None, active_only: bool = True
+    ) -> list[Watch]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_WATCHES_LIST, (provider, source, 1 if active_only else 0))
+        return [_watch(row) for row in rows]
