@@ -64,13 +64,29 @@ def _json_dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
-def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is *now*: cached loggers must not pin a stream that a test
+    harness or a daemonising wrapper later closes or replaces."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+def configure(
+    *, level: str = "info", fmt: str = "auto", stream: TextIO | None = None, cache: bool = True
+) -> None:
     """Set up structlog once for the process. `fmt`: auto (console on a TTY), console or json."""
-    stream = stream or sys.stderr
+    out: TextIO | _CurrentStderr = stream if stream is not None else _CurrentStderr()
     if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
+        fmt = "console" if out.isatty() else "json"
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
         if fmt == "console"
         else structlog.processors.JSONRenderer(serializer=_json_dumps)
     )
@@ -84,6 +100,6 @@ def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None =
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
+        cache_logger_on_first_use=cache,
     )

@@ -36,7 +36,7 @@ def test_secret_keys_secretstr_and_registered_values_are_redacted():
 
 def test_json_lines_are_written_when_not_on_a_terminal():
     stream = io.StringIO()
-    logs.configure(level="info", fmt="auto", stream=stream)
+    logs.configure(level="info", fmt="auto", stream=stream, cache=False)
     try:
         logs.register_secrets(["canary-b81d"])
         structlog.get_logger("t").info("poll.completed", provider="podero", error="canary-b81d leaked?")
