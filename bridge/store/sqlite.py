@@ -86,7 +86,11 @@ class SqliteStore:
         if self._db is not None:
             return
         try:
-            db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            pending = aiosqlite.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            # aiosqlite's worker thread is non-daemon: a crash that skips close() would then hang the
+            # interpreter at exit instead of exiting (and being restarted by the supervisor).
+            pending._thread.daemon = True
+            db = await pending
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
         try:
