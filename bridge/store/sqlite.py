@@ -92,6 +92,9 @@ class SqliteStore:
             pending._thread.daemon = True
             db = await pending
         except sqlite3.Error as exc:
+            # aiosqlite queues its thread's shutdown without awaiting it; wait here, or the thread
+            # reports to an event loop that may be closed by then.
+            await asyncio.to_thread(pending._thread.join, 5.0)
             raise StoreError(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
         try:
             await db.execute("PRAGMA journal_mode = WAL")
