@@ -5,6 +5,7 @@ Frozen, slotted, keyword-only dataclasses: cheap to make, safe to share between 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +14,8 @@ from typing import Any, Literal
 JSON = Any
 EventKind = Literal["changed", "appeared", "disappeared"]
 EventStatus = Literal["firing", "resolved"]
-DeliveryStatus = Literal["pending", "delivered", "dead"]
+DeliveryStatus = Literal["pending", "delivered", "dead", "suppressed", "held", "digested"]
+RulePhase = Literal["pending", "firing", "idle"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +88,7 @@ class Delivery:
     next_attempt_at: datetime
     created_at: datetime
     last_error: str | None = None
+    group_key: str | None = None  # digest group of a held delivery (or of a digest)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +117,25 @@ class Watch:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RuleState:
+    """What one rule remembers about one resource. `due_at`: when the hold ends or the next repeat."""
+
+    rule_id: str
+    key: ResourceKey
+    phase: RulePhase
+    since: datetime  # when the trigger happened (the condition started holding)
+    due_at: datetime | None = None
+    repeats: int = 0  # reminders sent for the current firing
+    last_fired_at: datetime | None = None  # for `cooldown`
+    changes: tuple[Change, ...] = ()  # the triggering changes, carried into a delayed firing
+
+    @property
+    def forgettable(self) -> bool:
+        """Idle with nothing to remember: the row can be deleted."""
+        return self.phase == "idle" and self.last_fired_at is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PollResult:
     """Everything one observation commits, atomically: new snapshot + its events + their deliveries."""
 
@@ -121,6 +143,7 @@ class PollResult:
     events: tuple[Event, ...] = ()
     deliveries: tuple[Delivery, ...] = ()
     end_watch: str | None = None  # the resource reached a terminal state: end its watch (reason)
+    rule_states: tuple[RuleState, ...] = ()  # holds / firings / cooldowns this result moved
 
 
 def event_id(rule_id: str, key: ResourceKey, sequence: int, occurred_at: datetime) -> str:
@@ -138,3 +161,36 @@ def delivery_id(event_id: str, channel: str) -> str:
     """Deterministic delivery id (= `webhook-id`, email Message-ID seed), UNIQUE in the outbox."""
     raw = f"{event_id}\x1f{channel}".encode()
     return "msg_" + hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Silence:
+    """Suppresses notifications matching every given matcher (globs) between `starts_at` and `ends_at`.
+
+    Suppressed notifications are still recorded (status `suppressed`) and can be replayed.
+    """
+
+    id: str
+    rule: str | None = None
+    source: str | None = None
+    resource: str | None = None  # resource id, exact or glob (`wb-*`)
+    starts_at: datetime
+    ends_at: datetime
+    comment: str = ""
+    created_by: str = ""
+    created_at: datetime
+
+    def active(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def matches(self, rule_id: str, key: ResourceKey, now: datetime) -> bool:
+        return (
+            self.active(now)
+            and _glob(self.rule, rule_id)
+            and _glob(self.source, key.source)
+            and _glob(self.resource, key.resource_id)
+        )
+
+
+def _glob(pattern: str | None, value: str) -> bool:
+    return pattern is None or fnmatch.fnmatchcase(value, pattern)

@@ -11,7 +11,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from bridge.model import Attempt, Delivery, DeliveryStatus, Event, PollResult, ResourceKey, Snapshot, Watch
+from bridge.model import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    PollResult,
+    ResourceKey,
+    RuleState,
+    Silence,
+    Snapshot,
+    Watch,
+)
 
 
 class Store(Protocol):
@@ -89,3 +100,19 @@ class Store(Protocol):
     async def list_watches(
         self, *, provider: str | None = None, source: str | None = None, active_only: bool = True
     ) -> list[Watch]: ...
+
+    async def list_rule_states(self) -> list[RuleState]:
+        """Every stored rule state (holds, firings, cooldown memories): loaded once at start."""
+        ...
+
+    async def add_silence(self, silence: Silence) -> None: ...
+
+    async def get_silence(self, silence_id: str) -> Silence | None: ...
+
+    async def list_silences(self, *, active_after: datetime | None = None) -> list[Silence]:
+        """Silences, oldest first; with `active_after`, only those ending after that time."""
+        ...
+
+    async def expire_silence(self, silence_id: str, now: datetime) -> bool:
+        """End a silence now; False when it does not exist or has already ended."""
+        ...

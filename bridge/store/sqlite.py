@@ -26,12 +26,30 @@ from bridge.model import (
     Event,
     PollResult,
     ResourceKey,
+    RuleState,
+    Silence,
     Snapshot,
     Watch,
+)
+from bridge.store.sqlite_rule_sql import (
+    Q_RULE_STATE_DELETE,
+    Q_RULE_STATE_UPSERT,
+    Q_RULE_STATES_ALL,
+    Q_SILENCE_EXPIRE,
+    Q_SILENCE_GET,
+    Q_SILENCE_INSERT,
+    Q_SILENCES_LIST,
+    RULE_SCHEMA,
+    rule_state,
+    rule_state_key,
+    rule_state_row,
+    silence,
+    silence_row,
 )
 from bridge.store.sqlite_sql import (
     _SCHEMA,
     BUSY_TIMEOUT_S,
+    MIGRATE_DELIVERIES_TO_V3,
     Q_ATTEMPT_INSERT,
     Q_ATTEMPTS_OF,
     Q_DELIVERIES_LIST,
@@ -85,11 +103,11 @@ class SqliteStore:
     async def open(self) -> None:
         if self._db is not None:
             return
+        pending = aiosqlite.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        # aiosqlite's worker thread is non-daemon: a crash that skips close() would then hang the
+        # interpreter at exit instead of exiting (and being restarted by the supervisor).
+        pending._thread.daemon = True
         try:
-            pending = aiosqlite.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
-            # aiosqlite's worker thread is non-daemon: a crash that skips close() would then hang the
-            # interpreter at exit instead of exiting (and being restarted by the supervisor).
-            pending._thread.daemon = True
             db = await pending
         except sqlite3.Error as exc:
             # aiosqlite queues its thread's shutdown without awaiting it; wait here, or the thread
@@ -109,18 +127,35 @@ class SqliteStore:
                     f"Wattbridge understands ({SCHEMA_VERSION}): upgrade Wattbridge or use another file"
                 )
             if version < SCHEMA_VERSION:
-                await db.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                await db.execute("COMMIT")
+                await self._upgrade(db, version)
         except BaseException as exc:
             await db.close()
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
             raise
         self._db = db
+
+    @staticmethod
+    async def _upgrade(db: aiosqlite.Connection, version: int) -> None:
+        """Create the schema, or migrate an older one in place (one transaction)."""
+        await db.execute("PRAGMA foreign_keys = OFF")  # a table rebuild must not cascade
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if 0 < version < 3:
+                for statement in MIGRATE_DELIVERIES_TO_V3.split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+            for statement in (_SCHEMA + RULE_SCHEMA).split(";"):
+                if statement.strip():
+                    await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            raise
+        finally:
+            await db.execute("PRAGMA foreign_keys = ON")
 
     async def close(self) -> None:
         db, self._db = self._db, None
@@ -199,6 +234,9 @@ class SqliteStore:
                 if r.end_watch is not None
                 for k in (r.snapshot.key,)
             ]
+            states = [st for r in results for st in r.rule_states]
+            forget = [rule_state_key(st) for st in states if st.forgettable]
+            keep = [rule_state_row(st) for st in states if not st.forgettable]
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot serialise a poll result: {exc}") from exc
         # One statement per table for the whole batch: few thread hops, one transaction.
@@ -210,6 +248,10 @@ class SqliteStore:
                 await db.executemany(Q_DELIVERY_INSERT, deliveries)
             if ended:
                 await db.executemany(Q_WATCH_END, ended)
+            if keep:
+                await db.executemany(Q_RULE_STATE_UPSERT, keep)
+            if forget:
+                await db.executemany(Q_RULE_STATE_DELETE, forget)
 
     # -- outbox ----------------------------------------------------------------------------------
 
@@ -312,3 +354,31 @@ class SqliteStore:
         async with self._read() as db:
             rows = await db.execute_fetchall(Q_WATCHES_LIST, (provider, source, 1 if active_only else 0))
         return [_watch(row) for row in rows]
+
+    # -- rule states and silences ----------------------------------------------------------------
+
+    async def list_rule_states(self) -> list[RuleState]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_RULE_STATES_ALL)
+        return [rule_state(row) for row in rows]
+
+    async def add_silence(self, silence: Silence) -> None:
+        row = silence_row(silence)
+        async with self._transaction() as db:
+            await db.execute(Q_SILENCE_INSERT, row)
+
+    async def get_silence(self, silence_id: str) -> Silence | None:
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(Q_SILENCE_GET, (silence_id,)))
+        return silence(rows[0]) if rows else None
+
+    async def list_silences(self, *, active_after: datetime | None = None) -> list[Silence]:
+        after = None if active_after is None else _ts(active_after)
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_SILENCES_LIST, (after,))
+        return [silence(row) for row in rows]
+
+    async def expire_silence(self, silence_id: str, now: datetime) -> bool:
+        async with self._transaction() as db:
+            cur = await db.execute(Q_SILENCE_EXPIRE, (_ts(now), silence_id))
+            return cur.rowcount > 0

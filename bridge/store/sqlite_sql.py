@@ -23,7 +23,7 @@ from bridge.model import (
     Watch,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 5.0
 
 _SCHEMA = """
@@ -59,15 +59,20 @@ CREATE TABLE IF NOT EXISTS deliveries (
     event_id         TEXT NOT NULL REFERENCES events (id),
     channel          TEXT NOT NULL,
     body             BLOB NOT NULL,
-    status           TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+    -- suppressed: silenced (replayable), held: waiting for its digest, digested: sent in one
+    status           TEXT NOT NULL CHECK (status IN
+                         ('pending', 'delivered', 'dead', 'suppressed', 'held', 'digested')),
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  TEXT NOT NULL,
     created_at       TEXT NOT NULL,
-    last_error       TEXT
+    last_error       TEXT,
+    group_key        TEXT
 );
 -- Partial index: the worker only ever scans pending work, which stays small.
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (created_at);
+CREATE INDEX IF NOT EXISTS deliveries_held ON deliveries (channel, group_key, created_at)
+    WHERE status = 'held';
 
 CREATE TABLE IF NOT EXISTS attempts (
     seq               INTEGER PRIMARY KEY,
@@ -92,6 +97,30 @@ CREATE TABLE IF NOT EXISTS watches (
     end_reason   TEXT,
     PRIMARY KEY (provider, source, resource_id)
 ) WITHOUT ROWID;
+"""
+
+# v1/v2 → v3: `deliveries` gains statuses (a CHECK cannot be altered in SQLite) and `group_key`.
+# Runs with foreign keys off (attempts reference deliveries), before _SCHEMA recreates the indexes.
+MIGRATE_DELIVERIES_TO_V3 = """
+CREATE TABLE deliveries_v3 (
+    id               TEXT PRIMARY KEY,
+    event_id         TEXT NOT NULL REFERENCES events (id),
+    channel          TEXT NOT NULL,
+    body             BLOB NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN
+                         ('pending', 'delivered', 'dead', 'suppressed', 'held', 'digested')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    last_error       TEXT,
+    group_key        TEXT
+);
+INSERT INTO deliveries_v3
+    (id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error)
+SELECT id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error
+FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v3 RENAME TO deliveries
 """
 
 # Named queries, spelled out in full (no string building anywhere near SQL).
@@ -122,8 +151,8 @@ SELECT id, rule_id, type, status, severity, provider, source, resource_id, seque
 FROM events ORDER BY occurred_at DESC, id LIMIT ?"""
 Q_DELIVERY_INSERT = """
 INSERT OR IGNORE INTO deliveries
-    (id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    (id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error, group_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 Q_DELIVERY_GET = """
 SELECT id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error
 FROM deliveries WHERE id = ?"""
@@ -146,7 +175,7 @@ WHERE id = ?"""
 # attempts restarts at 0 so a replayed delivery gets the full retry schedule again.
 Q_REPLAY = """
 UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?
-WHERE id = ? AND status IN ('delivered', 'dead')"""
+WHERE id = ? AND status IN ('delivered', 'dead', 'suppressed')"""
 Q_ATTEMPT_INSERT = """
 INSERT INTO attempts (delivery_id, number, at, ok, status_code, latency_ms, error, response_excerpt)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
@@ -266,6 +295,7 @@ def _delivery_row(d: Delivery) -> tuple[Any, ...]:
         _ts(d.next_attempt_at),
         _ts(d.created_at),
         d.last_error,
+        d.group_key,
     )
 
 
