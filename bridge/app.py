@@ -50,6 +50,7 @@ from bridge.rulebook import RuleBook, load_for
 from bridge.scheduler import PollScheduler
 from bridge.store.base import Store
 from bridge.store.sqlite import SqliteStore
+from bridge.timers import timer_loop
 
 log = structlog.get_logger(__name__)
 
@@ -79,8 +80,8 @@ def create_app(
     app[ON_CRASH] = on_crash or (lambda name, exc: None)
     app.add_routes(health.routes)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
-    if start_scheduler:
-        app.cleanup_ctx.append(_scheduler)
+    if start_scheduler:  # tests drive polls and rule timers by hand, on a ManualClock
+        app.cleanup_ctx.extend([_timers, _scheduler])
     return app
 
 
@@ -191,6 +192,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         on_committed=worker.notify,
     )
     await app[POLLER].load_health()
+    await app[POLLER].load_state()
     for name in channels:  # the healthy baseline, so the first trouble is a change that rules see
         await channel_health(name, worker.channel_state(name))
     drain = app[CONFIG].server.drain_timeout.total_seconds()
@@ -216,6 +218,12 @@ def _lease(config: Config) -> timedelta:
         c.timeout for c in config.channels.values() if isinstance(c, WebhookChannelConfig)
     ]
     return max(timedelta(seconds=60), 2 * max(timeouts))
+
+
+async def _timers(app: web.Application) -> AsyncIterator[None]:
+    """Rule holds and reminders, ticking between polls."""
+    async with Service(timer_loop(app[POLLER]), name="timers", on_crash=app[ON_CRASH]):
+        yield
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:

@@ -7,9 +7,11 @@ events it caused and their deliveries (DESIGN.md "one transaction per poll resul
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,12 +23,15 @@ from bridge.clock import Clock
 from bridge.diff import diff, meaningful_digest
 from bridge.health import HealthBoard
 from bridge.model import (
+    Change,
     Delivery,
     Event,
     EventKind,
     Observation,
     PollResult,
     ResourceKey,
+    RuleState,
+    Silence,
     Snapshot,
     delivery_id,
     event_id,
@@ -34,6 +39,7 @@ from bridge.model import (
 from bridge.providers.base import FetchResult, Provider
 from bridge.rulebook import RuleBook
 from bridge.rules.engine import Firing, RuleSet
+from bridge.rules.state import on_due, on_observation
 from bridge.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -73,6 +79,42 @@ class Poller:
         self._on_committed = on_committed
         # The last committed bridge.provider snapshots (loaded lazily; the store has them too).
         self._health_snapshots: dict[str, Snapshot] = {}
+        # Rule states as committed (the store is the truth; this is its cache, loaded at start).
+        self._states: dict[tuple[str, ResourceKey], RuleState] = {}
+        self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
+        self._silences: list[Silence] = []
+        # From reading snapshots to committing: a timer firing must not interleave with a poll of the
+        # same resource (both bump its sequence). Fetching happens outside it.
+        self._lock = asyncio.Lock()
+
+    async def load_state(self) -> None:
+        """Read stored rule states (running holds, firings, cooldowns) so a restart continues them."""
+        self._remember(await self._store.list_rule_states())
+
+    def _remember(self, states: Iterable[RuleState]) -> None:
+        for st in states:
+            k = (st.rule_id, st.key)
+            if st.forgettable:
+                self._states.pop(k, None)
+            else:
+                self._states[k] = st
+            if st.phase == "idle":
+                self._open[st.key].discard(st.rule_id)
+                if not self._open[st.key]:
+                    del self._open[st.key]
+            else:
+                self._open[st.key].add(st.rule_id)
+
+    @property
+    def rule_states(self) -> list[RuleState]:
+        return list(self._states.values())
+
+    def next_due(self) -> datetime | None:
+        """When the earliest hold ends or reminder is due (None: no timer running)."""
+        return min((s.due_at for s in self._states.values() if s.due_at is not None), default=None)
+
+    async def _refresh_silences(self, now: datetime) -> None:
+        self._silences = await self._store.list_silences(active_after=now)
 
     async def load_health(self) -> None:
         """Read stored `bridge.provider` snapshots, so a restart does not re-baseline them."""
@@ -93,7 +135,8 @@ class Poller:
         except errors.ProviderError as exc:
             self.health.failure(provider.name, str(exc), now)
             log.warning("poll.failed", provider=provider.name, group=group, error=str(exc), kind=exc.kind)
-            await self._commit(self._health_results(provider.name, now))
+            async with self._lock:
+                await self._commit(self._health_results(provider.name, now))
             return PollSummary(provider=provider.name, group=group, ok=False, retry_after=exc.retry_after)
 
         for resource, failure in fetched.failures.items():
@@ -104,10 +147,12 @@ class Poller:
         else:
             self.health.success(provider.name, now)
 
-        results = await self._results(provider.name, fetched, now)
-        changed = len(results)
-        results += self._health_results(provider.name, now)
-        await self._commit(results)
+        async with self._lock:
+            await self._refresh_silences(now)
+            results = await self._results(provider.name, fetched, now)
+            changed = len(results)
+            results += self._health_results(provider.name, now)
+            await self._commit(results)
         summary = PollSummary(
             provider=provider.name,
             group=group,
@@ -133,6 +178,7 @@ class Poller:
     async def _commit(self, results: list[PollResult]) -> None:
         if results:
             await self._store.commit(results)
+            self._remember(st for r in results for st in r.rule_states)
             if any(r.deliveries for r in results):
                 self._on_committed()
 
@@ -176,9 +222,71 @@ class Poller:
     async def observe_internal(self, key: ResourceKey, state: dict[str, Any]) -> None:
         """Run one of the bridge's own resources (`bridge.channel`) through diff, rules and the outbox."""
         obs = Observation(key=key, state=state, observed_at=self._clock.now())
-        result = self._process(obs, await self._store.get_snapshot(key), self._rulebook.current)
-        if result is not None:
-            await self._commit([result])
+        async with self._lock:
+            await self._refresh_silences(obs.observed_at)
+            result = self._process(obs, await self._store.get_snapshot(key), self._rulebook.current)
+            if result is not None:
+                await self._commit([result])
+
+    async def tick(self) -> int:
+        """End the holds and send the reminders that are due now; returns how many notified."""
+        now = self._clock.now()
+        if not any(s.due_at is not None and s.due_at <= now for s in self._states.values()):
+            return 0
+        async with self._lock:
+            await self._refresh_silences(now)
+            rules = self._rulebook.current
+            due: dict[ResourceKey, list[RuleState]] = defaultdict(list)
+            for st in self._states.values():
+                if st.due_at is not None and st.due_at <= now:
+                    due[st.key].append(st)
+            results = []
+            for key, states in due.items():
+                snapshot = await self._store.get_snapshot(key)
+                result = self._due(key, snapshot, states, rules, now)
+                if result is not None:
+                    results.append(result)
+            await self._commit(results)
+        return sum(len(r.events) for r in results)
+
+    def _due(
+        self,
+        key: ResourceKey,
+        snapshot: Snapshot | None,
+        states: Sequence[RuleState],
+        rules: RuleSet,
+        now: datetime,
+    ) -> PollResult | None:
+        if snapshot is None:  # never stored (cannot happen after a commit): nothing to notify about
+            self._remember(replace(st, phase="idle", last_fired_at=None) for st in states)
+            return None
+        obs = Observation(key=key, state=snapshot.state, observed_at=now)
+        sequence = snapshot.sequence
+        events: list[Event] = []
+        deliveries: list[Delivery] = []
+        moved: list[RuleState] = []
+        for st in sorted(states, key=lambda s: rules.order(s.rule_id)):
+            rule = rules.by_id.get(st.rule_id)
+            if rule is None:  # the rule was removed by a reload: forget its timers
+                moved.append(replace(st, phase="idle", last_fired_at=None))
+                continue
+            decision = on_due(rules.timings[rule.id], prior=st, active=rule.active(snapshot.state), now=now)
+            if decision.state is not None:
+                moved.append(decision.state)
+            if decision.suppressed is not None:
+                log.info("rule.suppressed", rule=rule.id, resource=str(key), reason=decision.suppressed)
+            if decision.emit is not None:
+                sequence += 1
+                firing = Firing(rule=rule, status=decision.emit, changes=st.changes)
+                event = self._event(obs, firing, sequence)
+                events.append(event)
+                deliveries.extend(self._deliveries(event, firing, snapshot.state, rules))
+        return PollResult(
+            snapshot=replace(snapshot, sequence=sequence),
+            events=tuple(events),
+            deliveries=tuple(deliveries),
+            rule_states=tuple(moved),
+        )
 
     def _health_results(self, provider: str, now: datetime) -> list[PollResult]:
         """`bridge.provider` is a resource like any other: rules can alert on it."""
@@ -226,6 +334,9 @@ class Poller:
             kind = "changed"
         changes = diff(snapshot.state, obs.state, source=source, keep=keep)
         firings = rules.evaluate(source=source, kind=kind, old=snapshot.state, new=obs.state, changes=changes)
+        moved: list[RuleState] = []
+        if rules.stateful and (obs.key in self._open or any(f.rule.id in rules.stateful for f in firings)):
+            firings, moved = self._through_state(obs, firings, changes, rules)
         sequence = snapshot.sequence
         events: list[Event] = []
         deliveries: list[Delivery] = []
@@ -239,7 +350,43 @@ class Poller:
             events=tuple(events),
             deliveries=tuple(deliveries),
             end_watch=end_watch,
+            rule_states=tuple(moved),
         )
+
+    def _through_state(
+        self, obs: Observation, firings: list[Firing], changes: Sequence[Change], rules: RuleSet
+    ) -> tuple[list[Firing], list[RuleState]]:
+        """Pass stateful rules' triggers through their state machine; check their running holds and
+        firings against the new state (a hold breaks, a firing resolves)."""
+        key, now = obs.key, obs.observed_at
+        out = [f for f in firings if f.rule.id not in rules.stateful]
+        triggered = {f.rule.id: f for f in firings if f.rule.id in rules.stateful}
+        moved: list[RuleState] = []
+        for rule_id in sorted(triggered.keys() | self._open.get(key, set()), key=rules.order):
+            rule = rules.by_id.get(rule_id)
+            if rule is None or rule.source != key.source:
+                continue  # removed by a reload: tick() forgets it
+            prior = self._states.get((rule_id, key))
+            hit = triggered.get(rule_id)
+            relevant = hit.changes if hit is not None else tuple(c for c in changes if rule.watches(c.field))
+            decision = on_observation(
+                rules.timings[rule_id],
+                rule_id=rule_id,
+                key=key,
+                prior=prior,
+                triggered=hit is not None,
+                active=rule.active(obs.state),
+                changes=relevant,
+                now=now,
+            )
+            if decision.state is not None:
+                moved.append(decision.state)
+            if decision.suppressed is not None:
+                log.info("rule.suppressed", rule=rule_id, resource=str(key), reason=decision.suppressed)
+            if decision.emit is not None:
+                out.append(Firing(rule=rule, status=decision.emit, changes=relevant))
+        out.sort(key=lambda f: rules.order(f.rule.id))
+        return out, moved
 
     def _snapshot(self, obs: Observation, digest: str, sequence: int) -> Snapshot:
         return Snapshot(
@@ -266,6 +413,7 @@ class Poller:
     ) -> list[Delivery]:
         rule = firing.rule
         out: list[Delivery] = []
+        silenced = self._silenced_by(rule.id, event.key, event.occurred_at) if self._silences else None
         subject: str | None = None
         body: str | None = None
         for name in rule.channels:
@@ -285,11 +433,17 @@ class Poller:
                     event_id=event.id,
                     channel=name,
                     body=channel.render(event, ctx),
+                    status="suppressed" if silenced is not None else "pending",
                     next_attempt_at=event.occurred_at,
                     created_at=event.occurred_at,
                 )
             )
+        if silenced is not None and out:
+            log.info("delivery.silenced", event_id=event.id, rule=rule.id, silence=silenced.id)
         return out
+
+    def _silenced_by(self, rule_id: str, key: ResourceKey, now: datetime) -> Silence | None:
+        return next((s for s in self._silences if s.matches(rule_id, key, now)), None)
 
 
 def template_context(event: Event, old: dict[str, Any] | None) -> dict[str, Any]:

@@ -114,6 +114,10 @@ class Bridge:
         """Send everything due now; returns the number of attempts."""
         return await self.app[DELIVERY].run_until_idle()
 
+    async def tick(self) -> int:
+        """Act on the rule timers (holds, reminders) due now; returns the events they caused."""
+        return await self.app[POLLER].tick()
+
 
 @pytest.fixture
 def make_config(tmp_path, podero, sink, mailbox) -> Callable[..., Config]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from bridge.diff import get_path
 from bridge.model import Change, EventKind, EventStatus
+from bridge.rules.state import Timing
 from bridge.rules.templates import Expression, Template
 
 
@@ -61,13 +62,49 @@ class Rule:
     changed: bool = False
     above: float | None = None
     below: float | None = None
+    hysteresis: float = 0.0
     condition: Expression | None = None
     for_: timedelta | None = None
     repeat: timedelta | None = None
+    repeat_max: int | None = None
     cooldown: timedelta | None = None
     resolve: bool = False
     email_subject: Template | None = None
     email_body: Template | None = None
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(
+            for_s=None if self.for_ is None else self.for_.total_seconds(),
+            repeat_s=None if self.repeat is None else self.repeat.total_seconds(),
+            repeat_max=self.repeat_max,
+            cooldown_s=None if self.cooldown is None else self.cooldown.total_seconds(),
+            resolve=self.resolve,
+            hysteresis=self.hysteresis > 0,
+        )
+
+    def active(self, state: Mapping[str, Any] | None) -> bool:
+        """Whether the rule's condition is true of one state alone: what holds, repeats and
+        resolution watch. `to`/`not_to` on the current value, `above`/`below` widened by the
+        hysteresis band (a firing rule re-arms only once the value is back past it), and `if`
+        with `old` = `new` = `state`."""
+        if state is None:
+            return False
+        if self.field is not None:
+            value = get_path(state, self.field)
+            if self.to is not None and not _any_equal(value, self.to):
+                return False
+            if self.not_to is not None and _any_equal(value, self.not_to):
+                return False
+            if self.above is not None:
+                n = _number(value)
+                if n is None or not n > self.above - self.hysteresis:
+                    return False
+            if self.below is not None:
+                n = _number(value)
+                if n is None or not n < self.below + self.hysteresis:
+                    return False
+        return self.condition is None or self.condition(default_context(state, state, ()))
 
     def watches(self, path: str) -> bool:
         """True when a change at `path` is at or under this rule's field."""
@@ -121,6 +158,9 @@ class RuleSet:
         self._order = {r.id: i for i, r in enumerate(self.rules)}
         self._index: dict[tuple[str, str], _SourceIndex] = {}
         self._keep: dict[str, frozenset[str]] = {}
+        # Rules that remember something per resource (holds, repeats, cooldowns, resolution).
+        self.timings = {r.id: r.timing for r in self.rules}
+        self.stateful = frozenset(rid for rid, t in self.timings.items() if t.stateful)
         for rule in self.rules:
             idx = self._index.setdefault((rule.source, rule.event), _SourceIndex())
             if rule.field is None:
@@ -131,6 +171,9 @@ class RuleSet:
             self._keep[source] = frozenset(
                 _head(r.field) for r in self.rules if r.source == source and r.field is not None
             )
+
+    def order(self, rule_id: str) -> int:
+        return self._order.get(rule_id, len(self._order))
 
     def keep_fields(self, source: str) -> frozenset[str]:
         """Field names rules of `source` watch: the diff keeps them even when they are volatile."""

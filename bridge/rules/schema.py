@@ -53,9 +53,11 @@ class RuleModel(BaseModel):
     changed: bool = False
     above: float | None = None
     below: float | None = None
+    hysteresis: float | None = Field(default=None, gt=0)
     if_: str | None = Field(default=None, alias="if")
     for_: Duration | None = Field(default=None, alias="for")
     repeat: Duration | None = None
+    repeat_max: int | None = Field(default=None, ge=1)
     cooldown: Duration | None = None
     resolve: bool = False
     severity: Literal["info", "warning", "critical"] = "info"
@@ -81,6 +83,21 @@ class RuleModel(BaseModel):
             raise ValueError("from / to / not_from / not_to / above / below need a `field`")
         if self.above is not None and self.below is not None:
             raise ValueError("use either `above` or `below`, not both")
+        if self.hysteresis is not None and self.above is None and self.below is None:
+            raise ValueError("`hysteresis` needs `above` or `below`")
+        if self.repeat_max is not None and self.repeat is None:
+            raise ValueError("`repeat_max` needs `repeat`")
+        held = [k for k, v in (("for", self.for_), ("repeat", self.repeat)) if v is not None]
+        held += ["resolve"] if self.resolve else []
+        if held:
+            if self.event != "changed":
+                raise ValueError(f"{' / '.join(held)}: only `changed` rules hold a condition over time")
+            level = [self.to, self.not_to, self.above, self.below, self.if_]
+            if all(c is None for c in level):
+                raise ValueError(
+                    f"{' / '.join(held)} need a condition on the current state to hold: "
+                    "`to`, `not_to`, `above`, `below` or `if`"
+                )
         return self
 
 
