@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from bridge import __version__, logs
+from bridge import __version__, cli_silences, logs
 from bridge.errors import BridgeError, ConfigError, ProblemsError, RuleError
 
 EXIT_OK, EXIT_INVALID, EXIT_RUNTIME = 0, 1, 2
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulators + sinks + bridge on a temporary store, scripted scenario")
     demo.add_argument("--forever", action="store_true", help="keep running after the scenario until Ctrl-C")
 
+    cli_silences.add_parsers(sub)
+
     sim = sub.add_parser("simulate", help="serve the provider simulators on loopback")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--podero-port", type=int, default=8801)
@@ -59,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.demo import run_demo
 
             return asyncio.run(run_demo(forever=args.forever))
+        if args.command == "silences":
+            return cli_silences.run(args)
         if args.command == "simulate":
             from bridge.simulator.serve import serve_simulators
 
