@@ -7,6 +7,7 @@ Paths are dotted (`device_model.model`). Lists of action-like items (dicts with 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -148,18 +149,30 @@ def meaningful_digest(
 _STEP = re.compile(r"([^.\[\]]+)(?:\[([^\]]+)\])?")
 
 
-def get_path(state: Mapping[str, Any] | None, path: str) -> Any:
-    """The value at a dotted path (`device_model.model`, `actions[reauthenticate]`); None when absent."""
-    value: Any = state
+@functools.lru_cache(maxsize=4096)
+def parse_path(path: str) -> tuple[tuple[str, str | None], ...] | None:
+    """`a.b[code]` → (("a", None), ("b", "code")); None when malformed. Cached: rules reuse paths."""
+    steps = []
     for part in path.split("."):
         m = _STEP.fullmatch(part)
-        if m is None or not isinstance(value, Mapping):
+        if m is None:
             return None
-        value = value.get(m.group(1))
-        if m.group(2) is not None:
+        steps.append((m.group(1), m.group(2)))
+    return tuple(steps)
+
+
+def get_path(state: Mapping[str, Any] | None, path: str) -> Any:
+    """The value at a dotted path (`device_model.model`, `actions[reauthenticate]`); None when absent."""
+    steps = parse_path(path)
+    if steps is None:
+        return None
+    value: Any = state
+    for name, code in steps:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(name)
+        if code is not None:
             if not isinstance(value, list):
                 return None
-            value = next(
-                (i for i in value if isinstance(i, Mapping) and str(i.get("code")) == m.group(2)), None
-            )
+            value = next((i for i in value if isinstance(i, Mapping) and str(i.get("code")) == code), None)
     return value

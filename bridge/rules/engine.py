@@ -116,14 +116,15 @@ class Rule:
     ) -> bool:
         """Whether the transition old → new satisfies every condition of this rule."""
         if self.field is not None:
-            before, after = get_path(old, self.field), get_path(new, self.field)
-            if self.from_ is not None and not _any_equal(before, self.from_):
-                return False
+            after = get_path(new, self.field)
             if self.to is not None and not _any_equal(after, self.to):
                 return False
-            if self.not_from is not None and _any_equal(before, self.not_from):
-                return False
             if self.not_to is not None and _any_equal(after, self.not_to):
+                return False
+            before = get_path(old, self.field)
+            if self.from_ is not None and not _any_equal(before, self.from_):
+                return False
+            if self.not_from is not None and _any_equal(before, self.not_from):
                 return False
             if self.above is not None:
                 b, a = _number(before), _number(after)
@@ -145,8 +146,11 @@ class Firing:
 
 @dataclass(slots=True)
 class _SourceIndex:
+    """Rules of one (source, event kind), each list in rule order."""
+
     by_head: dict[str, list[Rule]] = field(default_factory=dict)
     fieldless: list[Rule] = field(default_factory=list)
+    every: list[Rule] = field(default_factory=list)
 
 
 class RuleSet:
@@ -163,6 +167,7 @@ class RuleSet:
         self.stateful = frozenset(rid for rid, t in self.timings.items() if t.stateful)
         for rule in self.rules:
             idx = self._index.setdefault((rule.source, rule.event), _SourceIndex())
+            idx.every.append(rule)
             if rule.field is None:
                 idx.fieldless.append(rule)
             else:
@@ -193,32 +198,37 @@ class RuleSet:
         idx = self._index.get((source, kind))
         if idx is None:
             return []
-        candidates: dict[str, Rule] = {}
         if kind == "changed":
-            heads = {_head(c.field) for c in changes}
-            for head in heads:
-                for rule in idx.by_head.get(head, ()):
-                    candidates[rule.id] = rule
-            if changes:
+            if not changes:
+                return []
+            if len(changes) == 1:  # the common case: one field moved; its list is in rule order
+                candidates: Sequence[Rule] = idx.by_head.get(_head(changes[0].field), ())
+                if idx.fieldless:
+                    candidates = sorted([*candidates, *idx.fieldless], key=self._rank)
+            else:
+                found: dict[str, Rule] = {}
+                for head in {_head(c.field) for c in changes}:
+                    for rule in idx.by_head.get(head, ()):
+                        found[rule.id] = rule
                 for rule in idx.fieldless:
-                    candidates[rule.id] = rule
+                    found[rule.id] = rule
+                candidates = sorted(found.values(), key=self._rank)
         else:
-            for rules in idx.by_head.values():
-                for rule in rules:
-                    candidates[rule.id] = rule
-            for rule in idx.fieldless:
-                candidates[rule.id] = rule
+            candidates = idx.every
         if not candidates:
             return []
         ctx = context if context is not None else default_context(old, new, changes)
         firings = []
-        for rule in sorted(candidates.values(), key=lambda r: self._order[r.id]):
+        for rule in candidates:
             relevant = tuple(c for c in changes if rule.watches(c.field))
             if kind == "changed" and rule.field is not None and not relevant:
                 continue
             if rule.holds(old, new, ctx):
                 firings.append(Firing(rule=rule, status="firing", changes=relevant or tuple(changes)))
         return firings
+
+    def _rank(self, rule: Rule) -> int:
+        return self._order[rule.id]
 
     def render_email(self, rule: Rule, *, context: dict[str, Any]) -> tuple[str, str]:
         """Subject and body of the rule's email (defaults when the rule has no [rule.email])."""

@@ -6,7 +6,6 @@ error noted, and the failure is logged (`template.failed`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,6 +52,7 @@ def _make_env() -> ImmutableSandboxedEnvironment:
 
 
 ENV = _make_env()
+_GLOBALS = dict(ENV.globals)
 
 
 class Expression:
@@ -61,11 +61,17 @@ class Expression:
     def __init__(self, source: str, *, rule_id: str) -> None:
         self.source = source
         self.rule_id = rule_id
-        self._fn: Callable[..., Any] = ENV.compile_expression(source, undefined_to_none=False)
+        self._template = ENV.compile_expression(source, undefined_to_none=False)._template
 
     def __call__(self, context: dict[str, Any]) -> bool:
         try:
-            return bool(self._fn(**context))
+            # What TemplateExpression.__call__ does, minus merging the globals into a fresh
+            # ChainMap on every call (`shared=True` with the globals added once): half the cost on
+            # the rule-evaluation hot path.
+            ctx = self._template.new_context({**_GLOBALS, **context}, shared=True)
+            for _ in self._template.root_render_func(ctx):
+                pass
+            return bool(ctx.vars["result"])
         except Exception as exc:  # a sandbox error, missing key, type error: all mean "does not hold"
             log.warning("rule.condition_failed", rule=self.rule_id, expression=self.source, error=str(exc))
             return False
