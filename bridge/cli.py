@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from bridge import __version__, cli_silences, logs
+from bridge import __version__, cli_deliveries, cli_silences, logs
 from bridge.errors import BridgeError, ConfigError, ProblemsError, RuleError
 
 EXIT_OK, EXIT_INVALID, EXIT_RUNTIME = 0, 1, 2
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--forever", action="store_true", help="keep running after the scenario until Ctrl-C")
 
     cli_silences.add_parsers(sub)
+    cli_deliveries.add_parsers(sub)
 
     sim = sub.add_parser("simulate", help="serve the provider simulators on loopback")
     sim.add_argument("--host", default="127.0.0.1")
@@ -63,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_demo(forever=args.forever))
         if args.command == "silences":
             return cli_silences.run(args)
+        if args.command in ("deliveries", "channels"):
+            return cli_deliveries.run(args)
         if args.command == "simulate":
             from bridge.simulator.serve import serve_simulators
 
