@@ -23,6 +23,7 @@ from bridge.app_keys import (
     CONFIG,
     DELIVERY,
     DELIVERY_SERVICE,
+    DIGESTER,
     HEALTH,
     ON_CRASH,
     POLLER,
@@ -34,8 +35,16 @@ from bridge.app_keys import (
 from bridge.channels.base import Channel
 from bridge.channels.registry import build_channels
 from bridge.clock import Clock, SystemClock
-from bridge.config import Config, PoderoConfig, RealtoConfig, WattShiftConfig, WebhookChannelConfig
+from bridge.config import (
+    Config,
+    EmailChannelConfig,
+    PoderoConfig,
+    RealtoConfig,
+    WattShiftConfig,
+    WebhookChannelConfig,
+)
 from bridge.delivery import DeliveryWorker
+from bridge.digest import Digester
 from bridge.health import HealthBoard
 from bridge.lifecycle import Service
 from bridge.logs import register_secrets
@@ -190,6 +199,10 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         clock=app[CLOCK],
         health=app[HEALTH],
         on_committed=worker.notify,
+        digest_groups={name: tuple(c.group_by) for name, c in _email_channels(app[CONFIG]).items()},
+    )
+    app[DIGESTER] = Digester(
+        app[STORE], _email_channels(app[CONFIG]), clock=app[CLOCK], on_committed=worker.notify
     )
     await app[POLLER].load_health()
     await app[POLLER].load_state()
@@ -199,6 +212,10 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
     async with Service(worker.run, name="delivery", drain=drain, on_crash=app[ON_CRASH]) as service:
         app[DELIVERY_SERVICE] = service
         yield
+
+
+def _email_channels(config: Config) -> dict[str, EmailChannelConfig]:
+    return {n: c for n, c in config.channels.items() if isinstance(c, EmailChannelConfig)}
 
 
 def retry_policies(config: Config) -> dict[str, RetryPolicy]:
@@ -222,7 +239,7 @@ def _lease(config: Config) -> timedelta:
 
 async def _timers(app: web.Application) -> AsyncIterator[None]:
     """Rule holds and reminders, ticking between polls."""
-    async with Service(timer_loop(app[POLLER]), name="timers", on_crash=app[ON_CRASH]):
+    async with Service(timer_loop(app[POLLER], app[DIGESTER]), name="timers", on_crash=app[ON_CRASH]):
         yield
 
 

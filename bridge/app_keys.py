@@ -10,6 +10,7 @@ from bridge.channels.base import Channel
 from bridge.clock import Clock
 from bridge.config import Config
 from bridge.delivery import DeliveryWorker
+from bridge.digest import Digester
 from bridge.health import HealthBoard
 from bridge.lifecycle import Service
 from bridge.poller import Poller
@@ -28,6 +29,7 @@ CHANNELS = web.AppKey("channels", dict[str, Channel])
 DELIVERY = web.AppKey("delivery", DeliveryWorker)
 DELIVERY_SERVICE = web.AppKey("delivery_service", Service)
 POLLER = web.AppKey("poller", Poller)
+DIGESTER = web.AppKey("digester", Digester)
 SCHEDULER = web.AppKey("scheduler", PollScheduler)
 
 

@@ -158,6 +158,13 @@ class EmailChannelConfig(ChannelBase):
     to: list[str] = Field(min_length=1)
     from_: str = Field(alias="from")
     subject_prefix: str = "[wattbridge] "
+    # Digest: what fires together (same values of these fields) within group_wait goes out as one
+    # email; later ones wait group_interval after the previous digest of that group.
+    group_by: list[Literal["rule", "source", "provider", "severity", "type", "status"]] = Field(
+        default_factory=list
+    )
+    group_wait: Duration = timedelta(seconds=30)
+    group_interval: Duration = timedelta(minutes=5)
 
 
 ChannelConfig = Annotated[WebhookChannelConfig | EmailChannelConfig, Field(discriminator="kind")]

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from bridge import errors
-from bridge.channels.base import Channel, RenderContext
+from bridge.channels.base import Channel
 from bridge.clock import Clock
 from bridge.diff import diff, meaningful_digest
 from bridge.health import HealthBoard
@@ -31,11 +31,9 @@ from bridge.model import (
     PollResult,
     ResourceKey,
     RuleState,
-    Silence,
     Snapshot,
-    delivery_id,
-    event_id,
 )
+from bridge.notify import Notifier
 from bridge.providers.base import FetchResult, Provider
 from bridge.rulebook import RuleBook
 from bridge.rules.engine import Firing, RuleSet
@@ -70,10 +68,10 @@ class Poller:
         clock: Clock,
         health: HealthBoard,
         on_committed: Callable[[], None] = lambda: None,
+        digest_groups: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self._store = store
         self._rulebook = rulebook
-        self._channels = channels
         self._clock = clock
         self.health = health
         self._on_committed = on_committed
@@ -82,7 +80,7 @@ class Poller:
         # Rule states as committed (the store is the truth; this is its cache, loaded at start).
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
         self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
-        self._silences: list[Silence] = []
+        self._notify = Notifier(channels, digest_groups=digest_groups or {})
         # From reading snapshots to committing: a timer firing must not interleave with a poll of the
         # same resource (both bump its sequence). Fetching happens outside it.
         self._lock = asyncio.Lock()
@@ -114,7 +112,7 @@ class Poller:
         return min((s.due_at for s in self._states.values() if s.due_at is not None), default=None)
 
     async def _refresh_silences(self, now: datetime) -> None:
-        self._silences = await self._store.list_silences(active_after=now)
+        self._notify.silences = await self._store.list_silences(active_after=now)
 
     async def load_health(self) -> None:
         """Read stored `bridge.provider` snapshots, so a restart does not re-baseline them."""
@@ -278,9 +276,9 @@ class Poller:
             if decision.emit is not None:
                 sequence += 1
                 firing = Firing(rule=rule, status=decision.emit, changes=st.changes)
-                event = self._event(obs, firing, sequence)
+                event = self._notify.event(obs, firing, sequence)
                 events.append(event)
-                deliveries.extend(self._deliveries(event, firing, snapshot.state, rules))
+                deliveries.extend(self._notify.deliveries(event, firing, snapshot.state, rules))
         return PollResult(
             snapshot=replace(snapshot, sequence=sequence),
             events=tuple(events),
@@ -342,9 +340,9 @@ class Poller:
         deliveries: list[Delivery] = []
         for firing in firings:
             sequence += 1
-            event = self._event(obs, firing, sequence)
+            event = self._notify.event(obs, firing, sequence)
             events.append(event)
-            deliveries.extend(self._deliveries(event, firing, snapshot.state, rules))
+            deliveries.extend(self._notify.deliveries(event, firing, snapshot.state, rules))
         return PollResult(
             snapshot=self._snapshot(obs, digest, sequence),
             events=tuple(events),
@@ -392,76 +390,3 @@ class Poller:
         return Snapshot(
             key=obs.key, state=obs.state, digest=digest, sequence=sequence, updated_at=obs.observed_at
         )
-
-    def _event(self, obs: Observation, firing: Firing, sequence: int) -> Event:
-        rule = firing.rule
-        return Event(
-            id=event_id(rule.id, obs.key, sequence, obs.observed_at),
-            rule_id=rule.id,
-            type=rule.type,
-            status=firing.status,
-            severity=rule.severity,
-            key=obs.key,
-            sequence=sequence,
-            changes=firing.changes,
-            state=obs.state,
-            occurred_at=obs.observed_at,
-        )
-
-    def _deliveries(
-        self, event: Event, firing: Firing, old: dict[str, Any] | None, rules: RuleSet
-    ) -> list[Delivery]:
-        rule = firing.rule
-        out: list[Delivery] = []
-        silenced = self._silenced_by(rule.id, event.key, event.occurred_at) if self._silences else None
-        subject: str | None = None
-        body: str | None = None
-        for name in rule.channels:
-            channel = self._channels.get(name)
-            if channel is None:
-                # Rules are checked against the config at load; this only happens mid-reload.
-                log.error("delivery.unknown_channel", rule=rule.id, channel=name)
-                continue
-            if channel.kind == "email" and subject is None:
-                subject, body = rules.render_email(rule, context=template_context(event, old))
-            ctx = RenderContext(
-                old=old, rule_description=rule.description, email_subject=subject, email_body=body
-            )
-            out.append(
-                Delivery(
-                    id=delivery_id(event.id, name),
-                    event_id=event.id,
-                    channel=name,
-                    body=channel.render(event, ctx),
-                    status="suppressed" if silenced is not None else "pending",
-                    next_attempt_at=event.occurred_at,
-                    created_at=event.occurred_at,
-                )
-            )
-        if silenced is not None and out:
-            log.info("delivery.silenced", event_id=event.id, rule=rule.id, silence=silenced.id)
-        return out
-
-    def _silenced_by(self, rule_id: str, key: ResourceKey, now: datetime) -> Silence | None:
-        return next((s for s in self._silences if s.matches(rule_id, key, now)), None)
-
-
-def template_context(event: Event, old: dict[str, Any] | None) -> dict[str, Any]:
-    """What `if` expressions and message templates see."""
-    return {
-        "old": old,
-        "new": event.state,
-        "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in event.changes],
-        "event": {
-            "id": event.id,
-            "rule": event.rule_id,
-            "type": event.type,
-            "status": event.status,
-            "severity": event.severity,
-            "source": event.key.source,
-            "provider": event.key.provider,
-            "resource_id": event.key.resource_id,
-            "sequence": event.sequence,
-            "timestamp": event.occurred_at.isoformat(),
-        },
-    }

@@ -1,4 +1,4 @@
-"""The rule timer loop: ends holds (`for`) and sends reminders (`repeat`) when they come due.
+"""The timer loop: ends rule holds (`for`), sends reminders (`repeat`) and queues due digests.
 
 Timers are rows in the store (see `rules/state.py`); this loop only asks the poller, once a second,
 to act on the ones that are due. A second of resolution is plenty for holds measured in minutes,
@@ -12,6 +12,7 @@ import contextlib
 
 import structlog
 
+from bridge.digest import Digester
 from bridge.errors import StoreError
 from bridge.lifecycle import LoopFn
 from bridge.poller import Poller
@@ -21,8 +22,8 @@ log = structlog.get_logger(__name__)
 TICK_SECONDS = 1.0
 
 
-def timer_loop(poller: Poller, *, every: float = TICK_SECONDS) -> LoopFn:
-    """A `Service` body that ticks the poller's rule timers until stopped."""
+def timer_loop(poller: Poller, digester: Digester | None = None, *, every: float = TICK_SECONDS) -> LoopFn:
+    """A `Service` body that ticks the poller's rule timers (and the digests) until stopped."""
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -30,6 +31,8 @@ def timer_loop(poller: Poller, *, every: float = TICK_SECONDS) -> LoopFn:
                 fired = await poller.tick()
                 if fired:
                     log.info("timers.fired", events=fired)
+                if digester is not None:
+                    await digester.tick()
             except StoreError as exc:  # the store is down: keep the timers, try again next tick
                 log.warning("timers.failed", error=str(exc))
             with contextlib.suppress(TimeoutError):

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
-from bridge.app_keys import DELIVERY, POLLER, PROVIDERS, STORE
+from bridge.app_keys import DELIVERY, DIGESTER, POLLER, PROVIDERS, STORE
 from bridge.clock import ManualClock
 from bridge.config import Config
 from bridge.poller import PollSummary
@@ -117,6 +117,10 @@ class Bridge:
     async def tick(self) -> int:
         """Act on the rule timers (holds, reminders) due now; returns the events they caused."""
         return await self.app[POLLER].tick()
+
+    async def digest(self) -> int:
+        """Queue the email digests due now; returns how many."""
+        return await self.app[DIGESTER].tick()
 
 
 @pytest.fixture

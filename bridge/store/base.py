@@ -8,6 +8,7 @@ delivery by pushing its `next_attempt_at` forward, so a crashed worker's claim s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -23,6 +24,17 @@ from bridge.model import (
     Snapshot,
     Watch,
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldGroup:
+    """Deliveries held for one digest: since when, how many, and when this group's last digest went."""
+
+    channel: str
+    group_key: str
+    first_at: datetime
+    count: int
+    last_digest_at: datetime | None
 
 
 class Store(Protocol):
@@ -115,4 +127,14 @@ class Store(Protocol):
 
     async def expire_silence(self, silence_id: str, now: datetime) -> bool:
         """End a silence now; False when it does not exist or has already ended."""
+        ...
+
+    async def held_groups(self) -> list[HeldGroup]:
+        """Held deliveries per (channel, group key), for the digest loop."""
+        ...
+
+    async def list_held(self, channel: str, group_key: str) -> list[Delivery]: ...
+
+    async def commit_digest(self, event: Event, digest: Delivery, members: Sequence[str]) -> None:
+        """Queue one digest delivery and mark its members `digested`, atomically."""
         ...

@@ -31,7 +31,11 @@ from bridge.model import (
     Snapshot,
     Watch,
 )
+from bridge.store.base import HeldGroup
 from bridge.store.sqlite_rule_sql import (
+    Q_HELD_GROUPS,
+    Q_HELD_OF_GROUP,
+    Q_MARK_DIGESTED,
     Q_RULE_STATE_DELETE,
     Q_RULE_STATE_UPSERT,
     Q_RULE_STATES_ALL,
@@ -382,3 +386,31 @@ class SqliteStore:
         async with self._transaction() as db:
             cur = await db.execute(Q_SILENCE_EXPIRE, (_ts(now), silence_id))
             return cur.rowcount > 0
+
+    # -- digests ---------------------------------------------------------------------------------
+
+    async def held_groups(self) -> list[HeldGroup]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_HELD_GROUPS)
+        return [
+            HeldGroup(
+                channel=channel,
+                group_key=key,
+                first_at=_dt(first),
+                count=count,
+                last_digest_at=_dt(last) if last else None,
+            )
+            for channel, key, first, count, last in rows
+        ]
+
+    async def list_held(self, channel: str, group_key: str) -> list[Delivery]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_HELD_OF_GROUP, (channel, group_key))
+        return [_delivery(row) for row in rows]
+
+    async def commit_digest(self, event: Event, digest: Delivery, members: Sequence[str]) -> None:
+        event_row, digest_row = _event_row(event), _delivery_row(digest)
+        async with self._transaction() as db:
+            await db.execute(Q_EVENT_INSERT, event_row)
+            await db.execute(Q_DELIVERY_INSERT, digest_row)
+            await db.executemany(Q_MARK_DIGESTED, [(f"sent in digest {digest.id}", m) for m in members])

@@ -120,3 +120,17 @@ def silence(row: Row) -> Silence:
         created_by=created_by,
         created_at=_dt(created_at),
     )
+
+
+# Digests: held deliveries grouped per (channel, group_key); a digest is itself a delivery carrying
+# the group_key, so the last one sent per group is found the same way.
+Q_HELD_GROUPS = """
+SELECT h.channel, h.group_key, MIN(h.created_at), COUNT(*),
+       (SELECT MAX(d.created_at) FROM deliveries d
+        WHERE d.channel = h.channel AND d.group_key = h.group_key
+          AND d.status IN ('pending', 'delivered', 'dead'))
+FROM deliveries h WHERE h.status = 'held' GROUP BY h.channel, h.group_key"""
+Q_HELD_OF_GROUP = """
+SELECT id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error
+FROM deliveries WHERE status = 'held' AND channel = ? AND group_key = ? ORDER BY created_at, id"""
+Q_MARK_DIGESTED = "UPDATE deliveries SET status = 'digested', last_error = ? WHERE id = ? AND status = 'held'"

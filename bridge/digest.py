@@ -1,0 +1,134 @@
+"""Email digests: what fires together goes out as one message, not one per event.
+
+A channel with `group_by` holds its deliveries (status `held`, with a group key such as
+`rule=wallbox-disconnected|source=podero.wallbox`). Once the oldest held delivery of a group has
+waited `group_wait`, and the group's previous digest is at least `group_interval` old, one digest
+delivery is queued listing them all, and the members become `digested`, in one transaction: a crash
+neither loses a member nor sends it twice. The digest is an ordinary outbox delivery (retries, dead
+letters, replay) under its own stable id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import structlog
+
+from bridge.clock import Clock
+from bridge.config import EmailChannelConfig
+from bridge.model import Delivery, Event, ResourceKey, delivery_id, event_id
+from bridge.store.base import HeldGroup, Store
+
+log = structlog.get_logger(__name__)
+
+DIGEST_TYPE = "wattbridge.digest"
+FULL_ENTRIES = 100  # entries shown in full; the rest are listed by subject only (mail size)
+
+
+class Digester:
+    def __init__(
+        self,
+        store: Store,
+        configs: Mapping[str, EmailChannelConfig],
+        *,
+        clock: Clock,
+        on_committed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._configs = configs
+        self._clock = clock
+        self._on_committed = on_committed
+
+    async def tick(self) -> int:
+        """Queue every digest that is due now; returns how many."""
+        now = self._clock.now()
+        queued = 0
+        for group in await self._store.held_groups():
+            if not self._due(group, now):
+                continue
+            members = await self._store.list_held(group.channel, group.group_key)
+            if not members:
+                continue
+            event, digest = build_digest(group, members, now)
+            await self._store.commit_digest(event, digest, [m.id for m in members])
+            log.info("digest.queued", channel=group.channel, group=group.group_key, events=len(members))
+            queued += 1
+        if queued:
+            self._on_committed()
+        return queued
+
+    def _due(self, group: HeldGroup, now: datetime) -> bool:
+        cfg = self._configs.get(group.channel)
+        # A channel whose grouping was removed from the config releases what it still holds.
+        wait = cfg.group_wait if cfg is not None and cfg.group_by else timedelta(0)
+        interval = cfg.group_interval if cfg is not None and cfg.group_by else timedelta(0)
+        if now < group.first_at + wait:
+            return False
+        return group.last_digest_at is None or now >= group.last_digest_at + interval
+
+
+def build_digest(group: HeldGroup, members: Sequence[Delivery], now: datetime) -> tuple[Event, Delivery]:
+    key = ResourceKey(source="bridge.channel", provider="bridge", resource_id=group.channel)
+    event = Event(
+        id=event_id(DIGEST_TYPE, key, len(members), now),
+        rule_id=DIGEST_TYPE,
+        type=DIGEST_TYPE,
+        status="firing",
+        severity="info",
+        key=key,
+        sequence=0,
+        changes=(),
+        state={"group": group.group_key, "count": len(members), "deliveries": [m.id for m in members]},
+        occurred_at=now,
+    )
+    digest = Delivery(
+        id=delivery_id(event.id, group.channel),
+        event_id=event.id,
+        channel=group.channel,
+        body=digest_body(group.group_key, members),
+        next_attempt_at=now,
+        created_at=now,
+        group_key=group.group_key,
+    )
+    return event, digest
+
+
+def digest_body(group_key: str, members: Sequence[Delivery]) -> bytes:
+    """One email (the email channel's stored format) listing every member's subject and text."""
+    parsed = [_email(m) for m in members]
+    to: list[str] = next((p["to"] for p in parsed if p.get("to")), [])
+    if len(parsed) == 1:
+        return orjson.dumps({"subject": parsed[0]["subject"], "text": parsed[0]["text"], "to": to})
+    first, last = members[0].created_at, members[-1].created_at
+    lines = [
+        f"{len(parsed)} notifications ({group_key.replace('|', ', ')}),",
+        f"from {first.isoformat()} to {last.isoformat()}.",
+        "",
+    ]
+    for i, p in enumerate(parsed, 1):
+        if i <= FULL_ENTRIES:
+            lines += [f"── {i}. {p['subject']}", str(p["text"]).rstrip(), ""]
+        else:
+            lines.append(f"{i}. {p['subject']}")
+    subject = f"{len(parsed)} notifications: {_common_subject(parsed)}"
+    return orjson.dumps({"subject": subject, "text": "\n".join(lines) + "\n", "to": to})
+
+
+def _email(d: Delivery) -> dict[str, Any]:
+    try:
+        body = orjson.loads(d.body)
+        if isinstance(body, dict) and "subject" in body and "text" in body:
+            return body
+    except orjson.JSONDecodeError:
+        pass
+    return {"subject": d.event_id, "text": d.body.decode("utf-8", "replace"), "to": []}
+
+
+def _common_subject(parsed: Sequence[dict[str, Any]]) -> str:
+    subjects = {str(p["subject"]) for p in parsed}
+    if len(subjects) == 1:
+        return subjects.pop()
+    return f"{sorted(subjects)[0]} and {len(subjects) - 1} more"

@@ -1,0 +1,132 @@
+"""From a rule firing to what the outbox stores: the event, and one rendered delivery per channel.
+
+Rendering happens here, once, so every attempt and replay sends the same bytes. Two things decide a
+delivery's first status: an active silence makes it `suppressed` (kept, replayable, not sent), and a
+channel with `group_by` makes it `held` until the digest that batches it is due (`digest.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from bridge.channels.base import Channel, RenderContext
+from bridge.model import (
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Observation,
+    ResourceKey,
+    Silence,
+    delivery_id,
+    event_id,
+)
+from bridge.rules.engine import Firing, RuleSet
+
+log = structlog.get_logger(__name__)
+
+GROUP_FIELDS = ("rule", "source", "provider", "severity", "type", "status")
+
+
+class Notifier:
+    def __init__(
+        self, channels: Mapping[str, Channel], *, digest_groups: Mapping[str, Sequence[str]]
+    ) -> None:
+        self._channels = channels
+        self._groups = {name: tuple(by) for name, by in digest_groups.items() if by}
+        self.silences: list[Silence] = []  # the active ones, refreshed by the poller
+
+    def event(self, obs: Observation, firing: Firing, sequence: int) -> Event:
+        rule = firing.rule
+        return Event(
+            id=event_id(rule.id, obs.key, sequence, obs.observed_at),
+            rule_id=rule.id,
+            type=rule.type,
+            status=firing.status,
+            severity=rule.severity,
+            key=obs.key,
+            sequence=sequence,
+            changes=firing.changes,
+            state=obs.state,
+            occurred_at=obs.observed_at,
+        )
+
+    def deliveries(
+        self, event: Event, firing: Firing, old: dict[str, Any] | None, rules: RuleSet
+    ) -> list[Delivery]:
+        rule = firing.rule
+        out: list[Delivery] = []
+        silenced = self.silenced_by(rule.id, event.key, event) if self.silences else None
+        subject: str | None = None
+        body: str | None = None
+        for name in rule.channels:
+            channel = self._channels.get(name)
+            if channel is None:
+                # Rules are checked against the config at load; this only happens mid-reload.
+                log.error("delivery.unknown_channel", rule=rule.id, channel=name)
+                continue
+            if channel.kind == "email" and subject is None:
+                subject, body = rules.render_email(rule, context=template_context(event, old))
+            ctx = RenderContext(
+                old=old, rule_description=rule.description, email_subject=subject, email_body=body
+            )
+            group = self._groups.get(name)
+            status: DeliveryStatus = "pending"
+            if silenced is not None:
+                status = "suppressed"
+            elif group is not None:
+                status = "held"
+            out.append(
+                Delivery(
+                    id=delivery_id(event.id, name),
+                    event_id=event.id,
+                    channel=name,
+                    body=channel.render(event, ctx),
+                    status=status,
+                    next_attempt_at=event.occurred_at,
+                    created_at=event.occurred_at,
+                    group_key=group_key(event, group) if group is not None else None,
+                )
+            )
+        if silenced is not None and out:
+            log.info("delivery.silenced", event_id=event.id, rule=rule.id, silence=silenced.id)
+        return out
+
+    def silenced_by(self, rule_id: str, key: ResourceKey, event: Event) -> Silence | None:
+        return next((s for s in self.silences if s.matches(rule_id, key, event.occurred_at)), None)
+
+
+def group_key(event: Event, by: Sequence[str]) -> str:
+    """`rule=provider-down|source=bridge.provider`: the digest a held delivery waits for."""
+    values = {
+        "rule": event.rule_id,
+        "source": event.key.source,
+        "provider": event.key.provider,
+        "severity": event.severity,
+        "type": event.type,
+        "status": event.status,
+    }
+    return "|".join(f"{field}={values[field]}" for field in by)
+
+
+def template_context(event: Event, old: dict[str, Any] | None) -> dict[str, Any]:
+    """What `if` expressions and message templates see."""
+    return {
+        "old": old,
+        "new": event.state,
+        "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in event.changes],
+        "event": {
+            "id": event.id,
+            "rule": event.rule_id,
+            "type": event.type,
+            "status": event.status,
+            "severity": event.severity,
+            "source": event.key.source,
+            "provider": event.key.provider,
+            "resource_id": event.key.resource_id,
+            "sequence": event.sequence,
+            "timestamp": event.occurred_at.isoformat(),
+        },
+    }
