@@ -84,6 +84,7 @@ class Poller:
         # From reading snapshots to committing: a timer firing must not interleave with a poll of the
         # same resource (both bump its sequence). Fetching happens outside it.
         self._lock = asyncio.Lock()
+        self._rules_seen: RuleSet | None = None  # the rule set whose removed rules were last pruned
 
     async def load_state(self) -> None:
         """Read stored rule states (running holds, firings, cooldowns) so a restart continues them."""
@@ -229,6 +230,8 @@ class Poller:
     async def tick(self) -> int:
         """End the holds and send the reminders that are due now; returns how many notified."""
         now = self._clock.now()
+        if self._rulebook.current is not self._rules_seen:
+            await self._forget_removed_rules()
         if not any(s.due_at is not None and s.due_at <= now for s in self._states.values()):
             return 0
         async with self._lock:
@@ -246,6 +249,21 @@ class Poller:
                     results.append(result)
             await self._commit(results)
         return sum(len(r.events) for r in results)
+
+    async def _forget_removed_rules(self) -> None:
+        """After a reload: drop the timers of rules that no longer exist (kept ones continue)."""
+        rules = self._rulebook.current
+        gone = sorted({st.rule_id for st in self._states.values()} - rules.by_id.keys())
+        if gone:
+            async with self._lock:
+                await self._store.delete_rule_states(gone)
+                self._remember(
+                    replace(st, phase="idle", last_fired_at=None)
+                    for st in list(self._states.values())
+                    if st.rule_id in gone
+                )
+            log.info("rules.timers_dropped", rules=gone)
+        self._rules_seen = rules
 
     def _due(
         self,

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from bridge.app_keys import RULEBOOK
 from bridge.model import Silence
 
 WB = "00000000-0000-4000-8000-0000000000c1"
@@ -180,3 +181,24 @@ async def test_hysteresis_ignores_a_bounce_and_cooldown_limits_repeats(
         "plugged",
         "plugged",
     ]
+
+
+async def test_a_reload_keeps_a_running_hold_and_drops_the_timers_of_a_removed_rule(
+    make_bridge, config, podero, sink, tmp_path
+):
+    bridge = await started(make_bridge, config)
+    podero.add_action(WB, code="reauthenticate")
+    await step(bridge, 60)
+    rules_file = tmp_path / "rules" / "test.toml"
+    rules_file.write_text(HELD.replace('type = "wallbox.action_needed"', 'type = "wallbox.needs_action"'))
+    assert bridge.app[RULEBOOK].reload() is None
+
+    await step(bridge, 120)  # the hold started before the reload ends on time, once
+    await sink.wait_for(1)
+    assert statuses(sink) == [("firing", 1)]
+    assert sink.received[0].json["type"] == "wallbox.needs_action"
+
+    rules_file.write_text(HELD.replace('id = "action-needed-held"', 'id = "renamed"'))
+    assert bridge.app[RULEBOOK].reload() is None
+    await bridge.tick()
+    assert await bridge.store.list_rule_states() == []

@@ -39,6 +39,7 @@ from bridge.store.sqlite_rule_sql import (
     Q_RULE_STATE_DELETE,
     Q_RULE_STATE_UPSERT,
     Q_RULE_STATES_ALL,
+    Q_RULE_STATES_DELETE_RULE,
     Q_SILENCE_EXPIRE,
     Q_SILENCE_GET,
     Q_SILENCE_INSERT,
@@ -365,6 +366,11 @@ class SqliteStore:
         async with self._read() as db:
             rows = await db.execute_fetchall(Q_RULE_STATES_ALL)
         return [rule_state(row) for row in rows]
+
+    async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
+        async with self._transaction() as db:
+            cur = await db.executemany(Q_RULE_STATES_DELETE_RULE, [(r,) for r in rule_ids])
+            return max(cur.rowcount, 0)
 
     async def add_silence(self, silence: Silence) -> None:
         row = silence_row(silence)

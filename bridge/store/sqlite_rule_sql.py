@@ -47,6 +47,7 @@ ON CONFLICT (rule_id, provider, source, resource_id) DO UPDATE SET
     repeats = excluded.repeats, last_fired_at = excluded.last_fired_at, changes = excluded.changes"""
 Q_RULE_STATE_DELETE = """
 DELETE FROM rule_states WHERE rule_id = ? AND provider = ? AND source = ? AND resource_id = ?"""
+Q_RULE_STATES_DELETE_RULE = "DELETE FROM rule_states WHERE rule_id = ?"
 Q_RULE_STATES_ALL = """
 SELECT rule_id, provider, source, resource_id, phase, since, due_at, repeats, last_fired_at, changes
 FROM rule_states"""
