@@ -142,6 +142,20 @@ class WebhookChannelConfig(ChannelBase):
     secret: SecretStr  # whsec_… (Standard Webhooks)
     timeout: Duration = timedelta(seconds=10)
     headers: dict[str, str] = Field(default_factory=dict)
+    # Replaces the SPEC §6 envelope (Slack, Teams, …): a Jinja2 template over `type`, `timestamp`,
+    # `data` (the envelope's data), `old` and `new`; `| tojson` quotes values safely.
+    body_template: str | None = None
+    content_type: str = "application/json"
+
+    @field_validator("body_template")
+    @classmethod
+    def _template_compiles(cls, v: str | None) -> str | None:
+        from bridge.rules.templates import compile_error
+
+        problem = None if v is None else compile_error(v, expression=False)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("url")
     @classmethod

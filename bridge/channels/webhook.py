@@ -24,10 +24,12 @@ from bridge.config import ChannelConfig as AnyChannelConfig
 from bridge.config import Config, WebhookChannelConfig
 from bridge.model import Delivery, Event
 from bridge.providers.http import parse_retry_after
+from bridge.rules.templates import ENV
 
 log = structlog.get_logger(__name__)
 
 EXCERPT_BYTES = 256
+MAX_BODY = 256 * 1024  # a templated body is capped: receivers reject huge payloads anyway
 
 
 def iso_z(when: datetime) -> str:
@@ -69,6 +71,7 @@ class WebhookChannel:
         self._clock = clock
         self._signer = Webhook(cfg.secret.get_secret_value())
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout.total_seconds())
+        self._body = ENV.from_string(cfg.body_template) if cfg.body_template is not None else None
         # Set by a 410 Gone: the receiver said the endpoint is gone for good; until a restart with a
         # fixed config, further deliveries become dead letters (replayable) instead of hammering it.
         self.disabled = False
@@ -88,7 +91,15 @@ class WebhookChannel:
         return cls(name, cfg, session=session, clock=clock)
 
     def render(self, event: Event, ctx: RenderContext) -> bytes:
-        return orjson.dumps(envelope(event))
+        body = envelope(event)
+        if self._body is None:
+            return orjson.dumps(body)
+        try:
+            text = self._body.render(**body, old=ctx.old, new=event.state)
+        except Exception as exc:  # the notification still goes out: the envelope, with the error noted
+            log.warning("webhook.template_failed", channel=self.name, error=str(exc))
+            return orjson.dumps({**body, "template_error": f"{type(exc).__name__}: {exc}"})
+        return text[:MAX_BODY].encode()
 
     def headers(self, delivery: Delivery, when: datetime) -> CIMultiDict[str]:
         """Every header of one attempt; the signature covers `id.timestamp.body` (Standard Webhooks)."""
@@ -96,7 +107,7 @@ class WebhookChannel:
         headers: CIMultiDict[str] = CIMultiDict({"user-agent": f"Wattbridge/{__version__}"})
         for key, value in self._cfg.headers.items():
             headers[key] = value  # replaces case-insensitively, so a user may set their own User-Agent
-        headers["content-type"] = "application/json"
+        headers["content-type"] = self._cfg.content_type
         headers["webhook-id"] = delivery.id
         headers["webhook-timestamp"] = str(int(when.timestamp()))
         headers["webhook-signature"] = self._signer.sign(delivery.id, when, delivery.body.decode())
