@@ -230,11 +230,13 @@ def retry_policies(config: Config) -> dict[str, RetryPolicy]:
 
 def _lease(config: Config) -> timedelta:
     """A claimed delivery is leased well past the slowest channel's timeout, so a send in flight is
-    never claimed twice; a crashed worker's claim still expires and is retried."""
+    never claimed twice; a crashed worker's claim still expires and is retried. The lease is also how
+    long a send cut short by kill -9 waits before it goes out again, so it follows the configured
+    timeouts (60 s with the defaults) instead of a fixed minute; 5 s is a floor for store latency."""
     timeouts = [config.smtp.timeout] + [
         c.timeout for c in config.channels.values() if isinstance(c, WebhookChannelConfig)
     ]
-    return max(timedelta(seconds=60), 2 * max(timeouts))
+    return max(timedelta(seconds=5), 2 * max(timeouts))
 
 
 async def _timers(app: web.Application) -> AsyncIterator[None]:

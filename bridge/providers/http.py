@@ -17,6 +17,7 @@ import orjson
 from aiolimiter import AsyncLimiter
 
 from bridge import errors
+from bridge.clock import Clock, SystemClock
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -47,8 +48,11 @@ class ProviderHttp:
         max_body_bytes: int,
         max_requests_per_second: float,
         max_concurrency: int,
+        clock: Clock | None = None,
     ) -> None:
         self.provider = provider
+        # An HTTP-date Retry-After is measured against the injected clock, like every other wait.
+        self._clock: Clock = clock or SystemClock()
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_body = max_body_bytes
@@ -107,7 +111,7 @@ class ProviderHttp:
         status = resp.status
         if 200 <= status < 300:
             return
-        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=self._clock.now())
         msg = f"{where}: HTTP {status}"
         if status == 401 or status == 403:
             raise errors.ProviderAuthError(

@@ -129,6 +129,7 @@ class RealtoProvider:
             max_body_bytes=cfg.max_body_bytes,
             max_requests_per_second=cfg.max_requests_per_second,
             max_concurrency=cfg.max_concurrency,
+            clock=clock,
         )
 
     @staticmethod

@@ -111,6 +111,7 @@ class WattShiftProvider:
             max_body_bytes=cfg.max_body_bytes,
             max_requests_per_second=cfg.max_requests_per_second,
             max_concurrency=cfg.max_concurrency,
+            clock=clock,
         )
 
     def _headers(self) -> dict[str, str]:
