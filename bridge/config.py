@@ -189,6 +189,7 @@ class SmtpConfig(Strict):
     port: int = 587
     starttls: bool = False
     use_tls: bool = False
+    ca_file: str | None = None  # PEM bundle to trust instead of the system's (a private relay's CA)
     username: str | None = None
     password: SecretStr | None = None
     timeout: Duration = timedelta(seconds=30)

@@ -61,6 +61,7 @@ class Notifier:
         silenced = self.silenced_by(rule.id, event.key, event) if self.silences else None
         subject: str | None = None
         body: str | None = None
+        html: str | None = None
         for name in rule.channels:
             channel = self._channels.get(name)
             if channel is None:
@@ -68,9 +69,15 @@ class Notifier:
                 log.error("delivery.unknown_channel", rule=rule.id, channel=name)
                 continue
             if channel.kind == "email" and subject is None:
-                subject, body = rules.render_email(rule, context=template_context(event, old))
+                context = template_context(event, old)
+                subject, body = rules.render_email(rule, context=context)
+                html = rules.render_email_html(rule, context=context)
             ctx = RenderContext(
-                old=old, rule_description=rule.description, email_subject=subject, email_body=body
+                old=old,
+                rule_description=rule.description,
+                email_subject=subject,
+                email_body=body,
+                email_html=html,
             )
             group = self._groups.get(name)
             status: DeliveryStatus = "pending"

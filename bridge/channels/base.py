@@ -19,6 +19,7 @@ class RenderContext:
     rule_description: str = ""
     email_subject: str | None = None  # rendered subject from the rule's [rule.email]
     email_body: str | None = None  # rendered body from the rule's [rule.email]
+    email_html: str | None = None  # rendered HTML alternative from the rule's [rule.email] html
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

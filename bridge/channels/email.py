@@ -27,6 +27,10 @@ from bridge.model import Delivery, Event
 log = structlog.get_logger(__name__)
 
 EXCERPT_CHARS = 256
+# Replies about the session, not the message (RFC 4954, 3207): TLS or authentication required,
+# credentials refused. They mean our [smtp] settings are wrong, which an operator fixes; the message
+# stays pending (and the breaker pauses the channel) instead of being dead-lettered as undeliverable.
+SESSION_REFUSALS = frozenset({530, 534, 535, 538})
 
 
 def default_subject(event: Event) -> str:
@@ -80,19 +84,21 @@ class EmailChannel:
         return cls(name, cfg, config.smtp, clock=clock)
 
     def render(self, event: Event, ctx: RenderContext) -> bytes:
-        return orjson.dumps(
-            {
-                "subject": ctx.email_subject or default_subject(event),
-                "text": ctx.email_body if ctx.email_body is not None else default_text(event, ctx),
-                "to": list(self._cfg.to),
-            }
-        )
+        stored: dict[str, Any] = {
+            "subject": ctx.email_subject or default_subject(event),
+            "text": ctx.email_body if ctx.email_body is not None else default_text(event, ctx),
+            "to": list(self._cfg.to),
+        }
+        if ctx.email_html is not None:
+            stored["html"] = ctx.email_html
+        return orjson.dumps(stored)
 
     def message(self, delivery: Delivery) -> EmailMessage:
         """The email for one attempt; raises ValueError when the stored body is not ours."""
         try:
             body = orjson.loads(delivery.body)
             subject, text, to = str(body["subject"]), str(body["text"]), [str(a) for a in body["to"]]
+            markup = body.get("html")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"stored email body is malformed: {type(exc).__name__}") from exc
         msg = EmailMessage()
@@ -103,6 +109,9 @@ class EmailChannel:
         msg["Message-ID"] = f"<{delivery.id}@wattbridge>"
         msg["Date"] = email.utils.format_datetime(self._clock.now())
         msg.set_content(text)
+        if markup is not None:
+            # multipart/alternative: clients that cannot show HTML fall back to the text part.
+            msg.add_alternative(str(markup), subtype="html")
         return msg
 
     async def send(self, delivery: Delivery) -> SendResult:
@@ -121,6 +130,7 @@ class EmailChannel:
                 password=smtp.password.get_secret_value() if smtp.password else None,
                 use_tls=smtp.use_tls,
                 start_tls=smtp.starttls and not smtp.use_tls,
+                cert_bundle=smtp.ca_file,
                 timeout=smtp.timeout.total_seconds(),
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -134,11 +144,13 @@ class EmailChannel:
                 response_excerpt="; ".join(r.message for r in exc.recipients)[:EXCERPT_CHARS],
             )
         except aiosmtplib.SMTPResponseException as exc:
+            session = exc.code in SESSION_REFUSALS
+            hint = ": the relay refused the session; check [smtp] starttls/use_tls/username/password"
             return SendResult(
                 ok=False,
                 status_code=exc.code,
-                permanent=exc.code >= 500,
-                error=f"SMTP {exc.code} ({type(exc).__name__})",
+                permanent=exc.code >= 500 and not session,
+                error=f"SMTP {exc.code} ({type(exc).__name__}){hint if session else ''}",
                 latency_ms=_ms(started),
                 response_excerpt=exc.message[:EXCERPT_CHARS],
             )

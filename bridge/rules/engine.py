@@ -71,6 +71,7 @@ class Rule:
     resolve: bool = False
     email_subject: Template | None = None
     email_body: Template | None = None
+    email_html: Template | None = None
 
     @property
     def timing(self) -> Timing:
@@ -249,6 +250,10 @@ class RuleSet:
             lines += [f"  {c['field']}: {c['old']!r} -> {c['new']!r}" for c in context.get("changes", [])]
             body = "\n".join(lines) + "\n"
         return " ".join(subject.split()), body
+
+    def render_email_html(self, rule: Rule, *, context: dict[str, Any]) -> str | None:
+        """The optional HTML alternative of the rule's email (`[rule.email] html`)."""
+        return rule.email_html.render(context) if rule.email_html is not None else None
 
 
 def default_context(

@@ -80,7 +80,7 @@ def _compile(
             problems.append(Problem(file, line("if"), f"{key}.if", err))
         else:
             condition = Expression(model.if_, rule_id=model.id)
-    subject = body = None
+    subject = body = html = None
     if model.email is not None:
         if model.email.subject is not None:
             err = compile_error(model.email.subject, expression=False)
@@ -98,6 +98,15 @@ def _compile(
                     problems.append(Problem(file, line("email", "body"), f"{key}.email.body", err))
                 else:
                     body = Template(text, rule_id=model.id, name="email.body")
+        if model.email.html is not None:
+            where = line("email", "html")
+            markup = _template_body(model.email.html, base_dir, file, where, f"{key}.email.html", problems)
+            if markup is not None:
+                err = compile_error(markup, expression=False)
+                if err:
+                    problems.append(Problem(file, where, f"{key}.email.html", err))
+                else:
+                    html = Template(markup, rule_id=model.id, name="email.html", autoescape=True)
     if problems:
         return None, problems
     rule = Rule(
@@ -127,6 +136,7 @@ def _compile(
         resolve=model.resolve,
         email_subject=subject,
         email_body=body,
+        email_html=html,
     )
     return rule, []
 

@@ -27,6 +27,7 @@ class EmailTemplate(BaseModel):
 
     subject: str | None = None
     body: str | None = None  # inline text, or a path to a template file (relative to the config file)
+    html: str | None = None  # optional HTML alternative: inline, or a template file path like `body`
 
 
 class RuleModel(BaseModel):

@@ -6,6 +6,7 @@ error noted, and the failure is logged (`template.failed`).
 
 from __future__ import annotations
 
+import html
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,9 +42,9 @@ def _localtime(value: Any, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
     return when.strftime(fmt)
 
 
-def _make_env() -> ImmutableSandboxedEnvironment:
+def _make_env(*, autoescape: bool = False) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+        undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=True
     )
     env.filters["duration"] = _duration
     env.filters["localtime"] = _localtime
@@ -52,6 +53,8 @@ def _make_env() -> ImmutableSandboxedEnvironment:
 
 
 ENV = _make_env()
+# HTML email bodies interpolate provider data (owner names, addresses): escape it.
+HTML_ENV = _make_env(autoescape=True)
 _GLOBALS = dict(ENV.globals)
 
 
@@ -80,18 +83,20 @@ class Expression:
 class Template:
     """A compiled message template; rendering never raises."""
 
-    def __init__(self, source: str, *, rule_id: str, name: str) -> None:
+    def __init__(self, source: str, *, rule_id: str, name: str, autoescape: bool = False) -> None:
         self.source = source
         self.rule_id = rule_id
         self.name = name
-        self._template = ENV.from_string(source)
+        self._autoescape = autoescape
+        self._template = (HTML_ENV if autoescape else ENV).from_string(source)
 
     def render(self, context: dict[str, Any]) -> str:
         try:
             text = self._template.render(**context)
         except Exception as exc:  # noted in the message itself so the notification still goes out
             log.warning("template.failed", rule=self.rule_id, template=self.name, error=str(exc))
-            return f"[template error in {self.name}: {exc}]\n{self.source}"
+            note = f"[template error in {self.name}: {exc}]\n{self.source}"
+            return f"<pre>{html.escape(note)}</pre>" if self._autoescape else note
         if len(text) > MAX_OUTPUT:
             text = text[:MAX_OUTPUT] + "\n[truncated: output exceeded 64 KiB]"
         return text
