@@ -149,9 +149,15 @@ async def login(request: web.Request) -> web.Response:
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,  # https (directly or through a proxy that sets the scheme)
+        secure=_https(request),
     )
     raise response
+
+
+def _https(request: web.Request) -> bool:
+    """Served over https, directly or by a proxy saying so. Trusting the header cannot weaken anything:
+    it only ever adds the Secure flag."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
 
 async def logout(request: web.Request) -> web.Response:

@@ -205,3 +205,13 @@ async def test_rules_show_their_last_firing_and_stored_text_is_escaped(
     assert "3m ago" in charging
     never = html.split('<tr id="rule-never-fires">')[1].split("</tr>")[0]
     assert "not in the last 500 events" in never
+
+
+async def test_the_cookie_is_secure_behind_a_proxy_that_says_https(dead_letter: DeadLetter):
+    client = dead_letter.bridge.client
+    plain = await client.post("/login", data={"token": ADMIN_TOKEN}, allow_redirects=False)
+    assert not plain.cookies[COOKIE]["secure"]
+    proxied = await client.post(
+        "/login", data={"token": ADMIN_TOKEN}, headers={"X-Forwarded-Proto": "https"}, allow_redirects=False
+    )
+    assert proxied.cookies[COOKIE]["secure"] is True
