@@ -12,7 +12,7 @@ import pytest
 from tests.web.conftest import ADMIN_TOKEN, DeadLetter
 
 CHROMIUM = Path("/usr/bin/chromium")
-# No network beyond loopback, no background services, nothing downloaded (STYLE.md: loopback only).
+# Loopback only: no background networking, no component updates, nothing downloaded.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",  # root in CI; the page is our own, on loopback
