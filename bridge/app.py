@@ -60,6 +60,7 @@ from bridge.scheduler import PollScheduler
 from bridge.store.base import Store
 from bridge.store.sqlite import SqliteStore
 from bridge.timers import timer_loop
+from bridge.web.status import setup_status_page
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +89,7 @@ def create_app(
     app[HEALTH] = HealthBoard()
     app[ON_CRASH] = on_crash or (lambda name, exc: None)
     app.add_routes(health.routes)
+    setup_status_page(app)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
     if start_scheduler:  # tests drive polls and rule timers by hand, on a ManualClock
         app.cleanup_ctx.extend([_timers, _scheduler])

@@ -1,0 +1,207 @@
+"""`/` (the status page), `/login`, `/logout` and `/replay`: HTML for ops, behind `[server] admin_token`.
+
+Without a token the page says it is disabled: it is never open. Every form posts a CSRF token derived
+from the session; the session cookie is HttpOnly and SameSite=Strict.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import jinja2
+import structlog
+from aiohttp import web
+
+from bridge import __version__
+from bridge.app_keys import CLOCK, CONFIG, DELIVERY, STORE
+from bridge.web.session import SESSION_TTL, Sessions
+from bridge.web.view import build_view
+
+log = structlog.get_logger(__name__)
+
+COOKIE = "wattbridge_session"
+SESSIONS = web.AppKey("status_sessions", Sessions)
+# Only what a delivery id looks like goes back into a notice on the page.
+_DELIVERY_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+# No script at all; the inline <style> is the only thing allowed beyond the page itself.
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("bridge.web", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _ago(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "never"
+    seconds = int((now - when).total_seconds())
+    future, seconds = seconds < 0, abs(seconds)
+    if seconds < 60:
+        text = f"{seconds}s"
+    elif seconds < 3600:
+        text = f"{seconds // 60}m"
+    elif seconds < 86400:
+        text = f"{seconds // 3600}h {seconds % 3600 // 60}m"
+    else:
+        text = f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def _utc(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%SZ") if when is not None else ""
+
+
+_env.filters["ago"] = _ago
+_env.filters["utc"] = _utc
+
+
+def setup_status_page(app: web.Application) -> None:
+    """Add the status page's routes; it is enabled only when `[server] admin_token` is set."""
+    token = app[CONFIG].server.admin_token
+    if token is not None and token.get_secret_value():
+        app[SESSIONS] = Sessions(token.get_secret_value())
+    app.add_routes(
+        [
+            web.get("/", status_page),
+            web.get("/login", login_form),
+            web.post("/login", login),
+            web.post("/logout", logout),
+            web.post("/replay", replay),
+        ]
+    )
+
+
+def _render(template: str, *, status: int = 200, **context: Any) -> web.Response:
+    body = _env.get_template(template).render(version=__version__, **context)
+    return web.Response(text=body, status=status, content_type="text/html", headers=_HEADERS)
+
+
+def _disabled() -> web.Response:
+    return _render("disabled.html", status=503)
+
+
+def _see_other(location: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(location, headers={"Cache-Control": "no-store"})
+
+
+def _session(request: web.Request) -> str | None:
+    """The request's session value when it is valid now, else None."""
+    sessions = request.app[SESSIONS]
+    value = request.cookies.get(COOKIE)
+    return value if value and sessions.valid(value, request.app[CLOCK].now()) else None
+
+
+async def status_page(request: web.Request) -> web.Response:
+    if SESSIONS not in request.app:
+        return _disabled()
+    session = _session(request)
+    if session is None:
+        raise _see_other("/login")
+    notice_id = request.query.get("id", "")
+    notice = request.query.get("notice") if _DELIVERY_ID.match(notice_id) else None
+    return _render(
+        "status.html",
+        view=await build_view(request.app),
+        csrf=request.app[SESSIONS].csrf(session),
+        notice=notice,
+        notice_id=notice_id,
+    )
+
+
+async def login_form(request: web.Request) -> web.Response:
+    if SESSIONS not in request.app:
+        return _disabled()
+    if _session(request) is not None:
+        raise _see_other("/")
+    return _render("login.html", error=None)
+
+
+async def login(request: web.Request) -> web.Response:
+    if SESSIONS not in request.app:
+        return _disabled()
+    form = await request.post()
+    given = form.get("token")
+    sessions = request.app[SESSIONS]
+    if not isinstance(given, str) or not sessions.token_matches(given):
+        log.warning("status_page.login_failed", remote=request.remote)
+        return _render("login.html", status=401, error="That token is not the admin token.")
+    log.info("status_page.login", remote=request.remote)
+    response = _see_other("/")
+    response.set_cookie(
+        COOKIE,
+        sessions.issue(request.app[CLOCK].now()),
+        max_age=int(SESSION_TTL.total_seconds()),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=_https(request),
+    )
+    raise response
+
+
+def _https(request: web.Request) -> bool:
+    """Served over https, directly or by a proxy saying so. Trusting the header cannot weaken anything:
+    it only ever adds the Secure flag."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+async def logout(request: web.Request) -> web.Response:
+    if SESSIONS not in request.app:
+        return _disabled()
+    session = await _checked_post(request)
+    request.app[SESSIONS].revoke(session, request.app[CLOCK].now())
+    response = _see_other("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+async def replay(request: web.Request) -> web.Response:
+    """Send a dead (or delivered) delivery again, exactly like `wattbridge deliveries replay`: the same
+    id (webhook-id) and body, pending again with a fresh retry schedule; the worker is woken."""
+    if SESSIONS not in request.app:
+        return _disabled()
+    await _checked_post(request)
+    form = await request.post()
+    delivery_id = form.get("delivery_id")
+    if not isinstance(delivery_id, str) or not _DELIVERY_ID.match(delivery_id):
+        return _render("error.html", status=400, message="The form named no delivery to replay.")
+    app = request.app
+    replayed = await app[STORE].replay([delivery_id], app[CLOCK].now())
+    if replayed:
+        app[DELIVERY].notify()
+    log.info("status_page.replay", delivery_id=delivery_id, replayed=replayed)
+    raise _see_other(f"/?notice={'replayed' if replayed else 'not_replayed'}&id={delivery_id}")
+
+
+async def _checked_post(request: web.Request) -> str:
+    """The session of a state-changing POST whose CSRF token matches; otherwise an error response."""
+    session = _session(request)
+    if session is None:
+        raise _see_other("/login")
+    form = await request.post()
+    given = form.get("csrf")
+    if not isinstance(given, str) or not request.app[SESSIONS].csrf_matches(session, given):
+        log.warning("status_page.csrf_refused", remote=request.remote, path=request.path)
+        raise web.HTTPForbidden(
+            text=_env.get_template("error.html").render(
+                version=__version__, message="The form's CSRF token is missing or stale: reload the page."
+            ),
+            content_type="text/html",
+            headers=_HEADERS,
+        )
+    return session

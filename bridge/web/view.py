@@ -1,0 +1,184 @@
+"""What the status page shows, read from the running app: health boards, the store, the rule book.
+
+Only reads, bounded: a page load costs a handful of indexed queries however big the store is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiohttp import web
+
+from bridge.app_keys import CLOCK, CONFIG, DELIVERY, HEALTH, POLLER, RULEBOOK, STORE
+from bridge.logs import scrub
+from bridge.model import Delivery, Event
+
+PENDING_SHOWN = 25
+DEAD_SHOWN = 25
+DELIVERED_SHOWN = 10
+EVENTS_SHOWN = 25
+# "Last firing" of a rule comes from this many latest events (and from rule states): a bound on the
+# page's cost, said on the page when a rule has not fired within it.
+FIRING_WINDOW = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderRow:
+    name: str
+    kind: str
+    status: str
+    consecutive_failures: int
+    last_poll_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelRow:
+    name: str
+    kind: str
+    status: str
+    consecutive_failures: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryRow:
+    id: str
+    channel: str
+    status: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None
+    event_id: str
+    rule_id: str | None
+    resource: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleRow:
+    id: str
+    description: str
+    source: str
+    field: str | None
+    severity: str
+    channels: tuple[str, ...]
+    last_fired_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusView:
+    now: datetime
+    providers: list[ProviderRow]
+    channels: list[ChannelRow]
+    outbox_depth: int
+    oldest_pending_at: datetime | None
+    pending: list[DeliveryRow]
+    dead: list[DeliveryRow]
+    delivered: list[DeliveryRow]
+    events: list[Event]
+    rules: list[RuleRow]
+    firing_window: int = FIRING_WINDOW
+    dead_limit: int = DEAD_SHOWN
+
+
+async def build_view(app: web.Application) -> StatusView:
+    store, now = app[STORE], app[CLOCK].now()
+    recent = await store.list_events(limit=FIRING_WINDOW)
+    by_id = {e.id: e for e in recent}
+
+    async def rows(found: list[Delivery]) -> list[DeliveryRow]:
+        out = []
+        for d in found:
+            event = by_id.get(d.event_id) or await store.get_event(d.event_id)
+            out.append(_delivery_row(d, event))
+        return out
+
+    return StatusView(
+        now=now,
+        providers=_providers(app),
+        channels=_channels(app),
+        outbox_depth=await store.outbox_depth(),
+        oldest_pending_at=await store.oldest_pending_at(),
+        pending=await rows(await store.list_deliveries(status="pending", limit=PENDING_SHOWN)),
+        dead=await rows(await store.list_deliveries(status="dead", limit=DEAD_SHOWN)),
+        delivered=await rows(await store.list_deliveries(status="delivered", limit=DELIVERED_SHOWN)),
+        events=recent[:EVENTS_SHOWN],
+        rules=_rules(app, recent),
+    )
+
+
+def _providers(app: web.Application) -> list[ProviderRow]:
+    config = app[CONFIG]
+    out = []
+    for name, health in sorted(app[HEALTH].providers.items()):
+        cfg = config.providers.get(name)
+        out.append(
+            ProviderRow(
+                name=name,
+                kind=cfg.kind if cfg is not None else "?",
+                status=health.status,
+                consecutive_failures=health.consecutive_failures,
+                last_poll_at=health.last_poll_at,
+                last_success_at=health.last_success_at,
+                last_error=scrub(health.last_error) if health.last_error else None,
+            )
+        )
+    return out
+
+
+def _channels(app: web.Application) -> list[ChannelRow]:
+    worker = app[DELIVERY]
+    out = []
+    for name, cfg in sorted(app[CONFIG].channels.items()):
+        state = worker.channel_state(name)
+        error = state.get("last_error")
+        out.append(
+            ChannelRow(
+                name=name,
+                kind=cfg.kind,
+                status=str(state["status"]),
+                consecutive_failures=int(state["consecutive_failures"]),
+                last_error=scrub(str(error)) if error else None,
+            )
+        )
+    return out
+
+
+def _delivery_row(d: Delivery, event: Event | None) -> DeliveryRow:
+    return DeliveryRow(
+        id=d.id,
+        channel=d.channel,
+        status=d.status,
+        attempts=d.attempts,
+        created_at=d.created_at,
+        next_attempt_at=d.next_attempt_at,
+        last_error=scrub(d.last_error) if d.last_error else None,
+        event_id=d.event_id,
+        rule_id=event.rule_id if event is not None else None,
+        resource=str(event.key) if event is not None else None,
+    )
+
+
+def _rules(app: web.Application, recent: list[Event]) -> list[RuleRow]:
+    last: dict[str, datetime] = {}
+    for e in recent:
+        if e.status == "firing" and (e.rule_id not in last or e.occurred_at > last[e.rule_id]):
+            last[e.rule_id] = e.occurred_at
+    for st in app[POLLER].rule_states:  # cooldown rules remember their last firing for good
+        if st.last_fired_at is not None and (st.rule_id not in last or st.last_fired_at > last[st.rule_id]):
+            last[st.rule_id] = st.last_fired_at
+    return [
+        RuleRow(
+            id=r.id,
+            description=r.description,
+            source=r.source,
+            field=r.field,
+            severity=r.severity,
+            channels=r.channels,
+            last_fired_at=last.get(r.id),
+        )
+        for r in app[RULEBOOK].current.rules
+    ]
