@@ -20,6 +20,7 @@ from bridge import errors
 from bridge.breaker import Breakers
 from bridge.channels.base import Channel, SendResult
 from bridge.clock import Clock
+from bridge.metrics import Metrics
 from bridge.model import Attempt, Delivery, DeliveryStatus
 from bridge.retry import RetryPolicy
 from bridge.store.base import Store
@@ -45,6 +46,7 @@ class DeliveryWorker:
         concurrency: int = 16,
         breakers: Breakers | None = None,
         on_health: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be at least 1")
@@ -62,6 +64,7 @@ class DeliveryWorker:
         self._disabled_told: set[str] = set()
         self.breakers = breakers or Breakers()
         self._on_health = on_health
+        self._metrics = metrics
         self.attempts_made = 0  # attempts since start, for metrics and run_until_idle
 
     def channel_state(self, name: str) -> dict[str, Any]:
@@ -251,6 +254,8 @@ class DeliveryWorker:
             response_excerpt=result.response_excerpt,
         )
         self.attempts_made += 1
+        if self._metrics is not None:
+            self._metrics.delivery_attempt(delivery.channel, status, result.latency_ms)
         log_fn = log.info if result.ok or status == "pending" else log.warning
         log_fn(
             "delivery.attempt",
@@ -258,8 +263,8 @@ class DeliveryWorker:
             channel=delivery.channel,
             attempt=number,
             ok=result.ok,
-            status=result.status_code,
-            ms=round(result.latency_ms, 1),
+            status_code=result.status_code,
+            latency_ms=round(result.latency_ms, 1),
             outcome=status,
             **({"error": result.error} if result.error else {}),
             **({"next_attempt_at": next_at.isoformat()} if next_at else {}),
