@@ -12,7 +12,6 @@ import platform
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
@@ -26,7 +25,6 @@ from prometheus_client.core import (
 from bridge import __version__
 from bridge.model import DeliveryStatus, PollResult
 
-PollOutcome = Literal["ok", "partial", "failed"]
 PROVIDER_STATUSES = ("ok", "degraded", "down")
 CHANNEL_STATUSES = ("ok", "paused", "probing", "disabled")
 # The attempt's outcome as a metric label: "pending" after an attempt means "will be retried".
@@ -105,8 +103,8 @@ class Metrics:
         self._event_children: dict[str, Counter] = {}
         self._attempt_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
-    def poll(self, provider: str, outcome: PollOutcome, seconds: float) -> None:
-        """One poll finished (`failed`: the provider could not be read at all)."""
+    def poll(self, provider: str, outcome: str, seconds: float) -> None:
+        """One poll finished: `ok`, `partial` (some resources failed) or `failed` (nothing was read)."""
         counter = self._poll_children.get((provider, outcome))
         if counter is None:
             counter = self._poll_children[provider, outcome] = self._polls.labels(provider, outcome)

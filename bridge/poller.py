@@ -191,7 +191,8 @@ class Poller:
             ),
         )
         if self._metrics is not None:
-            self._metrics.poll(provider.name, "partial" if fetched.failures else "ok", elapsed)
+            outcome = "ok" if not fetched.failures else "partial" if fetched.observations else "failed"
+            self._metrics.poll(provider.name, outcome, elapsed)
         return summary
 
     async def _commit(self, results: list[PollResult]) -> None:
