@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from bridge import errors
 from bridge.breaker import Breakers
 from bridge.channels.base import Channel, SendResult
 from bridge.clock import Clock
+from bridge.logs import scrub
 from bridge.metrics import Metrics
 from bridge.model import Attempt, Delivery, DeliveryStatus
 from bridge.retry import RetryPolicy
@@ -219,6 +221,7 @@ class DeliveryWorker:
         except Exception as exc:  # a channel must not raise; if one does, it is still an attempt
             log.exception("delivery.channel_raised", delivery_id=delivery.id, channel=delivery.channel)
             result = SendResult(ok=False, error=f"channel raised {type(exc).__name__}")
+        result = _scrubbed(result)  # a receiver may quote credentials back; none may be stored or logged
         # A permanent rejection is about this message, not the receiver's health.
         changed = self.breakers.record(
             delivery.channel,
@@ -274,3 +277,13 @@ class DeliveryWorker:
         except errors.StoreError as exc:
             # The lease expires and the delivery is sent again (same webhook-id): at least once.
             log.error("delivery.record_failed", delivery_id=delivery.id, error=str(exc))
+
+
+def _scrubbed(result: SendResult) -> SendResult:
+    if result.error is None and not result.response_excerpt:
+        return result
+    return replace(
+        result,
+        error=None if result.error is None else scrub(result.error),
+        response_excerpt=None if result.response_excerpt is None else scrub(result.response_excerpt),
+    )
