@@ -2,21 +2,24 @@
 computed from the store and the components' state when `/metrics` is scraped.
 
 Each app owns its own `CollectorRegistry` (not prometheus_client's global one), so two bridges in one
-process, or two tests, never share a counter. Label children are cached: the hot paths pay a dict
-lookup and an increment, never prometheus_client's locked `labels()` call.
+process, or two tests, never share a counter. The hot-path counters are plain ints and bucket lists
+updated on the event loop thread (a dict lookup and an add, ~0.3 µs, where prometheus_client's
+locked metric objects cost a few µs per call: bench/metrics.py); a collector renders them at scrape.
 """
 
 from __future__ import annotations
 
 import platform
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
     StateSetMetricFamily,
@@ -30,7 +33,25 @@ CHANNEL_STATUSES = ("ok", "paused", "probing", "disabled")
 # The attempt's outcome as a metric label: "pending" after an attempt means "will be retried".
 _ATTEMPT_OUTCOME: dict[DeliveryStatus, str] = {"delivered": "delivered", "pending": "retry", "dead": "dead"}
 # Polls are HTTP round trips (10 s timeout by default); deliveries likewise.
-_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True)
+class _Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))  # per bucket, then +Inf
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(BUCKETS, value)] += 1  # the first bucket whose bound is >= value
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip((*map(str, BUCKETS), "+Inf"), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,101 +79,99 @@ class BridgeState:
 
 
 class Metrics:
-    """The bridge's metrics. `poll`, `committed` and `delivery_attempt` are called from the hot paths;
-    `observe` sets the state that the next scrape renders."""
+    """The bridge's metrics. `poll`, `committed` and `delivery_attempt` are called from the hot paths
+    (on the event loop thread only); `observe` sets the state that the next scrape renders."""
 
     def __init__(self) -> None:
+        self.polls: dict[tuple[str, str], int] = {}  # (provider, outcome)
+        self.poll_seconds: dict[str, _Histogram] = {}  # by provider
+        self.events: dict[str, int] = {}  # by rule
+        self.attempts: dict[tuple[str, str], int] = {}  # (channel, outcome)
+        self.attempt_seconds: dict[str, _Histogram] = {}  # by channel
+        self.state: BridgeState | None = None
         self.registry = CollectorRegistry(auto_describe=True)
-        self._polls = Counter(
-            "wattbridge_polls",
-            "Polls of a provider watch group, by outcome (ok, partial: some resources failed, failed).",
-            ["provider", "outcome"],
-            registry=self.registry,
-        )
-        self._poll_seconds = Histogram(
-            "wattbridge_poll_duration_seconds",
-            "Wall time of one poll: fetch, diff, rules and the store commit.",
-            ["provider"],
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
-        self._events = Counter(
-            "wattbridge_events",
-            "Events committed (rule firings and resolutions), by rule.",
-            ["rule"],
-            registry=self.registry,
-        )
-        self._attempts = Counter(
-            "wattbridge_delivery_attempts",
-            "Delivery attempts by channel and outcome (delivered, retry: failed and rescheduled, dead).",
-            ["channel", "outcome"],
-            registry=self.registry,
-        )
-        self._attempt_seconds = Histogram(
-            "wattbridge_delivery_duration_seconds",
-            "Time one delivery attempt took (request to response or failure).",
-            ["channel"],
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
-        self._state = _StateCollector()
-        self.registry.register(self._state)
-        # Cached label children: see the module docstring.
-        self._poll_children: dict[tuple[str, str], Counter] = {}
-        self._poll_hist_children: dict[str, Histogram] = {}
-        self._event_children: dict[str, Counter] = {}
-        self._attempt_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self.registry.register(_Collector(self))
 
     def poll(self, provider: str, outcome: str, seconds: float) -> None:
         """One poll finished: `ok`, `partial` (some resources failed) or `failed` (nothing was read)."""
-        counter = self._poll_children.get((provider, outcome))
-        if counter is None:
-            counter = self._poll_children[provider, outcome] = self._polls.labels(provider, outcome)
-        hist = self._poll_hist_children.get(provider)
+        key = (provider, outcome)
+        self.polls[key] = self.polls.get(key, 0) + 1
+        hist = self.poll_seconds.get(provider)
         if hist is None:
-            hist = self._poll_hist_children[provider] = self._poll_seconds.labels(provider)
-        counter.inc()
+            hist = self.poll_seconds[provider] = _Histogram()
         hist.observe(seconds)
 
     def committed(self, results: Iterable[PollResult]) -> None:
         """Results were committed: count their events by rule."""
+        events = self.events
         for result in results:
             for event in result.events:
-                counter = self._event_children.get(event.rule_id)
-                if counter is None:
-                    counter = self._event_children[event.rule_id] = self._events.labels(event.rule_id)
-                counter.inc()
+                events[event.rule_id] = events.get(event.rule_id, 0) + 1
 
     def delivery_attempt(self, channel: str, status: DeliveryStatus, latency_ms: float) -> None:
         """One attempt was made; `status` is where it left the delivery (delivered, pending, dead)."""
-        outcome = _ATTEMPT_OUTCOME.get(status, status)
-        children = self._attempt_children.get((channel, outcome))
-        if children is None:
-            children = self._attempt_children[channel, outcome] = (
-                self._attempts.labels(channel, outcome),
-                self._attempt_seconds.labels(channel),
-            )
-        children[0].inc()
-        children[1].observe(latency_ms / 1000)
+        key = (channel, _ATTEMPT_OUTCOME.get(status, status))
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        hist = self.attempt_seconds.get(channel)
+        if hist is None:
+            hist = self.attempt_seconds[channel] = _Histogram()
+        hist.observe(latency_ms / 1000)
 
     def observe(self, state: BridgeState) -> None:
         """Set what the scrape-time gauges show (called by the /metrics handler before rendering)."""
-        self._state.state = state
+        self.state = state
 
 
-class _StateCollector:
-    """Gauges (and the rule-reload counters, owned by the RuleBook) rendered from the last BridgeState."""
+class _Collector:
+    """Renders a Metrics object: its counters, and the gauges of its last BridgeState."""
 
-    def __init__(self) -> None:
-        self.state: BridgeState | None = None
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
 
     def describe(self) -> Iterator[Metric]:
-        return self._families(None)
+        return self._families(empty=True)
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self.state)
+        return self._families(empty=False)
 
-    def _families(self, s: BridgeState | None) -> Iterator[Metric]:
+    def _families(self, *, empty: bool) -> Iterator[Metric]:
+        m = self._m
+        polls = CounterMetricFamily(
+            "wattbridge_polls",
+            "Polls of a provider watch group, by outcome (ok, partial: some resources failed, failed).",
+            labels=["provider", "outcome"],
+        )
+        poll_seconds = HistogramMetricFamily(
+            "wattbridge_poll_duration_seconds",
+            "Wall time of one poll: fetch, diff, rules and the store commit.",
+            labels=["provider"],
+        )
+        events = CounterMetricFamily(
+            "wattbridge_events", "Events committed (rule firings and resolutions), by rule.", labels=["rule"]
+        )
+        attempts = CounterMetricFamily(
+            "wattbridge_delivery_attempts",
+            "Delivery attempts by channel and outcome (delivered, retry: failed and rescheduled, dead).",
+            labels=["channel", "outcome"],
+        )
+        attempt_seconds = HistogramMetricFamily(
+            "wattbridge_delivery_duration_seconds",
+            "Time one delivery attempt took (request to response or failure).",
+            labels=["channel"],
+        )
+        if not empty:
+            for (provider, outcome), n in sorted(m.polls.items()):
+                polls.add_metric([provider, outcome], n)
+            for provider, hist in sorted(m.poll_seconds.items()):
+                poll_seconds.add_metric([provider], hist.cumulative(), hist.total)
+            for rule, n in sorted(m.events.items()):
+                events.add_metric([rule], n)
+            for (ch, outcome), n in sorted(m.attempts.items()):
+                attempts.add_metric([ch, outcome], n)
+            for ch, hist in sorted(m.attempt_seconds.items()):
+                attempt_seconds.add_metric([ch], hist.cumulative(), hist.total)
+        yield from (polls, poll_seconds, events, attempts, attempt_seconds)
+        s = None if empty else m.state
         yield InfoMetricFamily(
             "wattbridge_build",
             "Version of the running bridge.",
