@@ -18,6 +18,7 @@ from prometheus_client import generate_latest
 
 from bridge.metrics import BridgeState, Metrics, ProviderView
 from bridge.model import Event, PollResult, ResourceKey, Snapshot
+from bridge.store.base import OutboxCounts
 
 NOW = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
 
@@ -62,9 +63,7 @@ def main() -> None:
     m.observe(
         BridgeState(
             now=NOW,
-            pending={"partner": 3},
-            dead={"partner": 1},
-            oldest_pending_at=NOW,
+            outbox=OutboxCounts(pending={"partner": 3}, dead={"partner": 1}, oldest_pending_at=NOW),
             providers={
                 p: ProviderView(status="ok", consecutive_failures=0, last_success_at=NOW) for p in providers
             },

@@ -27,6 +27,7 @@ from prometheus_client.core import (
 
 from bridge import __version__
 from bridge.model import DeliveryStatus, PollResult
+from bridge.store.base import OutboxCounts
 
 PROVIDER_STATUSES = ("ok", "degraded", "down")
 CHANNEL_STATUSES = ("ok", "paused", "probing", "disabled")
@@ -66,9 +67,7 @@ class BridgeState:
     """What the scrape-time gauges show, read from the store and the components just before a scrape."""
 
     now: datetime
-    pending: Mapping[str, int]  # by channel
-    dead: Mapping[str, int]  # by channel
-    oldest_pending_at: datetime | None
+    outbox: OutboxCounts | None  # None: the store did not answer
     providers: Mapping[str, ProviderView]
     channels: Mapping[str, str]  # name -> ok | paused | probing | disabled
     rules_loaded: int
@@ -221,12 +220,18 @@ class _Collector:
         last_reload = GaugeMetricFamily(
             "wattbridge_rule_last_reload_successful", "1 if the last rule load or reload succeeded, else 0."
         )
+        store_up = GaugeMetricFamily("wattbridge_store_up", "1 if the store answered this scrape, else 0.")
         if s is not None:
-            for name in sorted(s.pending.keys() | s.dead.keys() | s.channels.keys()):
-                pending.add_metric([name], s.pending.get(name, 0))
-                dead.add_metric([name], s.dead.get(name, 0))
-            age = 0.0 if s.oldest_pending_at is None else (s.now - s.oldest_pending_at).total_seconds()
-            oldest.add_metric([], max(0.0, age))
+            store_up.add_metric([], 0 if s.outbox is None else 1)
+            box = s.outbox
+            if box is not None:  # without the store: no outbox figures rather than made-up zeros
+                for name in sorted(box.pending.keys() | box.dead.keys() | s.channels.keys()):
+                    pending.add_metric([name], box.pending.get(name, 0))
+                    dead.add_metric([name], box.dead.get(name, 0))
+                age = (
+                    0.0 if box.oldest_pending_at is None else (s.now - box.oldest_pending_at).total_seconds()
+                )
+                oldest.add_metric([], max(0.0, age))
             for name, p in sorted(s.providers.items()):
                 up.add_metric([name], 0 if p.status == "down" else 1)
                 health.add_metric([name], {v: p.status == v for v in PROVIDER_STATUSES})
@@ -241,5 +246,5 @@ class _Collector:
             if s.rules_loaded_at is not None:
                 reloaded_at.add_metric([], s.rules_loaded_at.timestamp())
             last_reload.add_metric([], 1 if s.last_reload_ok else 0)
-        yield from (pending, dead, oldest, up, health, failures, last_ok, channel)
+        yield from (store_up, pending, dead, oldest, up, health, failures, last_ok, channel)
         yield from (rules, reloads, reloaded_at, last_reload)

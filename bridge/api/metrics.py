@@ -7,12 +7,16 @@ the port when those names are not for everyone.
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bridge import errors
 from bridge.app_keys import CHANNELS, CLOCK, DELIVERY, HEALTH, METRICS, RULEBOOK, STORE
 from bridge.metrics import BridgeState, ProviderView
+from bridge.store.base import OutboxCounts
 
+log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 
@@ -27,14 +31,16 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def bridge_state(app: web.Application) -> BridgeState:
     """Read what the scrape-time gauges show: the outbox from the store, health from the components."""
-    outbox = await app[STORE].outbox_counts()
+    try:
+        outbox: OutboxCounts | None = await app[STORE].outbox_counts()
+    except errors.StoreError as exc:  # the counters and health are still worth a scrape
+        log.warning("metrics.store_unavailable", error=str(exc))
+        outbox = None
     rulebook = app[RULEBOOK]
     worker = app[DELIVERY]
     return BridgeState(
         now=app[CLOCK].now(),
-        pending=outbox.pending,
-        dead=outbox.dead,
-        oldest_pending_at=outbox.oldest_pending_at,
+        outbox=outbox,
         providers={
             name: ProviderView(
                 status=h.status,

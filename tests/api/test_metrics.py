@@ -175,3 +175,15 @@ async def test_each_app_counts_in_its_own_registry(bridge):
         other.registry.get_sample_value("wattbridge_polls_total", {"provider": "podero", "outcome": "ok"})
         == 1
     )
+
+
+async def test_a_scrape_without_the_store_keeps_counters_and_health_and_says_the_store_is_down(bridge):
+    await bridge.poll()
+    m = await scrape(bridge)
+    assert value(m, "wattbridge_store_up") == 1
+    await bridge.store.close()
+    m = await scrape(bridge)
+    assert value(m, "wattbridge_store_up") == 0
+    assert value(m, "wattbridge_outbox_pending", channel="partner") is None
+    assert value(m, "wattbridge_polls_total", provider="podero", outcome="ok") == 1
+    assert value(m, "wattbridge_provider_up", provider="podero") == 1
