@@ -17,6 +17,7 @@ from aiohttp import web
 
 from bridge import __version__
 from bridge.api import health
+from bridge.api import metrics as metrics_api
 from bridge.app_keys import (
     CHANNELS,
     CLOCK,
@@ -25,6 +26,7 @@ from bridge.app_keys import (
     DELIVERY_SERVICE,
     DIGESTER,
     HEALTH,
+    METRICS,
     ON_CRASH,
     POLLER,
     PROVIDERS,
@@ -48,6 +50,7 @@ from bridge.digest import Digester
 from bridge.health import HealthBoard
 from bridge.lifecycle import Service
 from bridge.logs import register_secrets
+from bridge.metrics import Metrics
 from bridge.model import ResourceKey, Watch
 from bridge.poller import Poller
 from bridge.providers.base import Provider
@@ -85,11 +88,13 @@ def create_app(
     app = web.Application()
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
-    app[RULEBOOK] = RuleBook(config, load_for(config))
+    app[RULEBOOK] = RuleBook(config, load_for(config), clock=app[CLOCK])
     app[HEALTH] = HealthBoard()
+    app[METRICS] = Metrics()
     app[ON_CRASH] = on_crash or (lambda name, exc: None)
     app.add_routes(health.routes)
     setup_status_page(app)
+    app.add_routes(metrics_api.routes)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
     if start_scheduler:  # tests drive polls and rule timers by hand, on a ManualClock
         app.cleanup_ctx.extend([_timers, _scheduler])
@@ -192,6 +197,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         lease=_lease(app[CONFIG]),
         policies=retry_policies(app[CONFIG]),
         on_health=channel_health,
+        metrics=app[METRICS],
     )
     app[DELIVERY] = worker
     app[POLLER] = Poller(
@@ -202,6 +208,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         health=app[HEALTH],
         on_committed=worker.notify,
         digest_groups={name: tuple(c.group_by) for name, c in _email_channels(app[CONFIG]).items()},
+        metrics=app[METRICS],
     )
     app[DIGESTER] = Digester(
         app[STORE], _email_channels(app[CONFIG]), clock=app[CLOCK], on_committed=worker.notify

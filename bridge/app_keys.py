@@ -13,6 +13,7 @@ from bridge.delivery import DeliveryWorker
 from bridge.digest import Digester
 from bridge.health import HealthBoard
 from bridge.lifecycle import Service
+from bridge.metrics import Metrics
 from bridge.poller import Poller
 from bridge.providers.base import Provider
 from bridge.rulebook import RuleBook
@@ -31,6 +32,7 @@ DELIVERY_SERVICE = web.AppKey("delivery_service", Service)
 POLLER = web.AppKey("poller", Poller)
 DIGESTER = web.AppKey("digester", Digester)
 SCHEDULER = web.AppKey("scheduler", PollScheduler)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 class CrashHandler(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,8 @@ from bridge import errors
 from bridge.breaker import Breakers
 from bridge.channels.base import Channel, SendResult
 from bridge.clock import Clock
+from bridge.logs import scrub
+from bridge.metrics import Metrics
 from bridge.model import Attempt, Delivery, DeliveryStatus
 from bridge.retry import RetryPolicy
 from bridge.store.base import Store
@@ -45,6 +48,7 @@ class DeliveryWorker:
         concurrency: int = 16,
         breakers: Breakers | None = None,
         on_health: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be at least 1")
@@ -62,6 +66,7 @@ class DeliveryWorker:
         self._disabled_told: set[str] = set()
         self.breakers = breakers or Breakers()
         self._on_health = on_health
+        self._metrics = metrics
         self.attempts_made = 0  # attempts since start, for metrics and run_until_idle
 
     def channel_state(self, name: str) -> dict[str, Any]:
@@ -216,6 +221,7 @@ class DeliveryWorker:
         except Exception as exc:  # a channel must not raise; if one does, it is still an attempt
             log.exception("delivery.channel_raised", delivery_id=delivery.id, channel=delivery.channel)
             result = SendResult(ok=False, error=f"channel raised {type(exc).__name__}")
+        result = _scrubbed(result)  # a receiver may quote credentials back; none may be stored or logged
         # A permanent rejection is about this message, not the receiver's health.
         changed = self.breakers.record(
             delivery.channel,
@@ -251,6 +257,8 @@ class DeliveryWorker:
             response_excerpt=result.response_excerpt,
         )
         self.attempts_made += 1
+        if self._metrics is not None:
+            self._metrics.delivery_attempt(delivery.channel, status, result.latency_ms)
         log_fn = log.info if result.ok or status == "pending" else log.warning
         log_fn(
             "delivery.attempt",
@@ -258,8 +266,8 @@ class DeliveryWorker:
             channel=delivery.channel,
             attempt=number,
             ok=result.ok,
-            status=result.status_code,
-            ms=round(result.latency_ms, 1),
+            status_code=result.status_code,
+            latency_ms=round(result.latency_ms, 1),
             outcome=status,
             **({"error": result.error} if result.error else {}),
             **({"next_attempt_at": next_at.isoformat()} if next_at else {}),
@@ -269,3 +277,13 @@ class DeliveryWorker:
         except errors.StoreError as exc:
             # The lease expires and the delivery is sent again (same webhook-id): at least once.
             log.error("delivery.record_failed", delivery_id=delivery.id, error=str(exc))
+
+
+def _scrubbed(result: SendResult) -> SendResult:
+    if result.error is None and not result.response_excerpt:
+        return result
+    return replace(
+        result,
+        error=None if result.error is None else scrub(result.error),
+        response_excerpt=None if result.response_excerpt is None else scrub(result.response_excerpt),
+    )

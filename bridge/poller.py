@@ -22,6 +22,7 @@ from bridge.channels.base import Channel
 from bridge.clock import Clock
 from bridge.diff import diff, meaningful_digest
 from bridge.health import HealthBoard
+from bridge.metrics import Metrics
 from bridge.model import (
     Change,
     Delivery,
@@ -69,8 +70,10 @@ class Poller:
         health: HealthBoard,
         on_committed: Callable[[], None] = lambda: None,
         digest_groups: Mapping[str, tuple[str, ...]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._rulebook = rulebook
         self._clock = clock
         self.health = health
@@ -133,13 +136,21 @@ class Poller:
             fetched = await provider.fetch(group, watches)
         except errors.ProviderError as exc:
             self.health.failure(provider.name, str(exc), now)
-            log.warning("poll.failed", provider=provider.name, group=group, error=str(exc), kind=exc.kind)
             async with self._lock:
                 await self._commit(self._health_results(provider.name, now))
+            elapsed = time.perf_counter() - started
+            log.warning(
+                "poll.failed",
+                provider=provider.name,
+                group=group,
+                duration_ms=round(elapsed * 1000, 1),
+                error=str(exc),
+                kind=exc.kind,
+            )
+            if self._metrics is not None:
+                self._metrics.poll(provider.name, "failed", elapsed)
             return PollSummary(provider=provider.name, group=group, ok=False, retry_after=exc.retry_after)
 
-        for resource, failure in fetched.failures.items():
-            log.warning("poll.resource_failed", provider=provider.name, resource=resource, error=str(failure))
         if fetched.failures:
             first = str(next(iter(fetched.failures.values())))
             self.health.failure(provider.name, first, now, partial=bool(fetched.observations))
@@ -162,21 +173,33 @@ class Poller:
             events=sum(len(r.events) for r in results),
             retry_after=fetched.retry_after,
         )
-        log.info(
+        elapsed = time.perf_counter() - started
+        # One line per poll: a partial failure names (a few of) its failed resources here.
+        (log.warning if fetched.failures else log.info)(
             "poll.completed",
             provider=provider.name,
             group=group,
-            observed=summary.observed,
+            duration_ms=round(elapsed * 1000, 1),
+            observations=summary.observed,
             failed=summary.failed,
-            changed=summary.changed,
+            changes=summary.changed,
             events=summary.events,
-            ms=round((time.perf_counter() - started) * 1000, 1),
+            **(
+                {"errors": {r: str(e) for r, e in list(fetched.failures.items())[:5]}}
+                if fetched.failures
+                else {}
+            ),
         )
+        if self._metrics is not None:
+            outcome = "ok" if not fetched.failures else "partial" if fetched.observations else "failed"
+            self._metrics.poll(provider.name, outcome, elapsed)
         return summary
 
     async def _commit(self, results: list[PollResult]) -> None:
         if results:
             await self._store.commit(results)
+            if self._metrics is not None:
+                self._metrics.committed(results)
             self._remember(st for r in results for st in r.rule_states)
             if any(r.deliveries for r in results):
                 self._on_committed()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import structlog
 
+from bridge.clock import Clock, SystemClock
 from bridge.config import Config
 from bridge.errors import RuleError
 from bridge.rules.engine import RuleSet
@@ -22,11 +23,15 @@ def load_for(config: Config) -> RuleSet:
 class RuleBook:
     """Holds the current RuleSet; `reload()` swaps it only when the new files are all valid."""
 
-    def __init__(self, config: Config, rules: RuleSet) -> None:
+    def __init__(self, config: Config, rules: RuleSet, *, clock: Clock | None = None) -> None:
         self._config = config
+        self._clock = clock or SystemClock()
         self.current = rules
         self.reloads_ok = 0
         self.reloads_failed = 0
+        # For metrics: when the running set was loaded, and whether the last reload was accepted.
+        self.loaded_at = self._clock.now()
+        self.last_reload_ok = True
 
     def reload(self) -> RuleError | None:
         """Re-read the rule files. Returns the errors (and keeps the old rules) when they are invalid."""
@@ -34,11 +39,13 @@ class RuleBook:
             rules = load_for(self._config)
         except RuleError as exc:
             self.reloads_failed += 1
+            self.last_reload_ok = False
             log.error(
                 "rules.reload_refused", problems=[str(p) for p in exc.problems], kept=len(self.current.rules)
             )
             return exc
         self.current = rules
         self.reloads_ok += 1
+        self.loaded_at, self.last_reload_ok = self._clock.now(), True
         log.info("rules.reloaded", rules=len(rules.rules))
         return None

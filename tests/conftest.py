@@ -4,16 +4,20 @@ and a factory that builds the bridge on them with a ManualClock (STYLE.md §9 ru
 from __future__ import annotations
 
 import base64
+import functools
+import io
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from bridge import logs
 from bridge.app import create_app
 from bridge.app_keys import DELIVERY, DIGESTER, POLLER, PROVIDERS, STORE
 from bridge.clock import ManualClock
@@ -171,3 +175,21 @@ def make_bridge(aiohttp_client, clock) -> Callable[[Config], Any]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _uncached_loggers(monkeypatch) -> Iterator[None]:
+    """Tests that call `cli.main()` configure structlog for the whole process; a logger cached then
+    would keep that configuration in every later test. So loggers are never cached in tests, and
+    each test ends with structlog's defaults back."""
+    monkeypatch.setattr(logs, "configure", functools.partial(logs.configure, cache=False))
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def json_logs() -> io.StringIO:
+    """Everything logged during the test, as the JSON lines a non-terminal gets (debug level, redacted)."""
+    stream = io.StringIO()
+    logs.configure(level="debug", fmt="json", stream=stream)
+    return stream

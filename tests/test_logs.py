@@ -9,6 +9,7 @@ import structlog
 from pydantic import SecretStr
 
 from bridge import logs
+from bridge.cli import main
 
 
 def test_secret_keys_secretstr_and_registered_values_are_redacted():
@@ -48,3 +49,87 @@ def test_json_lines_are_written_when_not_on_a_terminal():
     assert record["event"] == "poll.completed"
     assert record["level"] == "info"
     assert "canary-b81d" not in line
+
+
+WB = "00000000-0000-4000-8000-0000000000b1"
+
+
+def records(stream: io.StringIO, prefix: str = "") -> list[dict[str, object]]:
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    return [r for r in lines if str(r["event"]).startswith(prefix)]
+
+
+async def test_each_poll_and_each_delivery_attempt_is_exactly_one_line_with_stable_keys(
+    json_logs, make_config, make_bridge, podero, sink
+):
+    user = podero.add_user()
+    podero.add_wallbox(user, wallbox_id=WB, is_charging=False)
+    bridge = await make_bridge(make_config(wallboxes=[{"user_id": user, "wallbox_id": WB}]))
+    await bridge.poll()
+    sink.respond_with(500)
+    podero.update_wallbox(WB, is_charging=True)
+    await bridge.poll()
+    await bridge.deliver()
+    podero.fail("wallbox", status=500)  # the one resource fails: a completed poll that read nothing
+    await bridge.poll()
+
+    polls = records(json_logs, "poll.")
+    assert [p["event"] for p in polls] == ["poll.completed"] * 3
+    first, second, broken = polls
+    assert {k: first[k] for k in ("provider", "group", "observations", "changes", "events", "failed")} == {
+        "provider": "podero",
+        "group": "wallboxes",
+        "observations": 1,
+        "changes": 1,
+        "events": 0,
+        "failed": 0,
+    }
+    assert isinstance(first["duration_ms"], float)
+    assert (second["changes"], second["events"], second["level"]) == (1, 1, "info")
+    assert (broken["failed"], broken["observations"], broken["level"]) == (1, 0, "warning")
+    assert "HTTP 500" in broken["errors"][WB]  # type: ignore[index]
+
+    [attempt] = records(json_logs, "delivery.")
+    assert attempt["event"] == "delivery.attempt"
+    assert (attempt["channel"], attempt["attempt"], attempt["status_code"], attempt["outcome"]) == (
+        "partner",
+        1,
+        500,
+        "pending",
+    )
+    assert str(attempt["delivery_id"]).startswith("msg_")
+    assert isinstance(attempt["latency_ms"], float)
+    assert str(attempt["next_attempt_at"]) > bridge.clock.now().isoformat()
+
+
+async def test_a_poll_that_cannot_list_is_one_poll_failed_line(json_logs, make_config, make_bridge, podero):
+    config = make_config()
+    podero_cfg = config.providers["podero"].model_copy(update={"discover": True})
+    bridge = await make_bridge(config.model_copy(update={"providers": {"podero": podero_cfg}}))
+    podero.fail("users", status=503)
+    summary = await bridge.poll()
+    assert not summary.ok
+    [failed] = records(json_logs, "poll.")
+    assert (failed["event"], failed["kind"], failed["level"]) == ("poll.failed", "unavailable", "warning")
+    assert (failed["provider"], failed["group"]) == ("podero", "wallboxes")
+    assert "HTTP 503" in str(failed["error"])
+    assert isinstance(failed["duration_ms"], float)
+
+
+def test_log_level_and_format_flags_reach_the_renderer(capsys, repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    assert (
+        main(["--log-format", "console", "--log-level", "warning", "check", "-c", "config.example.toml"]) == 0
+    )
+    structlog.get_logger("t").info("poll.completed", provider="dropped")
+    structlog.get_logger("t").warning("poll.failed", provider="kept")
+    err = capsys.readouterr().err
+    assert "dropped" not in err
+    assert "poll.failed" in err
+    assert "provider=kept" in err  # key=value, not JSON
+    assert not err.lstrip().startswith("{")
+
+    assert main(["--log-level", "debug", "check", "-c", "config.example.toml"]) == 0  # auto: not a TTY
+    structlog.get_logger("t").debug("poll.completed", provider="shown")
+    [line] = capsys.readouterr().err.splitlines()
+    assert orjson.loads(line)["provider"] == "shown"

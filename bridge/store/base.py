@@ -37,6 +37,15 @@ class HeldGroup:
     last_digest_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxCounts:
+    """How much work the outbox holds: what a scrape of /metrics shows."""
+
+    pending: dict[str, int]  # by channel
+    dead: dict[str, int]  # by channel
+    oldest_pending_at: datetime | None
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and create/upgrade the schema."""
@@ -72,6 +81,10 @@ class Store(Protocol):
 
     async def oldest_pending_at(self) -> datetime | None:
         """`created_at` of the oldest pending delivery (None if none): how far behind the outbox is."""
+        ...
+
+    async def outbox_counts(self) -> OutboxCounts:
+        """Pending and dead deliveries per channel, and the oldest pending one (for metrics)."""
         ...
 
     async def record_attempt(

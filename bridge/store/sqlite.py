@@ -31,7 +31,7 @@ from bridge.model import (
     Snapshot,
     Watch,
 )
-from bridge.store.base import HeldGroup
+from bridge.store.base import HeldGroup, OutboxCounts
 from bridge.store.sqlite_rule_sql import (
     Q_HELD_GROUPS,
     Q_HELD_OF_GROUP,
@@ -57,6 +57,7 @@ from bridge.store.sqlite_sql import (
     MIGRATE_DELIVERIES_TO_V3,
     Q_ATTEMPT_INSERT,
     Q_ATTEMPTS_OF,
+    Q_DEAD_BY_CHANNEL,
     Q_DELIVERIES_LIST,
     Q_DELIVERY_AFTER_ATTEMPT,
     Q_DELIVERY_GET,
@@ -69,6 +70,7 @@ from bridge.store.sqlite_sql import (
     Q_LEASE,
     Q_NEXT_DUE,
     Q_OLDEST_PENDING,
+    Q_PENDING_BY_CHANNEL,
     Q_REPLAY,
     Q_SNAPSHOT_GET,
     Q_SNAPSHOT_UPSERT,
@@ -278,6 +280,17 @@ class SqliteStore:
 
     async def oldest_pending_at(self) -> datetime | None:
         return await self._scalar_time(Q_OLDEST_PENDING)
+
+    async def outbox_counts(self) -> OutboxCounts:
+        async with self._read() as db:
+            pending = await db.execute_fetchall(Q_PENDING_BY_CHANNEL)
+            dead = await db.execute_fetchall(Q_DEAD_BY_CHANNEL)
+            oldest = list(await db.execute_fetchall(Q_OLDEST_PENDING))
+        return OutboxCounts(
+            pending={str(c): int(n) for c, n in pending},
+            dead={str(c): int(n) for c, n in dead},
+            oldest_pending_at=_dt(oldest[0][0]) if oldest and oldest[0][0] is not None else None,
+        )
 
     async def _scalar_time(self, query: str) -> datetime | None:
         async with self._read() as db:

@@ -23,7 +23,7 @@ from bridge.model import (
     Watch,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 5.0
 
 _SCHEMA = """
@@ -73,6 +73,8 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE 
 CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (created_at);
 CREATE INDEX IF NOT EXISTS deliveries_held ON deliveries (channel, group_key, created_at)
     WHERE status = 'held';
+-- v4: dead letters are counted per channel on every metrics scrape (else a full table scan).
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (channel) WHERE status = 'dead';
 
 CREATE TABLE IF NOT EXISTS attempts (
     seq               INTEGER PRIMARY KEY,
@@ -168,6 +170,9 @@ Q_LEASE = "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?"
 Q_NEXT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'"
 Q_DEPTH = "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
 Q_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'"
+# Literal statuses, not parameters: only then can SQLite use the partial indexes.
+Q_PENDING_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'pending' GROUP BY channel"
+Q_DEAD_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'dead' GROUP BY channel"
 # A finished delivery keeps its last next_attempt_at (COALESCE): the column is never NULL.
 Q_DELIVERY_AFTER_ATTEMPT = """
 UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?

@@ -11,6 +11,7 @@ import pytest
 
 from bridge.model import Change, RuleState, Silence
 from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite_sql import SCHEMA_VERSION
 from tests.store.test_sqlite import T0, key, result
 
 
@@ -141,7 +142,7 @@ async def test_a_version_2_file_is_upgraded_in_place_keeping_deliveries_and_atte
     finally:
         await upgraded.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     db.close()
