@@ -202,7 +202,11 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         digest_groups={name: tuple(c.group_by) for name, c in _email_channels(app[CONFIG]).items()},
     )
     app[DIGESTER] = Digester(
-        app[STORE], _email_channels(app[CONFIG]), clock=app[CLOCK], on_committed=worker.notify
+        app[STORE],
+        _email_channels(app[CONFIG]),
+        clock=app[CLOCK],
+        on_committed=worker.notify,
+        rules=lambda: app[RULEBOOK].current,
     )
     await app[POLLER].load_health()
     await app[POLLER].load_state()

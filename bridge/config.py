@@ -165,6 +165,10 @@ class WebhookChannelConfig(ChannelBase):
         return v
 
 
+DEFAULT_GROUP_WAIT = timedelta(seconds=30)
+DEFAULT_GROUP_INTERVAL = timedelta(minutes=5)
+
+
 class EmailChannelConfig(ChannelBase):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -177,8 +181,8 @@ class EmailChannelConfig(ChannelBase):
     group_by: list[Literal["rule", "source", "provider", "severity", "type", "status"]] = Field(
         default_factory=list
     )
-    group_wait: Duration = timedelta(seconds=30)
-    group_interval: Duration = timedelta(minutes=5)
+    group_wait: Duration = DEFAULT_GROUP_WAIT
+    group_interval: Duration = DEFAULT_GROUP_INTERVAL
 
 
 ChannelConfig = Annotated[WebhookChannelConfig | EmailChannelConfig, Field(discriminator="kind")]

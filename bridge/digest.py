@@ -1,8 +1,9 @@
 """Email digests: what fires together goes out as one message, not one per event.
 
-A channel with `group_by` holds its deliveries (status `held`, with a group key such as
-`rule=wallbox-disconnected|source=podero.wallbox`). Once the oldest held delivery of a group has
-waited `group_wait`, and the group's previous digest is at least `group_interval` old, one digest
+A channel with `group_by` (or a rule with `group_by`, on its email channels) holds its deliveries
+(status `held`, with a group key such as `rule=wallbox-disconnected|source=podero.wallbox`). Once
+the oldest held delivery of a group has waited `group_wait` (the rule's, when it has its own digest;
+else the channel's), and the group's previous digest is at least `group_interval` old, one digest
 delivery is queued listing them all, and the members become `digested`, in one transaction: a crash
 neither loses a member nor sends it twice. The digest is an ordinary outbox delivery (retries, dead
 letters, replay) under its own stable id.
@@ -20,6 +21,8 @@ import structlog
 from bridge.clock import Clock
 from bridge.config import EmailChannelConfig
 from bridge.model import Delivery, Event, ResourceKey, delivery_id, event_id
+from bridge.rules.engine import Digest as RuleDigest
+from bridge.rules.engine import RuleSet
 from bridge.store.base import HeldGroup, Store
 
 log = structlog.get_logger(__name__)
@@ -36,8 +39,10 @@ class Digester:
         *,
         clock: Clock,
         on_committed: Callable[[], None] = lambda: None,
+        rules: Callable[[], RuleSet] | None = None,
     ) -> None:
         self._store = store
+        self._rules = rules  # the current rule set: rules with their own digest set its timing
         self._configs = configs
         self._clock = clock
         self._on_committed = on_committed
@@ -61,13 +66,24 @@ class Digester:
         return queued
 
     def _due(self, group: HeldGroup, now: datetime) -> bool:
+        rule = self._rule_digest(group.group_key)
         cfg = self._configs.get(group.channel)
-        # A channel whose grouping was removed from the config releases what it still holds.
-        wait = cfg.group_wait if cfg is not None and cfg.group_by else timedelta(0)
-        interval = cfg.group_interval if cfg is not None and cfg.group_by else timedelta(0)
+        if rule is not None:
+            wait, interval = rule.wait, rule.interval
+        elif cfg is not None and cfg.group_by:
+            wait, interval = cfg.group_wait, cfg.group_interval
+        else:  # grouping was removed from the config (or the rule): release what is still held
+            wait = interval = timedelta(0)
         if now < group.first_at + wait:
             return False
         return group.last_digest_at is None or now >= group.last_digest_at + interval
+
+    def _rule_digest(self, group_key: str) -> RuleDigest | None:
+        """The digest settings of the rule a group key names (`rule=ID|…`), when it has its own."""
+        if self._rules is None or not group_key.startswith("rule="):
+            return None
+        rule = self._rules().by_id.get(group_key.split("|", 1)[0].removeprefix("rule="))
+        return rule.digest if rule is not None else None
 
 
 def build_digest(group: HeldGroup, members: Sequence[Delivery], now: datetime) -> tuple[Event, Delivery]:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bridge.config import DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT
 from bridge.errors import Problem, RuleError
-from bridge.rules.engine import Rule, RuleSet
+from bridge.rules.engine import Digest, Rule, RuleSet
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
 from bridge.rules.templates import Expression, Template, compile_error
 from bridge.tomlpos import TomlPositions, read_toml, validation_problems
@@ -127,8 +128,21 @@ def _compile(
         resolve=model.resolve,
         email_subject=subject,
         email_body=body,
+        digest=_digest(model),
     )
     return rule, []
+
+
+def _digest(model: RuleModel) -> Digest | None:
+    if model.group_by is None:
+        return None
+    # The rule always leads the key: a rule's digest never mixes with another rule's.
+    by = ("rule", *(f for f in dict.fromkeys(model.group_by) if f != "rule"))
+    return Digest(
+        group_by=by,
+        wait=model.group_wait if model.group_wait is not None else DEFAULT_GROUP_WAIT,
+        interval=model.group_interval if model.group_interval is not None else DEFAULT_GROUP_INTERVAL,
+    )
 
 
 def load_file(path: Path, *, base_dir: Path, channels: Collection[str]) -> tuple[list[Rule], list[Problem]]:
