@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from bridge.config import DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT
 from bridge.errors import Problem, RuleError
 from bridge.rules.engine import Digest, Rule, RuleSet
+from bridge.rules.fields import field_problem, template_problems
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
 from bridge.rules.templates import Expression, Template, compile_error
 from bridge.tomlpos import TomlPositions, read_toml, validation_problems
@@ -74,12 +75,20 @@ def _compile(
     for i, name in enumerate(model.channels):
         if name not in channels:
             problems.append(Problem(file, line("channels", i), f"{key}.channels", _known(name, channels)))
+    if model.field is not None:
+        unknown = field_problem(model.source, model.field)
+        if unknown is not None:
+            problems.append(Problem(file, line("field"), f"{key}.field", unknown))
     condition = None
     if model.if_ is not None:
         err = compile_error(model.if_, expression=True)
         if err:
             problems.append(Problem(file, line("if"), f"{key}.if", err))
         else:
+            problems += [
+                Problem(file, line("if"), f"{key}.if", p)
+                for p in template_problems(model.source, model.if_, expression=True)
+            ]
             condition = Expression(model.if_, rule_id=model.id)
     subject = body = None
     if model.email is not None:
@@ -88,6 +97,10 @@ def _compile(
             if err:
                 problems.append(Problem(file, line("email", "subject"), f"{key}.email.subject", err))
             else:
+                problems += [
+                    Problem(file, line("email", "subject"), f"{key}.email.subject", p)
+                    for p in template_problems(model.source, model.email.subject, expression=False)
+                ]
                 subject = Template(model.email.subject, rule_id=model.id, name="email.subject")
         if model.email.body is not None:
             text = _template_body(
@@ -98,6 +111,10 @@ def _compile(
                 if err:
                     problems.append(Problem(file, line("email", "body"), f"{key}.email.body", err))
                 else:
+                    problems += [
+                        Problem(file, line("email", "body"), f"{key}.email.body", p)
+                        for p in template_problems(model.source, text, expression=False)
+                    ]
                     body = Template(text, rule_id=model.id, name="email.body")
     if problems:
         return None, problems
