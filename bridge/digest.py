@@ -65,7 +65,14 @@ class Digester:
             self._on_committed()
         return queued
 
+    async def next_due(self) -> datetime | None:
+        """When the earliest held group's digest is due (None: nothing is held)."""
+        return min((self._due_at(g) for g in await self._store.held_groups()), default=None)
+
     def _due(self, group: HeldGroup, now: datetime) -> bool:
+        return now >= self._due_at(group)
+
+    def _due_at(self, group: HeldGroup) -> datetime:
         rule = self._rule_digest(group.group_key)
         cfg = self._configs.get(group.channel)
         if rule is not None:
@@ -74,9 +81,10 @@ class Digester:
             wait, interval = cfg.group_wait, cfg.group_interval
         else:  # grouping was removed from the config (or the rule): release what is still held
             wait = interval = timedelta(0)
-        if now < group.first_at + wait:
-            return False
-        return group.last_digest_at is None or now >= group.last_digest_at + interval
+        due = group.first_at + wait
+        if group.last_digest_at is not None:
+            due = max(due, group.last_digest_at + interval)
+        return due
 
     def _rule_digest(self, group_key: str) -> RuleDigest | None:
         """The digest settings of the rule a group key names (`rule=ID|…`), when it has its own."""
