@@ -127,3 +127,27 @@ def test_open_objects_documented_extras_and_action_items_are_accepted(tmp_path, 
         .replace('paths = ["rules/*.toml"]', 'paths = ["rules/ok.toml"]')
     )
     assert main(["check", "-c", str(tmp_path / "config.toml")]) == 0, capsys.readouterr().err
+
+
+def test_a_template_file_is_read_compiled_and_field_checked_and_a_missing_one_is_named(
+    tmp_path, repo_root, capsys
+):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "broken.txt").write_text("Plugged: {{ new.is_pluged_in }}\n")
+    err = _check_rule(
+        tmp_path,
+        repo_root,
+        capsys,
+        '[[rule]]\nid = "a"\nsource = "podero.wallbox"\nfield = "is_plugged_in"\nto = true\n'
+        'channels = ["ops"]\n\n[rule.email]\nbody = "templates/broken.txt"\n\n'
+        '[[rule]]\nid = "b"\nsource = "podero.wallbox"\nfield = "is_plugged_in"\nto = true\n'
+        'channels = ["ops"]\n\n[rule.email]\nbody = "templates/missing.txt"\n',
+    )
+    path = tmp_path / "rules" / "typo.toml"
+    assert (
+        f"{path}:9: rule[0].email.body: 'is_pluged_in': unknown field of podero.wallbox; did you mean" in err
+    )
+    assert (
+        f"{path}:19: rule[1].email.body: cannot read template file '{tmp_path / 'templates' / 'missing.txt'}'"
+        in err
+    )
