@@ -1,4 +1,4 @@
-"""Email digests: what fires together goes out as one message, not one per event.
+"""Digests: what fires together goes out as one message, not one per event.
 
 A channel with `group_by` (or a rule with `group_by`, on its email channels) holds its deliveries
 (status `held`, with a group key such as `rule=wallbox-disconnected|source=podero.wallbox`). Once
@@ -6,7 +6,8 @@ the oldest held delivery of a group has waited `group_wait` (the rule's, when it
 else the channel's), and the group's previous digest is at least `group_interval` old, one digest
 delivery is queued listing them all, and the members become `digested`, in one transaction: a crash
 neither loses a member nor sends it twice. The digest is an ordinary outbox delivery (retries, dead
-letters, replay) under its own stable id.
+letters, replay) under its own stable id: one email listing the members, or, on a webhook channel
+that asked for digests, one `wattbridge.digest` webhook carrying their envelopes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 import orjson
 import structlog
 
+from bridge.channels.webhook import iso_z
 from bridge.clock import Clock
-from bridge.config import EmailChannelConfig
+from bridge.config import EmailChannelConfig, WebhookChannelConfig
 from bridge.model import Delivery, Event, ResourceKey, delivery_id, event_id
 from bridge.rules.engine import Digest as RuleDigest
 from bridge.rules.engine import RuleSet
@@ -35,7 +37,7 @@ class Digester:
     def __init__(
         self,
         store: Store,
-        configs: Mapping[str, EmailChannelConfig],
+        configs: Mapping[str, EmailChannelConfig | WebhookChannelConfig],
         *,
         clock: Clock,
         on_committed: Callable[[], None] = lambda: None,
@@ -57,7 +59,8 @@ class Digester:
             members = await self._store.list_held(group.channel, group.group_key)
             if not members:
                 continue
-            event, digest = build_digest(group, members, now)
+            cfg = self._configs.get(group.channel)
+            event, digest = build_digest(group, members, now, webhook=isinstance(cfg, WebhookChannelConfig))
             await self._store.commit_digest(event, digest, [m.id for m in members])
             log.info("digest.queued", channel=group.channel, group=group.group_key, events=len(members))
             queued += 1
@@ -94,7 +97,9 @@ class Digester:
         return rule.digest if rule is not None else None
 
 
-def build_digest(group: HeldGroup, members: Sequence[Delivery], now: datetime) -> tuple[Event, Delivery]:
+def build_digest(
+    group: HeldGroup, members: Sequence[Delivery], now: datetime, *, webhook: bool = False
+) -> tuple[Event, Delivery]:
     key = ResourceKey(source="bridge.channel", provider="bridge", resource_id=group.channel)
     event = Event(
         id=event_id(DIGEST_TYPE, key, len(members), now),
@@ -112,7 +117,9 @@ def build_digest(group: HeldGroup, members: Sequence[Delivery], now: datetime) -
         id=delivery_id(event.id, group.channel),
         event_id=event.id,
         channel=group.channel,
-        body=digest_body(group.group_key, members),
+        body=webhook_digest_body(group.group_key, members, now)
+        if webhook
+        else digest_body(group.group_key, members),
         next_attempt_at=now,
         created_at=now,
         group_key=group.group_key,
@@ -139,6 +146,24 @@ def digest_body(group_key: str, members: Sequence[Delivery]) -> bytes:
             lines.append(f"{i}. {p['subject']}")
     subject = f"{len(parsed)} notifications: {_common_subject(parsed)}"
     return orjson.dumps({"subject": subject, "text": "\n".join(lines) + "\n", "to": to})
+
+
+def webhook_digest_body(group_key: str, members: Sequence[Delivery], now: datetime) -> bytes:
+    """One `wattbridge.digest` webhook: the group and every member's envelope, in firing order."""
+    events: list[Any] = []
+    for m in members:
+        try:
+            events.append(orjson.loads(m.body))
+        except orjson.JSONDecodeError:
+            events.append(m.body.decode("utf-8", "replace"))
+    group = dict(part.split("=", 1) for part in group_key.split("|") if "=" in part)
+    return orjson.dumps(
+        {
+            "type": DIGEST_TYPE,
+            "timestamp": iso_z(now),
+            "data": {"group": group, "count": len(events), "events": events},
+        }
+    )
 
 
 def _email(d: Delivery) -> dict[str, Any]:

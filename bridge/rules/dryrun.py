@@ -44,7 +44,7 @@ from bridge.channels.base import Channel
 from bridge.channels.email import EmailChannel
 from bridge.channels.registry import build_channels
 from bridge.clock import ManualClock
-from bridge.config import Config, EmailChannelConfig
+from bridge.config import Config
 from bridge.diff import diff
 from bridge.digest import Digester
 from bridge.errors import Problem, ProblemsError, ProviderUnavailable
@@ -349,16 +349,15 @@ class DryRun:
         self.rules = rules
         self._store = store
         self._channels = channels
-        emails = {n: c for n, c in config.channels.items() if isinstance(c, EmailChannelConfig)}
         self.poller = Poller(
             store=store,
             rulebook=RuleBook(config, rules),
             channels=channels,
             clock=self.clock,
             health=HealthBoard(),
-            digest_groups={n: tuple(c.group_by) for n, c in emails.items()},
+            digest_groups={n: tuple(c.group_by) for n, c in config.channels.items()},
         )
-        self.digester = Digester(store, emails, clock=self.clock, rules=lambda: rules)
+        self.digester = Digester(store, config.channels, clock=self.clock, rules=lambda: rules)
         self.providers: dict[str, _ReplayProvider] = {}
         self.notices: list[Notice] = []
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}

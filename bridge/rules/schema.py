@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bridge.config import Duration
+from bridge.config import Duration, GroupField
 
 SOURCES = (
     "podero.wallbox",
@@ -18,7 +18,6 @@ SOURCES = (
     "bridge.channel",
 )
 
-GroupField = Literal["rule", "source", "provider", "severity", "type", "status"]
 Scalar = bool | int | float | str
 Match = Scalar | list[Scalar]
 
