@@ -134,12 +134,16 @@ def test_a_channel_state_timeline_exercises_a_cooldown(tmp_path, repo_root, caps
     )
     argv = ["rules", "test", "-c", str(config), "--timeline", str(tmp_path / "t.jsonl"), "--brief"]
     assert main([*argv, "--rule", "channel-unhealthy"]) == 0
-    firings = [
-        line[:20] for line in capsys.readouterr().out.splitlines() if "FIRING channel-unhealthy" in line
-    ]
+    out = capsys.readouterr().out.splitlines()
+    firings = [line[:20] for line in out if "FIRING channel-unhealthy" in line]
+    cooled = [line for line in out if "COOLDOWN" in line]
 
     # cooldown = 15m: the 21:05 pause is inside the window of the 21:01 firing; 21:21 is past it.
     assert firings == ["2026-11-22T21:01:00Z", "2026-11-22T21:21:00Z"]
+    assert cooled == [
+        "2026-11-22T21:05:00Z  COOLDOWN channel-unhealthy bridge.channel partner: "
+        "fired recently, nothing sent until 2026-11-22T21:16:00Z"
+    ]
 
 
 @pytest.mark.parametrize(

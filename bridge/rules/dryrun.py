@@ -99,7 +99,7 @@ class Notice:
     """One line of the dry run's story."""
 
     at: datetime
-    what: Literal["observed", "poll", "hold", "hold-broken", "event", "digest"]
+    what: Literal["observed", "poll", "hold", "hold-broken", "cooldown", "event", "digest"]
     text: str
     rule: str | None = None
     status: str | None = None
@@ -488,8 +488,9 @@ class DryRun:
         now = self.clock.now()
         results, self._store.results = self._store.results, []
         for result in results:
+            fired = {(e.rule_id, e.key) for e in result.events}
             for st in result.rule_states:
-                self._state_notice(st, now)
+                self._state_notice(st, now, fired=(st.rule_id, st.key) in fired)
             by_event: dict[str, list[Delivery]] = {}
             for d in result.deliveries:
                 by_event.setdefault(d.event_id, []).append(d)
@@ -525,11 +526,31 @@ class DryRun:
         st = self._states.get((event.rule_id, event.key))
         return st is not None and st.repeats > 0
 
-    def _state_notice(self, st: RuleState, now: datetime) -> None:
+    def _state_notice(self, st: RuleState, now: datetime, *, fired: bool) -> None:
         prior = self._states.get((st.rule_id, st.key))
         self._states[(st.rule_id, st.key)] = st
         where = _key(st.key)
-        if st.phase == "pending" and (prior is None or prior.phase != "pending") and st.due_at is not None:
+        rule = self.rules.by_id.get(st.rule_id)
+        until = None
+        if rule is not None and rule.cooldown is not None and st.last_fired_at is not None:
+            until = st.last_fired_at + rule.cooldown
+        cooling = until is not None and now < until and not fired
+        if (
+            st.phase == "idle"
+            and cooling
+            and until is not None
+            and (prior is None or prior.phase != "firing")
+        ):
+            self.notices.append(
+                Notice(
+                    at=now,
+                    what="cooldown",
+                    text=f"COOLDOWN {st.rule_id} {where}: fired recently, nothing sent until {_fmt(until)}",
+                    rule=st.rule_id,
+                    resource=where,
+                )
+            )
+        elif st.phase == "pending" and (prior is None or prior.phase != "pending") and st.due_at is not None:
             self.notices.append(
                 Notice(
                     at=now,
