@@ -362,7 +362,6 @@ class DryRun:
         self.notices: list[Notice] = []
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
         self._seen: dict[ResourceKey, dict[str, Any] | None] = {}
-        self._held: dict[str, Delivery] = {}  # held deliveries by id, for the digests that list them
 
     def _provider(self, name: str | None, kind: str, step: Step) -> _ReplayProvider:
         name = name or _provider_name(self.config, kind)
@@ -390,12 +389,12 @@ class DryRun:
             while i < len(steps) and steps[i].at == at:
                 group.append(steps[i])
                 i += 1
-            await self._until(at)
+            await self._until(at, steps[i - 1])
             await self._apply(group, listed)
             await self._timers()
         return self.notices
 
-    async def _until(self, at: datetime) -> None:
+    async def _until(self, at: datetime, step: Step) -> None:
         """Run every hold, reminder and digest due before `at`, each at its own time."""
         for _ in range(MAX_TIMER_RUNS):
             due = [d for d in (self.poller.next_due(), await self.digester.next_due()) if d is not None]
@@ -404,7 +403,9 @@ class DryRun:
                 return
             self.clock.set(min(due))
             await self._timers()
-        raise RuntimeError("timers kept firing without end; is a repeat shorter than a second?")
+        raise _problem(
+            step.file, step.line, f"over {MAX_TIMER_RUNS} timer runs before this line: a repeat too short?"
+        )
 
     async def _timers(self) -> None:
         await self.poller.tick()
@@ -494,8 +495,6 @@ class DryRun:
             by_event: dict[str, list[Delivery]] = {}
             for d in result.deliveries:
                 by_event.setdefault(d.event_id, []).append(d)
-                if d.status == "held":
-                    self._held[d.id] = d
             for event in result.events:
                 sent = tuple(self._sent(d) for d in by_event.get(event.id, []))
                 repeat = " (reminder)" if event.status == "firing" and self._is_reminder(event) else ""
