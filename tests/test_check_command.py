@@ -151,3 +151,19 @@ def test_a_template_file_is_read_compiled_and_field_checked_and_a_missing_one_is
         f"{path}:19: rule[1].email.body: cannot read template file '{tmp_path / 'templates' / 'missing.txt'}'"
         in err
     )
+
+
+def test_a_rule_digest_needs_group_by_and_known_group_fields(tmp_path, repo_root, capsys):
+    err = _check_rule(
+        tmp_path,
+        repo_root,
+        capsys,
+        '[[rule]]\nid = "a"\nsource = "podero.wallbox"\nfield = "is_charging"\nto = true\n'
+        'group_wait = "1m"\nchannels = ["ops"]\n\n'
+        '[[rule]]\nid = "b"\nsource = "podero.wallbox"\nfield = "is_charging"\nto = true\n'
+        'group_by = ["rule", "owner"]\nchannels = ["ops"]\n',
+    )
+    path = tmp_path / "rules" / "typo.toml"
+    assert f"{path}:1: rule[0]: Value error, `group_wait` / `group_interval` need `group_by`" in err
+    assert f"{path}:14: rule[1].group_by[1]:" in err
+    assert "'rule', 'source', 'provider', 'severity', 'type' or 'status'" in err
