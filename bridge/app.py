@@ -39,7 +39,6 @@ from bridge.channels.registry import build_channels
 from bridge.clock import Clock, SystemClock
 from bridge.config import (
     Config,
-    EmailChannelConfig,
     PoderoConfig,
     RealtoConfig,
     WattShiftConfig,
@@ -207,11 +206,15 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         clock=app[CLOCK],
         health=app[HEALTH],
         on_committed=worker.notify,
-        digest_groups={name: tuple(c.group_by) for name, c in _email_channels(app[CONFIG]).items()},
+        digest_groups={name: tuple(c.group_by) for name, c in app[CONFIG].channels.items()},
         metrics=app[METRICS],
     )
     app[DIGESTER] = Digester(
-        app[STORE], _email_channels(app[CONFIG]), clock=app[CLOCK], on_committed=worker.notify
+        app[STORE],
+        app[CONFIG].channels,
+        clock=app[CLOCK],
+        on_committed=worker.notify,
+        rules=lambda: app[RULEBOOK].current,
     )
     await app[POLLER].load_health()
     await app[POLLER].load_state()
@@ -221,10 +224,6 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
     async with Service(worker.run, name="delivery", drain=drain, on_crash=app[ON_CRASH]) as service:
         app[DELIVERY_SERVICE] = service
         yield
-
-
-def _email_channels(config: Config) -> dict[str, EmailChannelConfig]:
-    return {n: c for n, c in config.channels.items() if isinstance(c, EmailChannelConfig)}
 
 
 def retry_policies(config: Config) -> dict[str, RetryPolicy]:

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from bridge import __version__, cli_deliveries, cli_silences, logs
+from bridge import __version__, cli_deliveries, cli_rules, cli_silences, logs
 from bridge.errors import BridgeError, ConfigError, ProblemsError, RuleError
 
 EXIT_OK, EXIT_INVALID, EXIT_RUNTIME = 0, 1, 2
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_silences.add_parsers(sub)
     cli_deliveries.add_parsers(sub)
+    cli_rules.add_parsers(sub)
 
     sim = sub.add_parser("simulate", help="serve the provider simulators on loopback")
     sim.add_argument("--host", default="127.0.0.1")
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # The demo narrates for a person; its logs would drown the story unless asked for.
-    level = args.log_level or ("warning" if args.command == "demo" else "info")
+    level = args.log_level or {"demo": "warning", "rules": "error"}.get(args.command, "info")
     logs.configure(level=level, fmt=args.log_format)
     try:
         if args.command == "check":
@@ -64,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_demo(forever=args.forever))
         if args.command == "silences":
             return cli_silences.run(args)
+        if args.command == "rules":
+            return cli_rules.run(args)
         if args.command in ("deliveries", "channels"):
             return cli_deliveries.run(args)
         if args.command == "simulate":

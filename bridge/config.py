@@ -9,7 +9,15 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -123,6 +131,13 @@ class WattShiftConfig(ProviderBase):
 ProviderConfig = Annotated[PoderoConfig | RealtoConfig | WattShiftConfig, Field(discriminator="kind")]
 
 
+# Digests (email channels, webhook channels when asked, rules): what a group key may name, and the
+# default waits.
+GroupField = Literal["rule", "source", "provider", "severity", "type", "status"]
+DEFAULT_GROUP_WAIT = timedelta(seconds=30)
+DEFAULT_GROUP_INTERVAL = timedelta(minutes=5)
+
+
 class ChannelBase(Strict):
     # Waits before each attempt (the first is normally "0s"); after the last, the delivery is dead.
     retry: list[Duration] | None = None
@@ -146,6 +161,20 @@ class WebhookChannelConfig(ChannelBase):
     # `data` (the envelope's data), `old` and `new`; `| tojson` quotes values safely.
     body_template: str | None = None
     content_type: str = "application/json"
+    # Webhooks are one per event unless asked: with group_by, what fires together is one
+    # `wattbridge.digest` webhook listing the events' envelopes (same keys as an email channel).
+    group_by: list[GroupField] = Field(default_factory=list)
+    group_wait: Duration = DEFAULT_GROUP_WAIT
+    group_interval: Duration = DEFAULT_GROUP_INTERVAL
+
+    @model_validator(mode="after")
+    def _digest_needs_the_envelope(self) -> WebhookChannelConfig:
+        if self.group_by and self.body_template is not None:
+            raise ValueError(
+                "group_by: a webhook digest is sent as the wattbridge.digest envelope, "
+                "so it cannot be combined with body_template"
+            )
+        return self
 
     @field_validator("body_template")
     @classmethod
@@ -174,11 +203,9 @@ class EmailChannelConfig(ChannelBase):
     subject_prefix: str = "[wattbridge] "
     # Digest: what fires together (same values of these fields) within group_wait goes out as one
     # email; later ones wait group_interval after the previous digest of that group.
-    group_by: list[Literal["rule", "source", "provider", "severity", "type", "status"]] = Field(
-        default_factory=list
-    )
-    group_wait: Duration = timedelta(seconds=30)
-    group_interval: Duration = timedelta(minutes=5)
+    group_by: list[GroupField] = Field(default_factory=list)
+    group_wait: Duration = DEFAULT_GROUP_WAIT
+    group_interval: Duration = DEFAULT_GROUP_INTERVAL
 
 
 ChannelConfig = Annotated[WebhookChannelConfig | EmailChannelConfig, Field(discriminator="kind")]

@@ -2,7 +2,8 @@
 
 Rendering happens here, once, so every attempt and replay sends the same bytes. Two things decide a
 delivery's first status: an active silence makes it `suppressed` (kept, replayable, not sent), and a
-channel with `group_by` makes it `held` until the digest that batches it is due (`digest.py`).
+channel with `group_by` (or a rule with `group_by`, for its email channels) makes it `held` until
+the digest that batches it is due (`digest.py`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class Notifier:
                 email_html=html,
             )
             group = self._groups.get(name)
+            if rule.digest is not None and channel.kind == "email":
+                group = rule.digest.group_by  # the rule's own digest; webhooks stay one per event
             status: DeliveryStatus = "pending"
             if silenced is not None:
                 status = "suppressed"

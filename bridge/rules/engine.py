@@ -42,6 +42,15 @@ def _number(value: Any) -> float | None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Digest:
+    """A rule's own email digest: its emails wait `wait`, grouped by `group_by`, then go as one."""
+
+    group_by: tuple[str, ...]
+    wait: timedelta
+    interval: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
     """A compiled rule (what `rules/*.toml` says, ready to evaluate)."""
 
@@ -72,6 +81,7 @@ class Rule:
     email_subject: Template | None = None
     email_body: Template | None = None
     email_html: Template | None = None
+    digest: Digest | None = None
 
     @property
     def timing(self) -> Timing:

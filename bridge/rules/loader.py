@@ -8,8 +8,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bridge.config import DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT
 from bridge.errors import Problem, RuleError
-from bridge.rules.engine import Rule, RuleSet
+from bridge.rules.engine import Digest, Rule, RuleSet
+from bridge.rules.fields import field_problem, template_problems
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
 from bridge.rules.templates import Expression, Template, compile_error
 from bridge.tomlpos import TomlPositions, read_toml, validation_problems
@@ -73,12 +75,20 @@ def _compile(
     for i, name in enumerate(model.channels):
         if name not in channels:
             problems.append(Problem(file, line("channels", i), f"{key}.channels", _known(name, channels)))
+    if model.field is not None:
+        unknown = field_problem(model.source, model.field)
+        if unknown is not None:
+            problems.append(Problem(file, line("field"), f"{key}.field", unknown))
     condition = None
     if model.if_ is not None:
         err = compile_error(model.if_, expression=True)
         if err:
             problems.append(Problem(file, line("if"), f"{key}.if", err))
         else:
+            problems += [
+                Problem(file, line("if"), f"{key}.if", p)
+                for p in template_problems(model.source, model.if_, expression=True)
+            ]
             condition = Expression(model.if_, rule_id=model.id)
     subject = body = html = None
     if model.email is not None:
@@ -87,6 +97,10 @@ def _compile(
             if err:
                 problems.append(Problem(file, line("email", "subject"), f"{key}.email.subject", err))
             else:
+                problems += [
+                    Problem(file, line("email", "subject"), f"{key}.email.subject", p)
+                    for p in template_problems(model.source, model.email.subject, expression=False)
+                ]
                 subject = Template(model.email.subject, rule_id=model.id, name="email.subject")
         if model.email.body is not None:
             text = _template_body(
@@ -97,6 +111,10 @@ def _compile(
                 if err:
                     problems.append(Problem(file, line("email", "body"), f"{key}.email.body", err))
                 else:
+                    problems += [
+                        Problem(file, line("email", "body"), f"{key}.email.body", p)
+                        for p in template_problems(model.source, text, expression=False)
+                    ]
                     body = Template(text, rule_id=model.id, name="email.body")
         if model.email.html is not None:
             where = line("email", "html")
@@ -106,6 +124,10 @@ def _compile(
                 if err:
                     problems.append(Problem(file, where, f"{key}.email.html", err))
                 else:
+                    problems += [
+                        Problem(file, where, f"{key}.email.html", p)
+                        for p in template_problems(model.source, markup, expression=False)
+                    ]
                     html = Template(markup, rule_id=model.id, name="email.html", autoescape=True)
     if problems:
         return None, problems
@@ -137,8 +159,21 @@ def _compile(
         email_subject=subject,
         email_body=body,
         email_html=html,
+        digest=_digest(model),
     )
     return rule, []
+
+
+def _digest(model: RuleModel) -> Digest | None:
+    if model.group_by is None:
+        return None
+    # The rule always leads the key: a rule's digest never mixes with another rule's.
+    by = ("rule", *(f for f in dict.fromkeys(model.group_by) if f != "rule"))
+    return Digest(
+        group_by=by,
+        wait=model.group_wait if model.group_wait is not None else DEFAULT_GROUP_WAIT,
+        interval=model.group_interval if model.group_interval is not None else DEFAULT_GROUP_INTERVAL,
+    )
 
 
 def load_file(path: Path, *, base_dir: Path, channels: Collection[str]) -> tuple[list[Rule], list[Problem]]:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bridge.config import Duration
+from bridge.config import Duration, GroupField
 
 SOURCES = (
     "podero.wallbox",
@@ -65,8 +65,12 @@ class RuleModel(BaseModel):
     type: str | None = Field(default=None, max_length=200)
     channels: list[str] = Field(min_length=1)
     email: EmailTemplate | None = None
+    # Digest of this rule's emails (overrides its email channels' grouping for its notifications).
+    group_by: list[GroupField] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
 
-    @field_validator("for_", "repeat", "cooldown")
+    @field_validator("for_", "repeat", "cooldown", "group_interval")
     @classmethod
     def _positive(cls, v: timedelta | None) -> timedelta | None:
         if v is not None and v <= timedelta(0):
@@ -86,6 +90,8 @@ class RuleModel(BaseModel):
             raise ValueError("use either `above` or `below`, not both")
         if self.hysteresis is not None and self.above is None and self.below is None:
             raise ValueError("`hysteresis` needs `above` or `below`")
+        if self.group_by is None and (self.group_wait is not None or self.group_interval is not None):
+            raise ValueError('`group_wait` / `group_interval` need `group_by` (e.g. group_by = ["rule"])')
         if self.repeat_max is not None and self.repeat is None:
             raise ValueError("`repeat_max` needs `repeat`")
         held = [k for k, v in (("for", self.for_), ("repeat", self.repeat)) if v is not None]

@@ -7,8 +7,9 @@ error noted, and the failure is logged (`template.failed`).
 from __future__ import annotations
 
 import html
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 from jinja2 import StrictUndefined, TemplateError
@@ -19,27 +20,41 @@ log = structlog.get_logger(__name__)
 MAX_OUTPUT = 64 * 1024
 
 
-def _duration(seconds: Any) -> str:
-    """`5400` → `1h 30m`: for `charge_time_remaining` and similar second counts."""
+def _duration(value: Any) -> str:
+    """`5400` (seconds) or a timedelta → `1h 30m`: for `charge_time_remaining` and the like."""
     try:
-        total = int(float(seconds))
-    except (TypeError, ValueError):
-        return str(seconds)
+        total = int(value.total_seconds() if isinstance(value, timedelta) else float(value))
+    except (TypeError, ValueError, OverflowError):
+        return str(value)
+    sign, total = ("-", -total) if total < 0 else ("", total)
     parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if total >= size or (unit == "s" and not parts):
             parts.append(f"{total // size}{unit}")
             total %= size
-    return " ".join(parts[:2])
+    return sign + " ".join(parts[:2])
 
 
-def _localtime(value: Any, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
-    """An ISO timestamp formatted for a person."""
+def _localtime(value: Any, tz: str = "UTC", fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
+    """An ISO timestamp (or datetime) shown in the time zone `tz` (an IANA name such as
+    `Europe/Vienna`): `{{ new.charge_deadline_at | localtime("Europe/Vienna", "%H:%M") }}`.
+    A value that is not a time is shown as it is; an unknown zone is a template error."""
     try:
-        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return str(value)
-    return when.strftime(fmt)
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"localtime: unknown time zone {tz!r} (use an IANA name, e.g. 'Europe/Vienna')"
+        ) from None
+    if isinstance(value, datetime):
+        when = value
+    else:
+        try:
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    if when.tzinfo is None:  # providers send UTC; a naive time is read as UTC, never as the host's zone
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(zone).strftime(fmt)
 
 
 def _make_env(*, autoescape: bool = False) -> ImmutableSandboxedEnvironment:
