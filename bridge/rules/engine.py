@@ -6,8 +6,9 @@ the first path segment to the rules watching it, plus the few rules that watch n
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import field as dataclass_field
 from datetime import timedelta
 from typing import Any
 
@@ -82,6 +83,11 @@ class Rule:
     email_body: Template | None = None
     email_html: Template | None = None
     digest: Digest | None = None
+    # `values_match` specialised to the conditions this rule has (set once, in __post_init__).
+    _match: Callable[[Any, Any], bool] = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_match", _compile_match(self))
 
     @property
     def timing(self) -> Timing:
@@ -126,26 +132,62 @@ class Rule:
         self, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, context: dict[str, Any]
     ) -> bool:
         """Whether the transition old → new satisfies every condition of this rule."""
-        if self.field is not None:
-            after = get_path(new, self.field)
-            if self.to is not None and not _any_equal(after, self.to):
-                return False
-            if self.not_to is not None and _any_equal(after, self.not_to):
-                return False
-            before = get_path(old, self.field)
-            if self.from_ is not None and not _any_equal(before, self.from_):
-                return False
-            if self.not_from is not None and _any_equal(before, self.not_from):
-                return False
-            if self.above is not None:
-                b, a = _number(before), _number(after)
-                if b is None or a is None or not (b <= self.above < a):
-                    return False
-            if self.below is not None:
-                b, a = _number(before), _number(after)
-                if b is None or a is None or not (a < self.below <= b):
-                    return False
+        if self.field is not None and not self.values_match(
+            get_path(old, self.field), get_path(new, self.field)
+        ):
+            return False
         return self.condition is None or self.condition(context)
+
+    def values_match(self, before: Any, after: Any) -> bool:
+        """The field conditions (`from`/`to`/`not_*`/`above`/`below`) on the field's old and new value."""
+        return self._match(before, after)
+
+    def _values_match(self, before: Any, after: Any) -> bool:
+        if self.to is not None and not _any_equal(after, self.to):
+            return False
+        if self.not_to is not None and _any_equal(after, self.not_to):
+            return False
+        if self.from_ is not None and not _any_equal(before, self.from_):
+            return False
+        if self.not_from is not None and _any_equal(before, self.not_from):
+            return False
+        if self.above is not None:
+            b, a = _number(before), _number(after)
+            if b is None or a is None or not (b <= self.above < a):
+                return False
+        if self.below is not None:
+            b, a = _number(before), _number(after)
+            if b is None or a is None or not (a < self.below <= b):
+                return False
+        return True
+
+
+def _compile_match(rule: Rule) -> Callable[[Any, Any], bool]:
+    """The common single-condition rules as one small closure (about 3x cheaper than walking every
+    optional condition on the evaluation hot path); everything else falls back to the general check."""
+    others = (rule.not_to, rule.from_, rule.not_from, rule.above, rule.below)
+    if rule.to is not None and len(rule.to) == 1 and all(o is None for o in others):
+        want = rule.to[0]
+        if isinstance(want, bool):
+            return lambda before, after: after is want  # bools are singletons; 1 is not True
+        return lambda before, after: after == want and not isinstance(after, bool)
+    if rule.to is None and all(o is None for o in others):
+        return lambda before, after: True  # `changed = true`, or only an `if`
+    if rule.above is not None and rule.to is None and all(o is None for o in others[:3] + others[4:]):
+        threshold = rule.above
+        return lambda before, after: _crosses_above(before, after, threshold)
+    if rule.below is not None and rule.to is None and all(o is None for o in others[:4]):
+        threshold = rule.below
+        return lambda before, after: _crosses_above(after, before, threshold, strict_low=True)
+    return rule._values_match
+
+
+def _crosses_above(before: Any, after: Any, threshold: float, *, strict_low: bool = False) -> bool:
+    """before <= threshold < after (or, for `below` with the arguments swapped, after < t <= before)."""
+    b, a = _number(before), _number(after)
+    if b is None or a is None:
+        return False
+    return (b < threshold <= a) if strict_low else (b <= threshold < a)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,9 +255,11 @@ class RuleSet:
             if not changes:
                 return []
             if len(changes) == 1:  # the common case: one field moved; its list is in rule order
-                candidates: Sequence[Rule] = idx.by_head.get(_head(changes[0].field), ())
-                if idx.fieldless:
-                    candidates = sorted([*candidates, *idx.fieldless], key=self._rank)
+                if not idx.fieldless:
+                    return self._one_change(idx.by_head.get(_head(changes[0].field), ()), old, new, changes)
+                candidates: Sequence[Rule] = sorted(
+                    [*idx.by_head.get(_head(changes[0].field), ()), *idx.fieldless], key=self._rank
+                )
             else:
                 found: dict[str, Rule] = {}
                 for head in {_head(c.field) for c in changes}:
@@ -236,6 +280,42 @@ class RuleSet:
                 continue
             if rule.holds(old, new, ctx):
                 firings.append(Firing(rule=rule, status="firing", changes=relevant or tuple(changes)))
+        return firings
+
+    def _one_change(
+        self,
+        candidates: Sequence[Rule],
+        old: Mapping[str, Any] | None,
+        new: Mapping[str, Any] | None,
+        changes: Sequence[Change],
+    ) -> list[Firing]:
+        """One changed field and only field rules: the hot path of a poll. A rule on exactly the
+        changed path reads the values from the change instead of walking both states; the template
+        context is built only when a rule with an `if` gets that far."""
+        [change] = changes
+        path, before, after = change.field, change.old, change.new
+        scalar = not isinstance(before, (dict, list)) and not isinstance(after, (dict, list))
+        firings: list[Firing] = []
+        ctx: dict[str, Any] | None = None
+        single: tuple[Change, ...] | None = None
+        for rule in candidates:
+            f = rule.field
+            if f == path and scalar:
+                if not rule.values_match(before, after):
+                    continue
+            elif f is not None and rule.watches(path):
+                if not rule.values_match(get_path(old, f), get_path(new, f)):
+                    continue
+            else:
+                continue
+            if rule.condition is not None:
+                if ctx is None:
+                    ctx = default_context(old, new, changes)
+                if not rule.condition(ctx):
+                    continue
+            if single is None:
+                single = (change,)
+            firings.append(Firing(rule=rule, status="firing", changes=single))
         return firings
 
     def _rank(self, rule: Rule) -> int:
