@@ -57,10 +57,17 @@ async def wattshift(aiohttp_server, clock) -> WattShiftSimulator:
 
 @pytest.fixture
 def api_config(tmp_path, podero, wattshift, sink, mailbox, webhook_secret):
-    def make(*, admin_token: str | None = ADMIN_TOKEN, wallboxes: list[dict[str, str]] | None = None) -> Config:
+    def make(
+        *,
+        admin_token: str | None = ADMIN_TOKEN,
+        wallboxes: list[dict[str, str]] | None = None,
+        retry: list[str] | None = None,
+    ) -> Config:
         rules_dir = tmp_path / "rules"
         rules_dir.mkdir(exist_ok=True)
-        (rules_dir / "main.toml").write_text(textwrap.dedent(DEFAULT_RULES) + textwrap.dedent(WATTSHIFT_RULES))
+        (rules_dir / "main.toml").write_text(
+            textwrap.dedent(DEFAULT_RULES) + textwrap.dedent(WATTSHIFT_RULES)
+        )
         server: dict[str, Any] = {"listen": "127.0.0.1:0"}
         if admin_token is not None:
             server["admin_token"] = admin_token
@@ -92,7 +99,7 @@ def api_config(tmp_path, podero, wattshift, sink, mailbox, webhook_secret):
                 },
             },
             "channels": {
-                "partner": {"kind": "webhook", "url": sink.url, "secret": webhook_secret},
+                "partner": {"kind": "webhook", "url": sink.url, "secret": webhook_secret, "retry": retry},
                 "ops": {"kind": "email", "to": ["ops@example.com"], "from": "wattbridge@example.com"},
             },
             "smtp": {"host": "127.0.0.1", "port": mailbox.port},
