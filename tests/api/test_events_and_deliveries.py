@@ -100,7 +100,7 @@ async def test_a_delivery_shows_its_event_body_and_every_attempt(make_api, api_c
     sink.respond_with(503)
     await _charging_events(api, podero, 1)
     await api.bridge.deliver()
-    api.bridge.clock.advance(timedelta(seconds=10))
+    api.bridge.clock.advance(timedelta(seconds=13))  # 10 s plus at most 20 % jitter
     await api.bridge.deliver()
     (item,) = (await api.get("/api/deliveries"))["items"]
     detail = await api.get(f"/api/deliveries/{item['id']}")
@@ -158,7 +158,7 @@ async def test_a_delivery_waiting_for_its_retry_cannot_be_replayed_a_delivered_o
     _, body = await api.call("POST", f"/api/deliveries/{pending['id']}/replay", status=409)
     assert body["error"] == "not replayable"
     assert "pending" in body["detail"]
-    api.bridge.clock.advance(timedelta(seconds=10))
+    api.bridge.clock.advance(timedelta(seconds=13))  # 10 s plus at most 20 % jitter
     await api.bridge.deliver()
     await api.call("POST", f"/api/deliveries/{pending['id']}/replay", status=202)
     await api.bridge.deliver()
