@@ -23,7 +23,9 @@ WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR channel = ?2) AND (?3 IS NU
   AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5))
 ORDER BY created_at DESC, id DESC LIMIT ?6"""
 Q_LAST_FIRED = "SELECT rule_id, MAX(occurred_at) FROM events GROUP BY rule_id"
-# Resources currently present (not disappeared), per source; '' is the poller's listing marker row.
+# Resources currently present (not disappeared), per source; '' is the poller's listing marker row
+# and bridge.* sources are the bridge's own health resources, not the provider's.
 Q_RESOURCE_COUNTS = """
 SELECT source, COUNT(*) FROM snapshots
-WHERE provider = ? AND state IS NOT NULL AND resource_id <> '' GROUP BY source"""
+WHERE provider = ? AND state IS NOT NULL AND resource_id <> '' AND source NOT LIKE 'bridge.%'
+GROUP BY source"""
