@@ -26,4 +26,4 @@ def setup_admin_api(app: web.Application) -> None:
     api = admin_operations()
     app.middlewares.extend([json_errors, admin_auth])
     api.add_to(app)
-    app.add_routes(openapi.routes(openapi.build_document(api.operations)))
+    app.add_routes(openapi.routes(api.operations))

@@ -135,11 +135,15 @@ def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
     return {**out, "anyOf": rest}
 
 
-def routes(document: dict[str, Any]) -> web.RouteTableDef:
+def routes(operations: Sequence[Operation]) -> web.RouteTableDef:
+    """The document's route. It is built on first request, not with the app: tests build many apps."""
     table = web.RouteTableDef()
+    built: list[dict[str, Any]] = []
 
     @table.get("/api/openapi.json")
     async def openapi(request: web.Request) -> web.Response:
-        return json_response(document)
+        if not built:
+            built.append(build_document(operations))
+        return json_response(built[0])
 
     return table
