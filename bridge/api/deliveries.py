@@ -6,6 +6,7 @@ with its id and bytes unchanged, and the running worker is woken to send it now.
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
 from bridge.api.events import event_out
@@ -26,6 +27,7 @@ from bridge.app_keys import CLOCK, DELIVERY, STORE
 from bridge.model import Delivery
 from bridge.store.base import DeliveryQuery, Store
 
+log = structlog.get_logger(__name__)
 routes = ApiRoutes()
 REPLAYABLE = ("delivered", "dead", "suppressed")
 
@@ -112,6 +114,7 @@ async def replay_delivery(request: web.Request, path: IdPath) -> ReplayResult:
         )
     if await store.replay([d.id], request.app[CLOCK].now()) == 0:  # it moved on since we read it
         raise ApiError(409, "not replayable", f"delivery {d.id!r} changed state; read it again")
+    log.info("delivery.replay_requested", delivery_id=d.id, channel=d.channel, was=d.status)
     worker = request.app.get(DELIVERY)
     if worker is not None:
         worker.notify()

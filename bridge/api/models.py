@@ -203,6 +203,14 @@ class SilenceListQuery(Request):
 class SilenceCreate(Request):
     """At least one matcher (exact or glob); `ends_at` or `duration`; a comment saying why."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [{"source": "podero.*", "duration": "2h", "comment": "Podero maintenance window"}]
+        },
+    )
+
     rule: Name | None = None
     source: Name | None = None
     resource: Name | None = Field(default=None, description="resource id, exact or glob (wb-*)")
@@ -296,12 +304,41 @@ HomeId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 
 
 class PoderoOnboardingWatch(Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "source": "podero.onboarding_session",
+                    "provider": "podero",
+                    "session_id": "3f0c6a51-7d2e-4c5b-9a61-2b8e1f4d7c90",
+                }
+            ]
+        },
+    )
+
     source: Literal["podero.onboarding_session"]
     provider: ProviderName
     session_id: uuid.UUID
 
 
 class PoderoWallboxWatch(Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "source": "podero.wallbox",
+                    "provider": "podero",
+                    "user_id": "8a1d2c3b-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+                    "wallbox_id": "00000000-0000-4000-8000-0000000000b1",
+                }
+            ]
+        },
+    )
+
     source: Literal["podero.wallbox"]
     provider: ProviderName
     user_id: uuid.UUID
@@ -309,6 +346,20 @@ class PoderoWallboxWatch(Request):
 
 
 class WattShiftHomeWatch(Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "source": "wattshift.onboarding",
+                    "provider": "wattshift",
+                    "home_id": "ws_home_0c89c0cf7fe04ae6a1364edf6b6621e6",
+                }
+            ]
+        },
+    )
+
     source: Literal["wattshift.onboarding"]
     provider: ProviderName
     home_id: HomeId

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
 from bridge.api.json_errors import ApiError
@@ -11,6 +12,7 @@ from bridge.app_keys import CLOCK, STORE
 from bridge.model import Silence
 from bridge.silences import SilenceError, new_silence
 
+log = structlog.get_logger(__name__)
 routes = ApiRoutes()
 
 
@@ -58,6 +60,9 @@ async def create_silence(request: web.Request, body: SilenceCreate) -> SilenceOu
     except OverflowError as exc:  # a start plus a duration past year 9999
         raise ApiError(422, "invalid silence", "the silence would end after year 9999") from exc
     await request.app[STORE].add_silence(silence)
+    log.info(
+        "silence.created", silence_id=silence.id, ends_at=silence.ends_at.isoformat(), by=silence.created_by
+    )
     return silence_out(silence, silence.active(now))
 
 
@@ -81,6 +86,7 @@ async def expire_silence(request: web.Request, path: IdPath) -> SilenceOut:
         raise ApiError(404, "no such silence", f"no silence {path.id!r}")
     if not await store.expire_silence(path.id, now):
         raise ApiError(409, "already ended", f"silence {path.id!r} has already ended")
+    log.info("silence.expired", silence_id=path.id)
     silence = await store.get_silence(path.id)
     if silence is None:  # deleted in between: there is nothing left to show
         raise ApiError(404, "no such silence", f"no silence {path.id!r}")
