@@ -29,13 +29,18 @@ from bridge.config import parse_duration
 DeliveryStatus = Literal["pending", "delivered", "dead", "suppressed", "held", "digested"]
 HealthStatus = Literal["ok", "degraded", "down"]
 JSONValue = Any
+MIN_YEAR, MAX_YEAR = 1970, 9998
 
 
 def _utc(value: datetime) -> datetime:
     try:
-        return value.astimezone(UTC)
+        utc = value.astimezone(UTC)
     except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-23:59 has no UTC equivalent
         raise ValueError("time out of range") from exc
+    # The store writes fixed-width times (text order = time order); years before 1000 would not be.
+    if not MIN_YEAR <= utc.year <= MAX_YEAR:
+        raise ValueError(f"time out of range: the year must be between {MIN_YEAR} and {MAX_YEAR}")
+    return utc
 
 
 def _duration(value: Any) -> timedelta:
@@ -87,7 +92,7 @@ def decode_cursor(text: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(at)
         if when.tzinfo is None or not isinstance(row_id, str):
             raise ValueError("bad cursor")
-        return when, row_id
+        return _utc(when), row_id
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
         raise ValueError("invalid cursor: pass `next_cursor` from the previous page unchanged") from exc
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+
+import orjson
 import pytest
 
 from tests.api.conftest import ADMIN_TOKEN
+
+
+def _cursor(at: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([at, "evt_x"])).decode().rstrip("=")
+
 
 ENDPOINTS = [
     ("GET", "/api/events"),
@@ -140,6 +148,8 @@ async def test_a_body_that_violates_the_model_is_a_422_with_each_problem_located
         pytest.param("since=2026-11-22T21:00:00", id="time-without-timezone"),
         pytest.param("since=9999-12-31T23:59:59-23:59", id="time-past-the-range"),
         pytest.param("cursor=bm90LWEtY3Vyc29y", id="cursor-forged"),
+        pytest.param(f"cursor={_cursor('9999-12-31T23:59:59-23:59')}", id="cursor-forged-out-of-range"),
+        pytest.param(f"cursor={_cursor('2026-11-22T21:00:00')}", id="cursor-forged-without-timezone"),
         pytest.param("rule=x&color=blue", id="unknown-parameter"),
     ],
 )
