@@ -15,8 +15,9 @@ import structlog
 from aiohttp import web
 
 from bridge.api.json_errors import ApiError
-from bridge.api.models import (
-    IdPath,
+from bridge.api.models import IdPath
+from bridge.api.registry import ApiRoutes
+from bridge.api.watch_models import (
     PoderoOnboardingWatch,
     PoderoWallboxWatch,
     WatchCreate,
@@ -24,7 +25,6 @@ from bridge.api.models import (
     WatchListQuery,
     WatchOut,
 )
-from bridge.api.registry import ApiRoutes
 from bridge.app_keys import CLOCK, CONFIG, STORE
 from bridge.config import Config
 from bridge.model import JSON, ResourceKey, Watch

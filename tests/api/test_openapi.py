@@ -4,7 +4,8 @@ models the handlers validate with."""
 from __future__ import annotations
 
 from bridge.api import admin_operations
-from bridge.api.models import SilenceCreate, WatchOut
+from bridge.api.models import SilenceCreate
+from bridge.api.watch_models import WatchOut
 
 
 async def test_every_api_route_the_app_serves_is_in_the_document_and_nothing_else(api):
