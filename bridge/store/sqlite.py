@@ -31,8 +31,8 @@ from bridge.model import (
     Snapshot,
     Watch,
 )
-from bridge.store.base import DeliveryQuery, EventQuery, HeldGroup
-from bridge.store.sqlite_api_sql import Q_DELIVERIES_PAGE, Q_EVENTS_PAGE, Q_LAST_FIRED, Q_RESOURCE_COUNTS
+from bridge.store.base import HeldGroup
+from bridge.store.sqlite_api import SqliteApiReads
 from bridge.store.sqlite_rule_sql import (
     Q_HELD_GROUPS,
     Q_HELD_OF_GROUP,
@@ -94,7 +94,7 @@ from bridge.store.sqlite_sql import (
 )
 
 
-class SqliteStore:
+class SqliteStore(SqliteApiReads):
     """The Store protocol on one SQLite file (WAL; `synchronous=FULL` survives power loss)."""
 
     def __init__(self, path: str | Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
@@ -335,34 +335,6 @@ class SqliteStore:
         async with self._read() as db:
             rows = await db.execute_fetchall(Q_EVENTS_LATEST, (limit,))
         return [_event(row) for row in rows]
-
-    async def page_events(self, query: EventQuery, *, limit: int) -> list[Event]:
-        q = query
-        after_at, after_id = (None, None) if q.after is None else (_ts(q.after[0]), q.after[1])
-        since = None if q.since is None else _ts(q.since)
-        until = None if q.until is None else _ts(q.until)
-        args = (q.rule, q.source, q.provider, q.resource_id, since, until, after_at, after_id, limit)
-        async with self._read() as db:
-            rows = await db.execute_fetchall(Q_EVENTS_PAGE, args)
-        return [_event(row) for row in rows]
-
-    async def page_deliveries(self, query: DeliveryQuery, *, limit: int) -> list[Delivery]:
-        q = query
-        after_at, after_id = (None, None) if q.after is None else (_ts(q.after[0]), q.after[1])
-        args = (q.status, q.channel, q.event_id, after_at, after_id, limit)
-        async with self._read() as db:
-            rows = await db.execute_fetchall(Q_DELIVERIES_PAGE, args)
-        return [_delivery(row) for row in rows]
-
-    async def last_fired(self) -> dict[str, datetime]:
-        async with self._read() as db:
-            rows = await db.execute_fetchall(Q_LAST_FIRED)
-        return {rule_id: _dt(at) for rule_id, at in rows}
-
-    async def resource_counts(self, provider: str) -> dict[str, int]:
-        async with self._read() as db:
-            rows = await db.execute_fetchall(Q_RESOURCE_COUNTS, (provider,))
-        return {source: int(n) for source, n in rows}
 
     # -- watches ---------------------------------------------------------------------------------
 
