@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from bridge import __version__
-from bridge.api import health
+from bridge.api import health, setup_admin_api
 from bridge.api import metrics as metrics_api
 from bridge.app_keys import (
     CHANNELS,
@@ -94,6 +94,7 @@ def create_app(
     app.add_routes(health.routes)
     setup_status_page(app)
     app.add_routes(metrics_api.routes)
+    setup_admin_api(app)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
     if start_scheduler:  # tests drive polls and rule timers by hand, on a ManualClock
         app.cleanup_ctx.extend([_timers, _scheduler])

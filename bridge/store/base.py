@@ -46,6 +46,29 @@ class OutboxCounts:
     oldest_pending_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventQuery:
+    """Filters of an event listing; `after` is the (occurred_at, id) of the previous page's last row."""
+
+    rule: str | None = None
+    source: str | None = None
+    provider: str | None = None
+    resource_id: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+    after: tuple[datetime, str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryQuery:
+    """Filters of a delivery listing; `after` is the (created_at, id) of the previous page's last row."""
+
+    status: DeliveryStatus | None = None
+    channel: str | None = None
+    event_id: str | None = None
+    after: tuple[datetime, str] | None = None
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and create/upgrade the schema."""
@@ -104,6 +127,22 @@ class Store(Protocol):
     async def get_event(self, event_id: str) -> Event | None: ...
 
     async def list_events(self, *, limit: int = 100) -> list[Event]: ...
+
+    async def page_events(self, query: EventQuery, *, limit: int) -> list[Event]:
+        """Events matching `query`, newest first, strictly after its keyset position (admin API)."""
+        ...
+
+    async def page_deliveries(self, query: DeliveryQuery, *, limit: int) -> list[Delivery]:
+        """Deliveries matching `query`, newest first, strictly after its keyset position (admin API)."""
+        ...
+
+    async def last_fired(self) -> dict[str, datetime]:
+        """When each rule last fired (its newest event), by rule id."""
+        ...
+
+    async def resource_counts(self, provider: str) -> dict[str, int]:
+        """How many resources of each source one provider has now (disappeared ones not counted)."""
+        ...
 
     async def replay(self, delivery_ids: Sequence[str], now: datetime) -> int:
         """Make delivered or dead deliveries pending again (same id, same body); returns how many.

@@ -32,6 +32,7 @@ from bridge.model import (
     Watch,
 )
 from bridge.store.base import HeldGroup, OutboxCounts
+from bridge.store.sqlite_api import SqliteApiReads
 from bridge.store.sqlite_rule_sql import (
     Q_HELD_GROUPS,
     Q_HELD_OF_GROUP,
@@ -95,7 +96,7 @@ from bridge.store.sqlite_sql import (
 )
 
 
-class SqliteStore:
+class SqliteStore(SqliteApiReads):
     """The Store protocol on one SQLite file (WAL; `synchronous=FULL` survives power loss)."""
 
     def __init__(self, path: str | Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:

@@ -1,0 +1,50 @@
+"""The SQLite store's reads for the admin API: filtered, keyset-paged listings and a few counts.
+
+A mixin of `SqliteStore` (it uses the store's `_read()` connection guard), kept apart so the store's
+core file stays about transactions and the outbox.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+
+import aiosqlite
+
+from bridge.model import Delivery, Event
+from bridge.store.base import DeliveryQuery, EventQuery
+from bridge.store.sqlite_api_sql import Q_DELIVERIES_PAGE, Q_EVENTS_PAGE, Q_LAST_FIRED, Q_RESOURCE_COUNTS
+from bridge.store.sqlite_sql import _delivery, _dt, _event, _ts
+
+
+class SqliteApiReads:
+    def _read(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        raise NotImplementedError  # SqliteStore provides it
+
+    async def page_events(self, query: EventQuery, *, limit: int) -> list[Event]:
+        q = query
+        after_at, after_id = (None, None) if q.after is None else (_ts(q.after[0]), q.after[1])
+        since = None if q.since is None else _ts(q.since)
+        until = None if q.until is None else _ts(q.until)
+        args = (q.rule, q.source, q.provider, q.resource_id, since, until, after_at, after_id, limit)
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_EVENTS_PAGE, args)
+        return [_event(row) for row in rows]
+
+    async def page_deliveries(self, query: DeliveryQuery, *, limit: int) -> list[Delivery]:
+        q = query
+        after_at, after_id = (None, None) if q.after is None else (_ts(q.after[0]), q.after[1])
+        args = (q.status, q.channel, q.event_id, after_at, after_id, limit)
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_DELIVERIES_PAGE, args)
+        return [_delivery(row) for row in rows]
+
+    async def last_fired(self) -> dict[str, datetime]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_LAST_FIRED)
+        return {rule_id: _dt(at) for rule_id, at in rows}
+
+    async def resource_counts(self, provider: str) -> dict[str, int]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_RESOURCE_COUNTS, (provider,))
+        return {source: int(n) for source, n in rows}
