@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +23,6 @@ from bridge.model import (
     Attempt,
     Change,
     Delivery,
-    DeliveryStatus,
     Event,
     PollResult,
     ResourceKey,
@@ -32,6 +31,7 @@ from bridge.model import (
     event_id,
 )
 from bridge.retry import RetryPolicy
+from bridge.store.base import AttemptOutcome
 from bridge.store.sqlite import SqliteStore
 
 SECRET = "whsec_" + base64.b64encode(b"delivery-test-secret-0123456789a").decode()
@@ -64,11 +64,11 @@ class RecordingStore(SqliteStore):
         super().__init__(*args, **kwargs)
         self.recorded: asyncio.Queue[Attempt] = asyncio.Queue()
 
-    async def record_attempt(
-        self, attempt: Attempt, *, status: DeliveryStatus, next_attempt_at: datetime | None
-    ) -> None:
-        await super().record_attempt(attempt, status=status, next_attempt_at=next_attempt_at)
-        self.recorded.put_nowait(attempt)
+    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
+        missing = await super().record_attempts(outcomes)
+        for outcome in outcomes:
+            self.recorded.put_nowait(outcome.attempt)
+        return missing
 
 
 @pytest.fixture
