@@ -14,7 +14,7 @@ Three contenders, in the same run, against the same receiver (bench/receiver.py,
   notification; alerts are POSTed to `/api/v2/alerts`. Its CPU comes from /proc/<pid>/stat.
 
 Two loads: a **burst** (all N handed over at once; rate = N / time until the last one is recorded,
-p99 = arrival − hand-over) and **paced** (R per second; latency = arrival − the scheduled hand-over
+p99 = arrival - hand-over) and **paced** (R per second; latency = arrival - the scheduled hand-over
 time). CPU per notification = process CPU time (all threads) / notifications.
 
     .venv/bin/python bench/delivery.py [--n 5000] [--rate 1000] [--paced-n 5000] [--repeat 3]
@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -183,7 +182,8 @@ async def _bridge(
         try:
             # As app.py builds it: one session for the channels, the app's User-Agent.
             async with aiohttp.ClientSession(headers={"User-Agent": f"Wattbridge/{__version__}"}) as session:
-                cfg = WebhookChannelConfig.model_validate({"kind": "webhook", "url": receiver.url, "secret": SECRET})
+                raw = {"kind": "webhook", "url": receiver.url, "secret": SECRET}
+                cfg = WebhookChannelConfig.model_validate(raw)
                 channel = WebhookChannel("partner", cfg, session=session, clock=SystemClock())
                 worker = DeliveryWorker(
                     store, {"partner": channel}, clock=SystemClock(), concurrency=concurrency,
@@ -194,15 +194,15 @@ async def _bridge(
             await store.close()
 
 
-async def _until_done(worker: DeliveryWorker, store: SqliteStore, n: int, timeout: float) -> int:
+async def _until_done(worker: DeliveryWorker, store: SqliteStore, n: int, within_s: float) -> int:
     """Wait until N attempts are recorded (outbox empty); returns the monotonic ns at that moment."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         # The in-memory count first: asking the store every 2 ms would bill its thread hops to the bridge.
         if worker.attempts_made >= n and await store.outbox_depth() == 0:
             return time.monotonic_ns()
         await asyncio.sleep(0.002 if worker.attempts_made < n else 0.0005)
-    raise TimeoutError(f"Wattbridge recorded {worker.attempts_made} of {n} attempts in {timeout:g}s")
+    raise TimeoutError(f"Wattbridge recorded {worker.attempts_made} of {n} attempts in {within_s:g}s")
 
 
 async def _handover(
@@ -248,20 +248,23 @@ async def run_wattbridge(
         try:
             cpu0 = time.process_time()
             t0, sent_at = await _handover(results, rate, store.commit, worker.notify)
-            t_end = await _until_done(worker, store, n, timeout=60 + n / 200)
+            t_end = await _until_done(worker, store, n, within_s=60 + n / 200)
             cpu = time.process_time() - cpu0
         finally:
             stop.set()
             await loop
         arrived = await receiver.arrivals(http)
     label = f"Wattbridge {synchronous}"
-    return _stats(label, "burst" if rate is None else f"paced {rate:g}/s", n, t0, t_end, sent_at, arrived, cpu)
+    load = "burst" if rate is None else f"paced {rate:g}/s"
+    return _stats(label, load, n, t0, t_end, sent_at, arrived, cpu)
 
 
 # -- the bare ceiling ---------------------------------------------------------------------------------
 
 
-async def run_ceiling(receiver: Receiver, http: aiohttp.ClientSession, *, n: int, concurrency: int) -> Figures:
+async def run_ceiling(
+    receiver: Receiver, http: aiohttp.ClientSession, *, n: int, concurrency: int
+) -> Figures:
     """Bare aiohttp POSTs of same-size bodies at the same concurrency: no store, signing or logging."""
     body = b'{"type":"wallbox.charging_started","data":{' + b'"x":' + b"1" * 560 + b"}}"
     headers = {"content-type": "application/json", "User-Agent": f"Wattbridge/{__version__}"}
@@ -310,14 +313,16 @@ async def _alertmanager(receiver: Receiver, http: aiohttp.ClientSession) -> Asyn
         config.write_text(
             "route:\n  receiver: hook\n  group_by: [alertname, id]\n  group_wait: 0s\n"
             "  group_interval: 1s\n  repeat_interval: 24h\n"
-            f"receivers:\n- name: hook\n  webhook_configs:\n  - url: {receiver.url}\n    send_resolved: false\n"
+            f"receivers:\n- name: hook\n  webhook_configs:\n  - url: {receiver.url}\n"
+            "    send_resolved: false\n"
         )
         port = _free_port()
-        proc = subprocess.Popen(  # noqa: S603
-            [ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp}/data",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "am.log", "wb"),  # noqa: SIM115
-        )  # fmt: skip
+        with (Path(tmp) / "am.log").open("wb") as am_log:
+            proc = await asyncio.create_subprocess_exec(
+                ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp}/data",
+                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn",
+                stdout=subprocess.DEVNULL, stderr=am_log,
+            )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(200):
@@ -331,7 +336,7 @@ async def _alertmanager(receiver: Receiver, http: aiohttp.ClientSession) -> Asyn
             yield base, proc.pid
         finally:
             proc.terminate()
-            proc.wait(10)
+            await proc.wait()
 
 
 async def run_alertmanager(
@@ -361,12 +366,13 @@ async def run_alertmanager(
         cpu0 = _proc_cpu(pid)
         t0, sent_at = await _handover(shims, rate, lambda c: post([s.alert for s in c]), lambda: None)  # type: ignore[arg-type]
         deadline = time.monotonic() + 60 + n / 200
-        while await receiver.count(http) < n and time.monotonic() < deadline:
+        while await receiver.count(http) < n and time.monotonic() < deadline:  # noqa: ASYNC110 (another process)
             await asyncio.sleep(0.002)
         t_end = time.monotonic_ns()
         cpu = _proc_cpu(pid) - cpu0
         arrived = await receiver.arrivals(http)
-    return _stats("Alertmanager", "burst" if rate is None else f"paced {rate:g}/s", n, t0, t_end, sent_at, arrived, cpu)
+    load = "burst" if rate is None else f"paced {rate:g}/s"
+    return _stats("Alertmanager", load, n, t0, t_end, sent_at, arrived, cpu)
 
 
 # -- the driver ---------------------------------------------------------------------------------------
@@ -393,15 +399,17 @@ async def bench(args: argparse.Namespace) -> list[Figures]:
                 rows.append(await run_ceiling(receiver, http, n=args.n, concurrency=args.concurrency))
                 for sync in args.synchronous:
                     rows.append(await run_wattbridge(
-                        receiver, http, n=args.n, rate=None, synchronous=sync, concurrency=args.concurrency, run=f"{run}-b{sync}",
+                        receiver, http, n=args.n, rate=None, synchronous=sync,
+                        concurrency=args.concurrency, run=f"{run}-b{sync}",
                     ))  # fmt: skip
                     rows.append(await run_wattbridge(
                         receiver, http, n=args.paced_n, rate=args.rate, synchronous=sync,
                         concurrency=args.concurrency, run=f"{run}-p{sync}",
                     ))  # fmt: skip
                 if args.alertmanager and ALERTMANAGER:
-                    rows.append(await run_alertmanager(receiver, http, n=args.n, rate=None, run=f"{run}-amb"))
-                    rows.append(await run_alertmanager(receiver, http, n=args.paced_n, rate=args.rate, run=f"{run}-amp"))
+                    am = run_alertmanager
+                    rows.append(await am(receiver, http, n=args.n, rate=None, run=f"{run}-amb"))
+                    rows.append(await am(receiver, http, n=args.paced_n, rate=args.rate, run=f"{run}-amp"))
                 print(f"-- repeat {rep + 1} of {args.repeat}", file=sys.stderr)
                 print(_table(rows[-(len(rows) // (rep + 1)) :]), file=sys.stderr)
     finally:
@@ -420,12 +428,12 @@ def _ratios(rows: Sequence[Figures]) -> str:
         for f in wb:
             parts = [f"{f.who} {f.load}:"]
             if f.load == "burst" and ceiling is not None:
-                parts.append(f"{f.rate / ceiling.rate:.2f}× ceiling")
+                parts.append(f"{f.rate / ceiling.rate:.2f}x ceiling")
             other = am.get(f.load)
             if other is not None:
-                parts.append(f"{f.rate / other.rate:.2f}× AM rate" if f.load == "burst" else "")
+                parts.append(f"{f.rate / other.rate:.2f}x AM rate" if f.load == "burst" else "")
                 parts.append(f"p99 {f.p99_ms:.1f} vs AM {other.p99_ms:.1f} ms")
-                parts.append(f"CPU {f.cpu_us / other.cpu_us:.2f}× AM's")
+                parts.append(f"CPU {f.cpu_us / other.cpu_us:.2f}x AM's")
             out.append(" ".join(p for p in parts if p))
 
     for f in rows:
@@ -453,11 +461,12 @@ def main(argv: Sequence[str] | None = None) -> list[Figures]:
     args = p.parse_args(argv)
     logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
     if args.alertmanager and ALERTMANAGER is None:
-        print("Alertmanager not installed (apt-get install prometheus-alertmanager): skipped", file=sys.stderr)
+        print("Alertmanager skipped: apt-get install prometheus-alertmanager", file=sys.stderr)
     rows = asyncio.run(bench(args))
     print(_table(rows))
     print(_ratios(rows))
-    print(f"CPU per notification: process CPU / notifications; {os.cpu_count()} cores; loadavg {os.getloadavg()}")
+    load = os.getloadavg()
+    print(f"CPU per notification = process CPU / notifications; {os.cpu_count()} cores; loadavg {load}")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     return rows
