@@ -81,9 +81,9 @@ class Figures:
 class Receiver:
     """bench/receiver.py as a child process; closing its stdin stops it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(  # noqa: S603 (our own script)
-            [sys.executable, str(HERE / "receiver.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, str(HERE / "receiver.py"), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())

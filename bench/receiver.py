@@ -5,7 +5,10 @@ It answers every POST with 204 and remembers (arrival time, key): the key is the
 `time.monotonic_ns()`, the same CLOCK_MONOTONIC the benchmark process reads, so latencies can be
 computed across the two processes.
 
-    python bench/receiver.py            # prints its port on the first line of stdout, then serves
+    python bench/receiver.py [--key body]   # prints its port on the first line of stdout, then serves
+
+`--key body` keys a Wattbridge webhook by what it notifies instead (`resource_id:new value` of its
+one change), for the latency benchmark, which knows which poll read that value.
 
 GET /arrivals returns the arrivals as JSON and forgets them; GET /count says how many are waiting.
 """
@@ -20,13 +23,17 @@ import orjson
 from aiohttp import web
 
 arrivals: list[tuple[int, str]] = []
+BY_BODY = "--key" in sys.argv and sys.argv[sys.argv.index("--key") + 1] == "body"
 
 
 async def hook(request: web.Request) -> web.Response:
     at = time.monotonic_ns()
     body = await request.read()
     key = request.headers.get("webhook-id")
-    if key is None:  # an Alertmanager notification: one alert per group, the id is a group label
+    if BY_BODY:
+        data = orjson.loads(body)["data"]
+        key = f"{data['resource_id']}:{data['changes'][0]['new']}"
+    elif key is None:  # an Alertmanager notification: one alert per group, the id is a group label
         key = str(orjson.loads(body)["groupLabels"].get("id", ""))
     arrivals.append((at, key))
     return web.Response(status=204)
