@@ -105,6 +105,9 @@ class Receiver:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
 
 def _stats(
@@ -458,8 +461,10 @@ def main(argv: Sequence[str] | None = None) -> list[Figures]:
     p.add_argument("--synchronous", nargs="+", default=["FULL", "NORMAL"], choices=["FULL", "NORMAL"])
     p.add_argument("--no-alertmanager", dest="alertmanager", action="store_false")
     p.add_argument("--json", type=Path, help="also write every figure here")
+    p.add_argument("--no-logs", dest="logs", action="store_false", help="leave logging as it is")
     args = p.parse_args(argv)
-    logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
+    if args.logs:  # as `wattbridge run` logs (info, JSON), into /dev/null; tests keep their own logging
+        logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
     if args.alertmanager and ALERTMANAGER is None:
         print("Alertmanager skipped: apt-get install prometheus-alertmanager", file=sys.stderr)
     rows = asyncio.run(bench(args))

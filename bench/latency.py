@@ -232,10 +232,12 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--synchronous", nargs="+", default=["FULL", "NORMAL"], choices=["FULL", "NORMAL"])
+    p.add_argument("--no-logs", dest="logs", action="store_false", help="leave logging as it is")
     args = p.parse_args(argv)
     if args.per_poll > args.wallboxes:
         p.error("--per-poll cannot exceed --wallboxes (a wallbox changes at most once per poll)")
-    logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
+    if args.logs:  # as `wattbridge run` logs (info, JSON), into /dev/null; tests keep their own logging
+        logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
     rows = asyncio.run(bench(args))
     head = ("synchronous", "events", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "commit p50/p99 ms")
     print(f"{head[0]:<12} " + " ".join(f"{h:>7}" for h in head[1:]) + " lost")
