@@ -408,3 +408,33 @@ async def test_a_store_error_does_not_stop_the_loop(tmp_path, channel, receiver,
 
     assert attempt.ok
     assert attempt.delivery_id == delivery.id
+
+
+async def test_attempts_that_finish_together_are_recorded_in_one_transaction(tmp_path, clock):
+    class CountingStore(RecordingStore):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.batches: list[int] = []
+
+        async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
+            self.batches.append(len(outcomes))
+            return await super().record_attempts(outcomes)
+
+    store = CountingStore(tmp_path / "group.db")
+    await store.open()
+    gated = GatedChannel()
+    try:
+        for i in range(5):
+            await enqueue(store, gated, resource_id=f"wb-{i}")
+        burst = asyncio.create_task(worker_for(store, gated, clock, concurrency=5).run_until_idle())
+        for _ in range(5):
+            await asyncio.wait_for(gated.started.get(), 5)
+        gated.gate.set()  # all five answers arrive at once
+        made = await asyncio.wait_for(burst, 5)
+        delivered = await store.list_deliveries(status="delivered")
+    finally:
+        await store.close()
+
+    assert made == 5
+    assert store.batches == [5]
+    assert len(delivered) == 5
