@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -92,8 +92,6 @@ from bridge.store.sqlite_sql import (
     _ts,
     _watch,
 )
-
-T = TypeVar("T")
 
 
 class SqliteStore:
@@ -275,7 +273,7 @@ class SqliteStore:
         # A lease need not survive a power cut: losing it only makes the delivery due again, which is
         # what a crash mid-send does anyway (at least once). So no fsync of its own; the next durable
         # commit syncs the WAL, lease included.
-        rows = await self._in_one_hop(claim, durable=False)
+        rows: list[Row] = await self._in_one_hop(claim, durable=False)
         return [_delivery(row, next_attempt_at=leased_until) for row in rows]
 
     async def next_due_at(self) -> datetime | None:
@@ -329,9 +327,10 @@ class SqliteStore:
                     conn.execute(Q_ATTEMPT_INSERT, attempt_row)
             return missing
 
-        return await self._in_one_hop(record)
+        missing: set[str] = await self._in_one_hop(record)
+        return missing
 
-    async def _in_one_hop(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+    async def _in_one_hop(self, work: Callable[[sqlite3.Connection], Any], *, durable: bool = True) -> Any:
         """`work` as ONE transaction in ONE trip to aiosqlite's thread (each awaited statement is a
         thread hop, ~65 µs with its wake-ups; the outbox's claims and records need several statements).
 
@@ -343,7 +342,7 @@ class SqliteStore:
         async with self._lock:
             db = self._conn()
 
-            def transaction() -> T:
+            def transaction() -> Any:
                 conn = db._conn
                 if relax:
                     conn.execute("PRAGMA synchronous = NORMAL")
@@ -363,7 +362,7 @@ class SqliteStore:
 
             try:
                 # aiosqlite has no public "run this callable" API; `_execute` is what its own methods use.
-                return await db._execute(transaction)  # type: ignore[no-untyped-call,no-any-return]
+                return await db._execute(transaction)  # type: ignore[no-untyped-call]
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
