@@ -451,6 +451,13 @@ def _ratios(rows: Sequence[Figures]) -> str:
     return "\n".join(out)
 
 
+def _on_uvloop(main: Any) -> Any:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> list[Figures]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=5000, help="notifications in the burst")
@@ -462,12 +469,13 @@ def main(argv: Sequence[str] | None = None) -> list[Figures]:
     p.add_argument("--no-alertmanager", dest="alertmanager", action="store_false")
     p.add_argument("--json", type=Path, help="also write every figure here")
     p.add_argument("--no-logs", dest="logs", action="store_false", help="leave logging as it is")
+    p.add_argument("--uvloop", action="store_true", help="run everything on uvloop (pip install uvloop)")
     args = p.parse_args(argv)
     if args.logs:  # as `wattbridge run` logs (info, JSON), into /dev/null; tests keep their own logging
         logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
     if args.alertmanager and ALERTMANAGER is None:
         print("Alertmanager skipped: apt-get install prometheus-alertmanager", file=sys.stderr)
-    rows = asyncio.run(bench(args))
+    rows = asyncio.run(bench(args)) if not args.uvloop else _on_uvloop(bench(args))
     print(_table(rows))
     print(_ratios(rows))
     load = os.getloadavg()

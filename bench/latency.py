@@ -224,6 +224,13 @@ async def bench(args: argparse.Namespace) -> list[Latency]:
     return rows
 
 
+def _on_uvloop(main: Any) -> Any:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> list[Latency]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=1000.0, help="events per second")
@@ -233,12 +240,13 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--synchronous", nargs="+", default=["FULL", "NORMAL"], choices=["FULL", "NORMAL"])
     p.add_argument("--no-logs", dest="logs", action="store_false", help="leave logging as it is")
+    p.add_argument("--uvloop", action="store_true", help="run everything on uvloop (pip install uvloop)")
     args = p.parse_args(argv)
     if args.per_poll > args.wallboxes:
         p.error("--per-poll cannot exceed --wallboxes (a wallbox changes at most once per poll)")
     if args.logs:  # as `wattbridge run` logs (info, JSON), into /dev/null; tests keep their own logging
         logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
-    rows = asyncio.run(bench(args))
+    rows = asyncio.run(bench(args)) if not args.uvloop else _on_uvloop(bench(args))
     head = ("synchronous", "events", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "commit p50/p99 ms")
     print(f"{head[0]:<12} " + " ".join(f"{h:>7}" for h in head[1:]) + " lost")
     for r in rows:

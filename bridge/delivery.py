@@ -234,7 +234,7 @@ class DeliveryWorker:
                     self._wake.clear()
                     more = True
                 free = min(self._batch, self._concurrency - len(mine))
-                enough = free >= self._min_claim or not mine
+                enough = free >= min(self._min_claim, self._batch) or not mine
                 if more and free > 0 and enough and not stop.is_set():
                     try:
                         now = self._clock.now()
