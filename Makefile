@@ -30,6 +30,8 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/rules.py
+	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -4,6 +4,10 @@ Durability lives in the store: a claim is a lease (next_attempt_at pushed forwar
 across a send, so a crash mid-send just lets the lease expire and the delivery goes out again with the
 same webhook-id. The loop waits on events, not polls: new work (`notify`), the next due time
 (`clock.sleep`), or stop.
+
+Per notification the store is touched twice, both batched: claims take a batch of due deliveries in
+one transaction, and attempts that finish while a write is in progress are recorded together in the
+next one (group commit, `AttemptLog`), so a burst costs a few fsyncs per batch, not two per delivery.
 """
 
 from __future__ import annotations
@@ -25,11 +29,54 @@ from bridge.logs import scrub
 from bridge.metrics import Metrics
 from bridge.model import Attempt, Delivery, DeliveryStatus
 from bridge.retry import RetryPolicy
-from bridge.store.base import Store
+from bridge.store.base import AttemptOutcome, Store
 
 log = structlog.get_logger(__name__)
 
 STORE_BACKOFF_MAX_S = 60.0
+
+
+class AttemptLog:
+    """Group commit of attempt records, written in the background by one writer task at a time.
+
+    A send frees its slot as soon as the receiver has answered; its outcome joins the queue, and
+    every outcome queued while a write is in progress goes into the next one (one transaction).
+    Until then the delivery stays leased, so nobody sends it again; a crash before the write lets
+    the lease run out and it goes out again with the same webhook-id (at least once). `flush`
+    waits until everything queued so far is written: the worker flushes before it reports idle
+    or stops.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: list[AttemptOutcome] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def add(self, outcome: AttemptOutcome) -> None:
+        self._queue.append(outcome)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="delivery:attempts")
+
+    async def flush(self) -> None:
+        while self._writer is not None:
+            # Shielded: a caller cut short (drain timeout) must not cancel a write half done.
+            await asyncio.shield(self._writer)
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    missing = await self._store.record_attempts(batch)
+                except Exception as exc:  # a store error (or a store closed under us) must not be silent
+                    missing, error = {o.attempt.delivery_id for o in batch}, str(exc)
+                else:
+                    error = "no such delivery"
+                for delivery_id in missing:
+                    # The lease expires and the delivery is sent again (same webhook-id): at least once.
+                    log.error("delivery.record_failed", delivery_id=delivery_id, error=error)
+        finally:
+            self._writer = None
 
 
 class DeliveryWorker:
@@ -60,7 +107,12 @@ class DeliveryWorker:
         self._batch = batch
         self._lease = lease
         self._concurrency = concurrency
+        # Claim when at least this many slots are free (or nothing is in flight): in a burst, sends
+        # finish one by one, and a claim per free slot would cost a transaction per delivery.
+        self._min_claim = max(1, concurrency // 4)
+        self._attempts = AttemptLog(store)
         self._wake = asyncio.Event()
+        self._stirs: set[asyncio.Event] = set()  # one per running _pump, set by notify
         self._in_flight: set[asyncio.Task[None]] = set()
         self._missing_logged: set[str] = set()
         self._disabled_told: set[str] = set()
@@ -101,6 +153,8 @@ class DeliveryWorker:
     def notify(self) -> None:
         """New deliveries were committed: look now instead of at the next due time."""
         self._wake.set()
+        for stir in self._stirs:
+            stir.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; then finish the sends in flight and return."""
@@ -162,47 +216,65 @@ class DeliveryWorker:
         """Claim and send due deliveries, at most `concurrency` at once, until none is due; returns claims.
 
         Only as many as there are free slots are claimed, so a claimed delivery starts sending at
-        once and its lease only has to cover one send.
+        once and its lease only has to cover one send. New work (`notify`) is claimed while sends
+        are in flight, not after them: a notification waits for a free slot, not for a busy batch.
         """
         claimed_total = 0
         mine: set[asyncio.Task[None]] = set()
+        finished: list[asyncio.Task[None]] = []
+        # Set by a finished send or by `notify`: O(1) per send, where asyncio.wait over every task in
+        # flight would add and remove a callback on each of them every time one finishes.
+        stir = asyncio.Event()
+
+        def on_done(task: asyncio.Task[None]) -> None:
+            finished.append(task)
+            stir.set()
+
         more = True
         store_error: errors.StoreError | None = None
+        self._stirs.add(stir)
         try:
             while True:
                 if self._wake.is_set() and store_error is None:
                     self._wake.clear()
                     more = True
-                want = min(self._batch, self._concurrency - len(mine))
-                if more and want > 0 and not stop.is_set():
+                free = min(self._batch, self._concurrency - len(mine))
+                enough = free >= min(self._min_claim, self._batch) or not mine
+                if more and free > 0 and enough and not stop.is_set():
                     try:
-                        claimed = await self._store.claim_due(
-                            self._clock.now(), limit=want, lease=self._lease
-                        )
+                        now = self._clock.now()
+                        claimed = await self._store.claim_due(now, limit=free, lease=self._lease)
                     except errors.StoreError as exc:
                         # Let the sends in flight finish (cancelling them would only cause duplicates).
                         store_error, claimed, more = exc, [], False
                     else:
-                        more = len(claimed) == want
+                        more = len(claimed) == free
                     claimed_total += len(claimed)
                     for delivery in claimed:
                         task = asyncio.create_task(self._deliver(delivery), name=f"delivery:{delivery.id}")
                         mine.add(task)
                         self._in_flight.add(task)
                         task.add_done_callback(self._in_flight.discard)
+                        task.add_done_callback(on_done)
                 if not mine:
                     if store_error is not None:
                         raise store_error
                     return claimed_total
-                done, mine = await asyncio.wait(mine, return_when=asyncio.FIRST_COMPLETED)
+                stir.clear()
+                if not finished:
+                    await stir.wait()
+                done, finished[:] = finished[:], []
                 for task in done:
+                    mine.discard(task)
                     task.result()  # a bug in _deliver surfaces here and stops the service loudly
         finally:
+            self._stirs.discard(stir)
             # Only on cancellation (drain timeout) or a bug: leased deliveries go out after the lease.
             for task in mine:
                 task.cancel()
             if mine:
                 await asyncio.gather(*mine, return_exceptions=True)
+            await self._attempts.flush()  # idle or stopped means every attempt so far is recorded
 
     async def _deliver(self, delivery: Delivery) -> None:
         channel = self._channels.get(delivery.channel)
@@ -272,11 +344,7 @@ class DeliveryWorker:
             **({"error": result.error} if result.error else {}),
             **({"next_attempt_at": next_at.isoformat()} if next_at else {}),
         )
-        try:
-            await self._store.record_attempt(attempt, status=status, next_attempt_at=next_at)
-        except errors.StoreError as exc:
-            # The lease expires and the delivery is sent again (same webhook-id): at least once.
-            log.error("delivery.record_failed", delivery_id=delivery.id, error=str(exc))
+        self._attempts.add(AttemptOutcome(attempt=attempt, status=status, next_attempt_at=next_at))
 
 
 def _scrubbed(result: SendResult) -> SendResult:

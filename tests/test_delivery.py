@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +23,6 @@ from bridge.model import (
     Attempt,
     Change,
     Delivery,
-    DeliveryStatus,
     Event,
     PollResult,
     ResourceKey,
@@ -32,6 +31,7 @@ from bridge.model import (
     event_id,
 )
 from bridge.retry import RetryPolicy
+from bridge.store.base import AttemptOutcome
 from bridge.store.sqlite import SqliteStore
 
 SECRET = "whsec_" + base64.b64encode(b"delivery-test-secret-0123456789a").decode()
@@ -64,11 +64,11 @@ class RecordingStore(SqliteStore):
         super().__init__(*args, **kwargs)
         self.recorded: asyncio.Queue[Attempt] = asyncio.Queue()
 
-    async def record_attempt(
-        self, attempt: Attempt, *, status: DeliveryStatus, next_attempt_at: datetime | None
-    ) -> None:
-        await super().record_attempt(attempt, status=status, next_attempt_at=next_attempt_at)
-        self.recorded.put_nowait(attempt)
+    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
+        missing = await super().record_attempts(outcomes)
+        for outcome in outcomes:
+            self.recorded.put_nowait(outcome.attempt)
+        return missing
 
 
 @pytest.fixture
@@ -408,3 +408,33 @@ async def test_a_store_error_does_not_stop_the_loop(tmp_path, channel, receiver,
 
     assert attempt.ok
     assert attempt.delivery_id == delivery.id
+
+
+async def test_attempts_that_finish_together_are_recorded_in_one_transaction(tmp_path, clock):
+    class CountingStore(RecordingStore):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.batches: list[int] = []
+
+        async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
+            self.batches.append(len(outcomes))
+            return await super().record_attempts(outcomes)
+
+    store = CountingStore(tmp_path / "group.db")
+    await store.open()
+    gated = GatedChannel()
+    try:
+        for i in range(5):
+            await enqueue(store, gated, resource_id=f"wb-{i}")
+        burst = asyncio.create_task(worker_for(store, gated, clock, concurrency=5).run_until_idle())
+        for _ in range(5):
+            await asyncio.wait_for(gated.started.get(), 5)
+        gated.gate.set()  # all five answers arrive at once
+        made = await asyncio.wait_for(burst, 5)
+        delivered = await store.list_deliveries(status="delivered")
+    finally:
+        await store.close()
+
+    assert made == 5
+    assert store.batches == [5]
+    assert len(delivered) == 5

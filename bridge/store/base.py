@@ -69,6 +69,15 @@ class DeliveryQuery:
     after: tuple[datetime, str] | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptOutcome:
+    """One attempt and its decision: the delivery moves to `status` (pending again at `next_attempt_at`)."""
+
+    attempt: Attempt
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and create/upgrade the schema."""
@@ -114,6 +123,13 @@ class Store(Protocol):
         self, attempt: Attempt, *, status: DeliveryStatus, next_attempt_at: datetime | None
     ) -> None:
         """Store one attempt and move the delivery to `status` (pending again at `next_attempt_at`)."""
+        ...
+
+    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
+        """Store many attempts in ONE transaction (group commit); returns the delivery ids not found.
+
+        An unknown delivery is skipped, not an error for the others: they were sent and must be recorded.
+        """
         ...
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...

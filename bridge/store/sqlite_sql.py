@@ -162,10 +162,13 @@ Q_DELIVERIES_LIST = """
 SELECT id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error
 FROM deliveries WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR channel = ?2)
 ORDER BY created_at DESC, id LIMIT ?3"""
+# Ordered by the partial index alone (ties in index order, i.e. insertion order): a tie-break on `id`
+# made SQLite sort every due row, bodies included, on each claim, quadratic in a burst whose
+# deliveries share one due time.
 Q_DUE = """
 SELECT id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error
 FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?
-ORDER BY next_attempt_at, id LIMIT ?"""
+ORDER BY next_attempt_at LIMIT ?"""
 Q_LEASE = "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?"
 Q_NEXT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'"
 Q_DEPTH = "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"

@@ -7,7 +7,7 @@ import base64
 import email.utils
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import aiohttp
 import orjson
@@ -284,3 +284,25 @@ async def test_a_body_that_is_not_utf8_is_a_permanent_failure_without_a_request(
 
     assert (result.ok, result.permanent) == (False, True)
     assert receiver.requests == []
+
+
+def test_headers_sign_exactly_as_standardwebhooks_and_user_headers_cannot_replace_the_signature(
+    session, clock
+):
+    channel = make_channel(
+        "http://127.0.0.1:1/hook",
+        session,
+        clock,
+        headers={"Webhook-Id": "forged", "WEBHOOK-SIGNATURE": "v1,forged", "X-Partner": "acme"},
+    )
+    delivery = make_delivery(channel)
+    when = datetime(2026, 11, 22, 22, 0, 30, 900000, tzinfo=timezone(timedelta(hours=1)))  # not UTC
+
+    headers = channel.headers(delivery, when)
+
+    assert headers.getall("webhook-id") == [delivery.id]
+    assert headers.getall("webhook-timestamp") == [str(int(when.timestamp()))]
+    assert headers.getall("webhook-signature") == [
+        Webhook(SECRET).sign(delivery.id, when.astimezone(UTC), delivery.body.decode())
+    ]
+    assert headers["X-Partner"] == "acme"
