@@ -46,6 +46,11 @@ def new_silence(
     end = ends_at if ends_at is not None else start + (duration or timedelta())
     if start.tzinfo is None or end.tzinfo is None:
         raise SilenceError("times need a timezone, e.g. 2026-11-23T18:00:00Z")
+    if not (start.year >= 2000 and end.year <= 9998):
+        # The store keeps ISO text; a year outside four digits would not read back.
+        raise SilenceError(
+            f"a silence must start after 2000 and end before 9999 (got {start.year}..{end.year})"
+        )
     if end <= start:
         raise SilenceError(f"the silence ends ({end.isoformat()}) before it starts ({start.isoformat()})")
     if end - start > MAX_SILENCE:
