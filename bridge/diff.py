@@ -35,7 +35,6 @@ VOLATILE: Mapping[str, frozenset[str]] = {
 }
 _VOLATILE_SUFFIXES = ("_last_updated_at",)
 _CUE = re.compile(r"/cues/([^/?#]+)")
-_MISSING = object()
 
 
 def is_volatile(name: str, source: str, keep: frozenset[str] = frozenset()) -> bool:
@@ -74,15 +73,28 @@ def _action_items(value: list[Any]) -> dict[str, dict[str, Any]]:
     return items
 
 
+def _kept(path: str, keep: frozenset[str]) -> bool:
+    """A rule names this path, or a field under it (`keep` holds the rules' full dotted fields)."""
+    return path in keep or any(k.startswith((path + ".", path + "[")) for k in keep)
+
+
+def _dropped(name: str, path: str, source: str, keep: frozenset[str]) -> bool:
+    return is_volatile(name, source) and not _kept(path, keep)
+
+
 def _flatten(value: Any, path: str, out: dict[str, Any], source: str, keep: frozenset[str]) -> None:
     if isinstance(value, dict):
         for name, child in value.items():
-            if is_volatile(name, source, keep):
+            child_path = f"{path}.{name}" if path else name
+            if _dropped(name, child_path, source, keep):
                 continue
-            _flatten(child, f"{path}.{name}" if path else name, out, source, keep)
+            _flatten(child, child_path, out, source, keep)
     elif isinstance(value, list) and _is_action_list(value):
         for key, item in _action_items(value).items():
             out[f"{path}[{key}]"] = item
+    elif isinstance(value, list):
+        # Compared as one value, but without the volatile fields of its items (as the digest does).
+        out[path] = _strip(value, source, keep, path)
     else:
         out[path] = value
 
@@ -112,27 +124,42 @@ def diff(
     """Field-level changes from `old` to `new` (either may be None: appeared / disappeared)."""
     before = flatten(old, source=source, keep=keep)
     after = flatten(new, source=source, keep=keep)
+    _drop_empty_action_lists(before, after)
+    _drop_empty_action_lists(after, before)
     changes: list[Change] = []
     for path in before.keys() | after.keys():
-        a = before.get(path, _MISSING)
-        b = after.get(path, _MISSING)
-        if a is _MISSING or b is _MISSING or not _same(a, b):
-            changes.append(
-                Change(field=path, old=None if a is _MISSING else a, new=None if b is _MISSING else b)
-            )
+        # Absent and null read the same to rules (get_path gives None): schema drift that omits a
+        # null field is no change.
+        a = before.get(path)
+        b = after.get(path)
+        if not _same(a, b):
+            changes.append(Change(field=path, old=a, new=b))
     changes.sort(key=lambda c: c.field)
     return changes
 
 
-def _strip(value: Any, source: str, keep: frozenset[str]) -> Any:
+def _drop_empty_action_lists(flat: dict[str, Any], other: Mapping[str, Any]) -> None:
+    """`actions: []` on one side and `actions[code]` items on the other: the items are the change,
+    the empty list (which cannot be told from a plain list) is not one more."""
+    for path in [p for p, v in flat.items() if v == [] and p not in other]:
+        if any(k.startswith(path + "[") for k in other):
+            del flat[path]
+
+
+def _strip(value: Any, source: str, keep: frozenset[str], path: str = "") -> Any:
     if isinstance(value, dict):
-        return {k: _strip(v, source, keep) for k, v in value.items() if not is_volatile(k, source, keep)}
+        out = {}
+        for k, v in value.items():
+            child = f"{path}.{k}" if path else k
+            if not _dropped(k, child, source, keep):
+                out[k] = _strip(v, source, keep, child)
+        return out
     if isinstance(value, list):
         if _is_action_list(value):
             return sorted(
                 (_normal_action(i) for i in value), key=lambda i: orjson.dumps(i, option=orjson.OPT_SORT_KEYS)
             )
-        return [_strip(v, source, keep) for v in value]
+        return [_strip(v, source, keep, path + "[]") for v in value]
     return value
 
 
