@@ -17,7 +17,9 @@ CUE_A = "11111111-1111-4111-8111-111111111111"
 CUE_B = "22222222-2222-4222-8222-222222222222"
 
 
-def action(code: str = "reauthenticate", cue: str = CUE_A, secret: str = "s1", **extra: Any) -> dict[str, Any]:
+def action(
+    code: str = "reauthenticate", cue: str = CUE_A, secret: str = "s1", **extra: Any
+) -> dict[str, Any]:
     url = f"/api/partners/v2.0/cues/{cue}/resolve?secret={secret}"
     return {"code": code, "resolution_link": {"url": url, "required_parameters": ["successUrl"]}, **extra}
 
@@ -66,7 +68,9 @@ def test_a_nested_field_is_reported_by_its_dotted_path():
     new = copy.deepcopy(old)
     new["device_model"]["model"] = "Charge Max"
 
-    assert diff(old, new, source=WB) == [Change(field="device_model.model", old="Charge Lite", new="Charge Max")]
+    assert diff(old, new, source=WB) == [
+        Change(field="device_model.model", old="Charge Lite", new="Charge Max")
+    ]
 
 
 def test_a_deeply_nested_field_is_reported_by_its_full_path():
@@ -154,9 +158,7 @@ def test_a_list_of_objects_without_a_code_is_compared_as_one_value_without_its_v
     renamed = {"sessions": [{"id": "b", "updated_at": "t2"}]}
 
     assert diff(old, moved, source=WB) == []
-    assert diff(old, renamed, source=WB) == [
-        Change(field="sessions", old=[{"id": "a"}], new=[{"id": "b"}])
-    ]
+    assert diff(old, renamed, source=WB) == [Change(field="sessions", old=[{"id": "a"}], new=[{"id": "b"}])]
     assert meaningful_digest(old, source=WB) == meaningful_digest(moved, source=WB)
 
 
