@@ -390,7 +390,7 @@ def test_rules_of_another_source_never_fire(tmp_path):
 def test_only_rules_watching_a_changed_field_or_no_field_are_evaluated(tmp_path, monkeypatch, many_changes):
     fields = ["is_charging", "charge_rate_w", "connection", "device_model.model", "owner.email"]
     text = "".join(
-        f'[[rule]]\nid = "r{i}"\nsource = "podero.wallbox"\nfield = "{f}"\nchanged = true\nchannels = ["ops"]\n'
+        f'[[rule]]\nid = "r{i}"\nsource = "podero.wallbox"\nfield = "{f}"\nchannels = ["ops"]\n'
         for i, f in enumerate(fields * 20)
     )
     text += '[[rule]]\nid = "fieldless"\nsource = "podero.wallbox"\nif = "true"\nchannels = ["ops"]\n'
