@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from bridge.errors import Problem, RuleError
 from bridge.rules.engine import Rule, RuleSet
+from bridge.rules.fields import field_problem
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
 from bridge.rules.templates import Expression, Template, compile_error
 from bridge.tomlpos import TomlPositions, read_toml, validation_problems
@@ -73,6 +74,10 @@ def _compile(
     for i, name in enumerate(model.channels):
         if name not in channels:
             problems.append(Problem(file, line("channels", i), f"{key}.channels", _known(name, channels)))
+    if model.field is not None:
+        unknown = field_problem(model.source, model.field)
+        if unknown is not None:
+            problems.append(Problem(file, line("field"), f"{key}.field", unknown))
     condition = None
     if model.if_ is not None:
         err = compile_error(model.if_, expression=True)
