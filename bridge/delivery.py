@@ -58,6 +58,7 @@ class DeliveryWorker:
         self._concurrency = concurrency
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._sending: set[str] = set()  # ids of the deliveries in flight, never sent twice at once
         self._missing_logged: set[str] = set()
         self._disabled_told: set[str] = set()
         self.breakers = breakers or Breakers()
@@ -181,10 +182,16 @@ class DeliveryWorker:
                         more = len(claimed) == want
                     claimed_total += len(claimed)
                     for delivery in claimed:
+                        if delivery.id in self._sending:
+                            # Its lease ran out while this process still sends it (a slow send, a
+                            # clock step): that send records the outcome; a second would duplicate it.
+                            continue
+                        self._sending.add(delivery.id)
                         task = asyncio.create_task(self._deliver(delivery), name=f"delivery:{delivery.id}")
                         mine.add(task)
                         self._in_flight.add(task)
                         task.add_done_callback(self._in_flight.discard)
+                        task.add_done_callback(lambda _, sent=delivery.id: self._sending.discard(sent))
                 if not mine:
                     if store_error is not None:
                         raise store_error
