@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -191,7 +192,7 @@ class DeliveryWorker:
                         mine.add(task)
                         self._in_flight.add(task)
                         task.add_done_callback(self._in_flight.discard)
-                        task.add_done_callback(lambda _, sent=delivery.id: self._sending.discard(sent))
+                        task.add_done_callback(functools.partial(self._sent, delivery.id))
                 if not mine:
                     if store_error is not None:
                         raise store_error
@@ -205,6 +206,9 @@ class DeliveryWorker:
                 task.cancel()
             if mine:
                 await asyncio.gather(*mine, return_exceptions=True)
+
+    def _sent(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
+        self._sending.discard(delivery_id)
 
     async def _deliver(self, delivery: Delivery) -> None:
         channel = self._channels.get(delivery.channel)
