@@ -360,13 +360,13 @@ def _meaningful(state: dict[str, Any] | None) -> dict[str, Any]:
     return flatten(state, source=WB)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_states)
 def test_a_state_never_differs_from_itself(state):
     assert diff(state, copy.deepcopy(state), source=WB) == []
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_states, _states)
 def test_applying_the_reported_changes_to_the_old_state_rebuilds_the_new_one(old, new):
     changes = diff(old, new, source=WB)
@@ -383,7 +383,7 @@ def test_applying_the_reported_changes_to_the_old_state_rebuilds_the_new_one(old
     assert len(set(fields(changes))) == len(changes)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_states, _states)
 def test_a_state_with_changes_never_shares_the_digest_that_lets_a_poll_skip_it(old, new):
     # The poller writes nothing when the digests match: a meaningful change must move the digest.
@@ -391,7 +391,7 @@ def test_a_state_with_changes_never_shares_the_digest_that_lets_a_poll_skip_it(o
         assert meaningful_digest(old, source=WB) != meaningful_digest(new, source=WB)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_states, st.text(max_size=5), st.integers())
 def test_only_volatile_fields_moving_is_no_change_and_the_same_digest(state, stamp, score):
     moved = copy.deepcopy(state)

@@ -331,6 +331,49 @@ async def test_refused_client_credentials_fail_without_naming_the_secret(podero,
     assert SECRET not in str(failure)
 
 
+@pytest.mark.parametrize(
+    ("fault", "error", "words"),
+    [
+        ({"status": 503}, errors.ProviderUnavailable, "token endpoint: HTTP 503"),
+        ({"status": 429}, errors.ProviderUnavailable, "token endpoint: HTTP 429"),
+        ({"status": 302}, errors.ProviderError, "token endpoint: HTTP 302"),
+        ({"kind": "garbage"}, errors.ProviderMalformed, "token response is not the expected JSON"),
+        (
+            {"status": 200, "body": b'{"token_type": "Bearer"}'},
+            errors.ProviderMalformed,
+            "not the expected JSON",
+        ),
+    ],
+    ids=["503", "429", "302", "garbage", "no-access-token"],
+)
+async def test_a_failing_token_endpoint_fails_the_poll_and_the_next_poll_gets_a_token(
+    podero, make_provider, ada, clock, fault, error, words
+):
+    user, wb = ada
+    provider = make_provider(config(podero.url))
+    podero.sim.fail("token", **fault)
+
+    failed = await provider.fetch("wallboxes", [wallbox_watch(user, wb, clock)])
+    recovered = await provider.fetch("wallboxes", [wallbox_watch(user, wb, clock)])
+
+    assert type(failed.failures[wb]) is error
+    assert words in str(failed.failures[wb])
+    assert list(states(recovered)) == [wb]
+    assert tokens_of(provider) == 1
+
+
+async def test_an_unreachable_token_endpoint_is_unavailable(
+    podero, make_provider, ada, clock, unused_tcp_port
+):
+    user, wb = ada
+    cfg = config(podero.url, token_url=f"http://127.0.0.1:{unused_tcp_port}/oauth2/token/")
+
+    result = await make_provider(cfg).fetch("wallboxes", [wallbox_watch(user, wb, clock)])
+
+    assert isinstance(result.failures[wb], errors.ProviderUnavailable)
+    assert "connection failed" in str(result.failures[wb])
+
+
 async def test_the_password_grant_is_the_alternative_to_client_credentials(podero, make_provider, ada, clock):
     user, wb = ada
     cfg = config(podero.url, client_id=None, client_secret=None, username="sim-user", password="sim-password")
