@@ -73,28 +73,29 @@ def _action_items(value: list[Any]) -> dict[str, dict[str, Any]]:
     return items
 
 
-def _kept(path: str, keep: frozenset[str]) -> bool:
-    """A rule names this path, or a field under it (`keep` holds the rules' full dotted fields)."""
-    return path in keep or any(k.startswith((path + ".", path + "[")) for k in keep)
+@functools.lru_cache(maxsize=256)
+def _kept_paths(keep: frozenset[str]) -> frozenset[str]:
+    """Every path a rule names, and every path above one (`a.b[c].d` → `a`, `a.b`, `a.b[c]`, itself)."""
+    out = set(keep)
+    for k in keep:
+        out.update(k[:i] for i, ch in enumerate(k) if ch in ".[")
+    return frozenset(out)
 
 
-def _dropped(name: str, path: str, source: str, keep: frozenset[str]) -> bool:
-    return is_volatile(name, source) and not _kept(path, keep)
-
-
-def _flatten(value: Any, path: str, out: dict[str, Any], source: str, keep: frozenset[str]) -> None:
+def _flatten(value: Any, path: str, out: dict[str, Any], source: str, kept: frozenset[str]) -> None:
+    """`kept`: the paths rules name and the paths above them (volatile fields there are kept)."""
     if isinstance(value, dict):
         for name, child in value.items():
             child_path = f"{path}.{name}" if path else name
-            if _dropped(name, child_path, source, keep):
+            if child_path not in kept and is_volatile(name, source):
                 continue
-            _flatten(child, child_path, out, source, keep)
-    elif isinstance(value, list) and _is_action_list(value):
-        for key, item in _action_items(value).items():
-            out[f"{path}[{key}]"] = item
+            _flatten(child, child_path, out, source, kept)
     elif isinstance(value, list):
-        # Compared as one value, but without the volatile fields of its items (as the digest does).
-        out[path] = _strip(value, source, keep, path)
+        if _is_action_list(value):
+            for key, item in _action_items(value).items():
+                out[f"{path}[{key}]"] = item
+        else:  # compared as one value, without its items' volatile fields (as the digest does)
+            out[path] = _strip(value, source, kept, path)
     else:
         out[path] = value
 
@@ -105,7 +106,7 @@ def flatten(
     """`{dotted.path: leaf value}` of the meaningful fields of a state."""
     out: dict[str, Any] = {}
     if state is not None:
-        _flatten(dict(state), "", out, source, keep)
+        _flatten(dict(state), "", out, source, _kept_paths(keep))
     return out
 
 
@@ -124,42 +125,51 @@ def diff(
     """Field-level changes from `old` to `new` (either may be None: appeared / disappeared)."""
     before = flatten(old, source=source, keep=keep)
     after = flatten(new, source=source, keep=keep)
-    _drop_empty_action_lists(before, after)
-    _drop_empty_action_lists(after, before)
     changes: list[Change] = []
     for path in before.keys() | after.keys():
         # Absent and null read the same to rules (get_path gives None): schema drift that omits a
         # null field is no change.
         a = before.get(path)
         b = after.get(path)
-        if not _same(a, b):
-            changes.append(Change(field=path, old=a, new=b))
+        if _same(a, b) or _emptied_into_items(path, a, b, after) or _emptied_into_items(path, b, a, before):
+            continue
+        changes.append(Change(field=path, old=a, new=b))
     changes.sort(key=lambda c: c.field)
     return changes
 
 
-def _drop_empty_action_lists(flat: dict[str, Any], other: Mapping[str, Any]) -> None:
+def _emptied_into_items(path: str, value: Any, other: Any, other_side: Mapping[str, Any]) -> bool:
     """`actions: []` on one side and `actions[code]` items on the other: the items are the change,
     the empty list (which cannot be told from a plain list) is not one more."""
-    for path in [p for p, v in flat.items() if v == [] and p not in other]:
-        if any(k.startswith(path + "[") for k in other):
-            del flat[path]
+    return (
+        value == []
+        and other is None
+        and path not in other_side
+        and any(k.startswith(path + "[") for k in other_side)
+    )
 
 
-def _strip(value: Any, source: str, keep: frozenset[str], path: str = "") -> Any:
+_CONTAINERS = (dict, list)
+
+
+def _strip(value: Any, source: str, kept: frozenset[str], path: str | None = "") -> Any:
+    """`value` without its volatile fields. `path` is where it sits, or None when no rule keeps a
+    field below it (then no path is built: this runs on every poll of every resource)."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            child = f"{path}.{k}" if path else k
-            if not _dropped(k, child, source, keep):
-                out[k] = _strip(v, source, keep, child)
+            child = None if path is None else f"{path}.{k}" if path else k
+            keep = child is not None and child in kept
+            if not keep and is_volatile(k, source):
+                continue
+            out[k] = _strip(v, source, kept, child if keep else None) if isinstance(v, _CONTAINERS) else v
         return out
     if isinstance(value, list):
         if _is_action_list(value):
             return sorted(
                 (_normal_action(i) for i in value), key=lambda i: orjson.dumps(i, option=orjson.OPT_SORT_KEYS)
             )
-        return [_strip(v, source, keep, path + "[]") for v in value]
+        return [_strip(v, source, kept, None if path is None else path + "[]") for v in value]
     return value
 
 
@@ -169,7 +179,8 @@ def meaningful_digest(
     """A digest of the meaningful fields: equal for two reads that differ only in volatile fields."""
     if state is None:
         return "gone"
-    body = orjson.dumps(_strip(dict(state), source, keep), option=orjson.OPT_SORT_KEYS)
+    kept = _kept_paths(keep)
+    body = orjson.dumps(_strip(dict(state), source, kept, "" if kept else None), option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
