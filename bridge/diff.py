@@ -1,8 +1,9 @@
 """Diff stage: field-level changes between two JSON states, ignoring fields that move on every read.
 
 Paths are dotted (`device_model.model`). Lists of action-like items (dicts with a `code`, Podero's
-`actions[]`) are compared item by item, keyed by code, as `actions[reauthenticate]`; their re-signed
-`resolution_link.url` secret never counts. Other lists compare as one value.
+`actions[]`) are compared item by item, keyed by code, as `actions[reauthenticate]` (several pending
+actions with one code compare as their list ordered by cue id); their re-signed `resolution_link.url`
+secret never counts. Other lists compare as one value.
 """
 
 from __future__ import annotations
@@ -61,16 +62,21 @@ def _normal_action(item: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _action_items(value: list[Any]) -> dict[str, dict[str, Any]]:
-    items: dict[str, dict[str, Any]] = {}
+def _action_items(value: list[Any]) -> dict[str, Any]:
+    """`{code: action}`; a code that several pending actions share maps to the list of them, ordered
+    by cue id, so neither their order in the body nor resolving one of them renames the others."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for item in value:
-        key = _action_key(item)
-        if key in items:  # the same code twice: tell them apart by cue id
-            link = item.get("resolution_link") or {}
-            cue = _CUE.search(str(link.get("url", "")))
-            key = f"{key}:{cue.group(1) if cue else len(items)}"
-        items[key] = _normal_action(item)
-    return items
+        groups.setdefault(_action_key(item), []).append(_normal_action(item))
+    return {
+        code: items[0] if len(items) == 1 else sorted(items, key=_cue_of) for code, items in groups.items()
+    }
+
+
+def _cue_of(item: Mapping[str, Any]) -> str:
+    link = item.get("resolution_link")
+    cue = _CUE.search(str(link.get("url", ""))) if isinstance(link, Mapping) else None
+    return cue.group(1) if cue else orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode()
 
 
 @functools.lru_cache(maxsize=256)

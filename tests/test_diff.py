@@ -216,16 +216,32 @@ def test_actions_with_different_codes_are_compared_independently_of_their_order(
     assert diff(old, new, source=WB) == []
 
 
-def test_two_actions_with_the_same_code_are_told_apart_by_cue_id():
+def test_a_second_action_with_the_same_code_is_one_change_of_that_code():
     first = action("information", cue=CUE_A, metadata={"message": "one"})
     second = action("information", cue=CUE_B, metadata={"message": "two"})
-    old = wallbox(actions=[first])
-    new = wallbox(actions=[first, second])
 
-    [change] = diff(old, new, source=WB)
+    [change] = diff(wallbox(actions=[first]), wallbox(actions=[first, second]), source=WB)
 
-    assert change.field == f"actions[information:{CUE_B}]"
-    assert change.old is None
+    assert change.field == "actions[information]"
+    assert change.old["metadata"] == {"message": "one"}
+    assert [a["metadata"]["message"] for a in change.new] == ["one", "two"]
+
+
+def test_actions_sharing_a_code_are_compared_by_cue_id_not_by_their_order():
+    first = action("information", cue=CUE_A, metadata={"message": "one"})
+    second = action("information", cue=CUE_B, metadata={"message": "two"})
+
+    assert diff(wallbox(actions=[first, second]), wallbox(actions=[second, first]), source=WB) == []
+
+
+def test_resolving_one_of_two_actions_with_a_code_changes_only_that_code():
+    first = action("information", cue=CUE_A, metadata={"message": "one"})
+    second = action("information", cue=CUE_B, metadata={"message": "two"})
+    reauth = action("reauthenticate", cue="33333333-3333-4333-8333-333333333333")
+
+    [change] = diff(wallbox(actions=[first, second, reauth]), wallbox(actions=[second, reauth]), source=WB)
+
+    assert change.field == "actions[information]"
     assert change.new["metadata"] == {"message": "two"}
 
 
@@ -343,10 +359,11 @@ _scalars = st.one_of(
     st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False, width=16), st.text(max_size=3)
 )
 _codes = st.sampled_from(["reauthenticate", "information", "update_firmware"])
+_cues = st.sampled_from([CUE_A, CUE_B, "33333333-3333-4333-8333-333333333333"])
 _actions = st.lists(
-    st.builds(action, code=_codes, cue=st.sampled_from([CUE_A, CUE_B]), secret=st.text("abc", max_size=4)),
+    st.builds(action, code=_codes, cue=_cues, secret=st.text("abc", max_size=4)),
     max_size=3,
-    unique_by=lambda a: a["code"],  # one cue per code, as Podero sends them
+    unique_by=lambda a: (a["code"], a["resolution_link"]["url"].split("?")[0]),  # one item per cue
 )
 _json = st.recursive(
     _scalars | st.lists(_scalars, max_size=3),
@@ -403,3 +420,13 @@ def test_only_volatile_fields_moving_is_no_change_and_the_same_digest(state, sta
 
     assert diff(state, moved, source=WB) == []
     assert meaningful_digest(state, source=WB) == meaningful_digest(moved, source=WB)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data(), _states)
+def test_the_order_of_the_actions_never_matters(data, state):
+    shuffled = copy.deepcopy(state)
+    shuffled["actions"] = data.draw(st.permutations(state["actions"]))
+
+    assert diff(state, shuffled, source=WB) == []
+    assert meaningful_digest(state, source=WB) == meaningful_digest(shuffled, source=WB)
