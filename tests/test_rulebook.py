@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from structlog.testing import capture_logs
+import structlog
+from structlog.testing import LogCapture
 
+from bridge import rulebook
 from bridge.app_keys import RULEBOOK
 
 ONE = """
@@ -36,21 +38,22 @@ async def test_a_valid_reload_replaces_the_rules(make_config, make_bridge):
 
 
 async def test_an_invalid_reload_is_refused_with_every_problem_and_the_old_rules_keep_running(
-    make_config, make_bridge
+    make_config, make_bridge, monkeypatch
 ):
+    logs = LogCapture()  # the module's logger, replaced: a configured structlog caches loggers
+    monkeypatch.setattr(rulebook, "log", structlog.wrap_logger(None, processors=[logs]))
     config = make_config(rules=ONE)
     bridge = await make_bridge(config)
     book = bridge.app[RULEBOOK]
     running = book.current
     rule_file(config).write_text(ONE.replace("is_charging", "is_chargng").replace('"partner"', '"pager"'))
 
-    with capture_logs() as logs:
-        error = book.reload()
+    error = book.reload()
 
     assert error is not None
     assert len(error.problems) == 2
     assert book.current is running
     assert (book.reloads_ok, book.reloads_failed) == (0, 1)
-    [refused] = [e for e in logs if e["event"] == "rules.reload_refused"]
+    [refused] = [e for e in logs.entries if e["event"] == "rules.reload_refused"]
     assert refused["kept"] == 1
     assert any("did you mean 'is_charging'" in p for p in refused["problems"])

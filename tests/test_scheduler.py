@@ -6,8 +6,10 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from structlog.testing import capture_logs
+import structlog
+from structlog.testing import LogCapture
 
+from bridge import scheduler as scheduler_module
 from bridge.app_keys import POLLER, PROVIDERS
 from bridge.scheduler import MAX_FIRST_RUN_JITTER, PollScheduler, job_id
 
@@ -108,14 +110,19 @@ async def test_a_retry_after_shorter_than_the_interval_does_not_bring_the_poll_f
         await scheduler.stop(drain=1.0)
 
 
-async def test_a_poll_that_crashes_is_logged_and_the_timetable_keeps_running(make_config, make_bridge):
+async def test_a_poll_that_crashes_is_logged_and_the_timetable_keeps_running(
+    make_config, make_bridge, monkeypatch
+):
+    # The module's own logger, replaced: structlog caches loggers once configured, so a global
+    # capture_logs() would miss it depending on test order.
+    logs = LogCapture()
+    monkeypatch.setattr(scheduler_module, "log", structlog.wrap_logger(None, processors=[logs]))
     bridge = await make_bridge(make_config(wallboxes=[]))
     scheduler = await _paused_scheduler(bridge)
     try:
-        with capture_logs() as logs:
-            await scheduler._run(bridge.app[PROVIDERS]["podero"], "no-such-group")  # a bug: ValueError
+        await scheduler._run(bridge.app[PROVIDERS]["podero"], "no-such-group")  # a bug: ValueError
 
-        [crash] = [e for e in logs if e["event"] == "poll.crashed"]
+        [crash] = [e for e in logs.entries if e["event"] == "poll.crashed"]
         assert (crash["provider"], crash["group"]) == ("podero", "no-such-group")
         assert scheduler.running
         assert not scheduler._in_flight

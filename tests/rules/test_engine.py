@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
+import structlog
+from structlog.testing import LogCapture
 
 from bridge.diff import diff
 from bridge.model import EventKind
+from bridge.rules import templates
 from bridge.rules.engine import Rule, RuleSet
 from bridge.rules.loader import load_rules
 
@@ -269,24 +271,30 @@ def test_if_can_test_for_null_since_toml_has_none(tmp_path):
     )
 
 
-def test_an_if_that_errors_counts_as_false_and_is_logged(tmp_path):
+@pytest.fixture
+def logs(monkeypatch) -> LogCapture:
+    """What the templates module logs (its logger replaced: a configured structlog caches loggers)."""
+    capture = LogCapture()
+    monkeypatch.setattr(templates, "log", structlog.wrap_logger(None, processors=[capture]))
+    return capture
+
+
+def test_an_if_that_errors_counts_as_false_and_is_logged(tmp_path, logs):
     rs = one_rule(tmp_path, 'field = "is_charging"\nif = "new.device_model.missing.deeper > 1"')
 
-    with capture_logs() as logs:
-        assert not fires(rs, wallbox(), wallbox(is_charging=True))
+    assert not fires(rs, wallbox(), wallbox(is_charging=True))
 
-    [entry] = [e for e in logs if e["event"] == "rule.condition_failed"]
+    [entry] = [e for e in logs.entries if e["event"] == "rule.condition_failed"]
     assert entry["rule"] == "r"
     assert entry["expression"] == "new.device_model.missing.deeper > 1"
     assert "missing" in entry["error"]
 
 
-def test_an_if_on_a_disappeared_resource_that_reads_new_counts_as_false(tmp_path):
+def test_an_if_on_a_disappeared_resource_that_reads_new_counts_as_false(tmp_path, logs):
     rs = one_rule(tmp_path, 'event = "disappeared"\nif = "new.is_charging"')
 
-    with capture_logs() as logs:
-        assert fired(rs, wallbox(), None, kind="disappeared") == []
-    assert [e["event"] for e in logs] == ["rule.condition_failed"]
+    assert fired(rs, wallbox(), None, kind="disappeared") == []
+    assert [e["event"] for e in logs.entries] == ["rule.condition_failed"]
 
 
 # ------------------------------------------------------------------------------- fields and paths
