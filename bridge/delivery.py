@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -114,6 +115,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stirs: set[asyncio.Event] = set()  # one per running _pump, set by notify
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._sending: set[str] = set()  # ids of the deliveries in flight, never sent twice at once
         self._missing_logged: set[str] = set()
         self._disabled_told: set[str] = set()
         self.breakers = breakers or Breakers()
@@ -251,11 +253,17 @@ class DeliveryWorker:
                         more = len(claimed) == free
                     claimed_total += len(claimed)
                     for delivery in claimed:
+                        if delivery.id in self._sending:
+                            # Its lease ran out while this process still sends it (a slow send, a
+                            # clock step): that send records the outcome; a second would duplicate it.
+                            continue
+                        self._sending.add(delivery.id)
                         task = asyncio.create_task(self._deliver(delivery), name=f"delivery:{delivery.id}")
                         mine.add(task)
                         self._in_flight.add(task)
                         task.add_done_callback(self._in_flight.discard)
                         task.add_done_callback(on_done)
+                        task.add_done_callback(functools.partial(self._sent, delivery.id))
                 if not mine:
                     if store_error is not None:
                         raise store_error
@@ -275,6 +283,9 @@ class DeliveryWorker:
             if mine:
                 await asyncio.gather(*mine, return_exceptions=True)
             await self._attempts.flush()  # idle or stopped means every attempt so far is recorded
+
+    def _sent(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
+        self._sending.discard(delivery_id)
 
     async def _deliver(self, delivery: Delivery) -> None:
         channel = self._channels.get(delivery.channel)

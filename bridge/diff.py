@@ -1,8 +1,9 @@
 """Diff stage: field-level changes between two JSON states, ignoring fields that move on every read.
 
 Paths are dotted (`device_model.model`). Lists of action-like items (dicts with a `code`, Podero's
-`actions[]`) are compared item by item, keyed by code, as `actions[reauthenticate]`; their re-signed
-`resolution_link.url` secret never counts. Other lists compare as one value.
+`actions[]`) are compared item by item, keyed by code, as `actions[reauthenticate]` (several pending
+actions with one code compare as their list ordered by cue id); their re-signed `resolution_link.url`
+secret never counts. Other lists compare as one value.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ VOLATILE: Mapping[str, frozenset[str]] = {
 }
 _VOLATILE_SUFFIXES = ("_last_updated_at",)
 _CUE = re.compile(r"/cues/([^/?#]+)")
-_MISSING = object()
 
 
 def is_volatile(name: str, source: str, keep: frozenset[str] = frozenset()) -> bool:
@@ -62,27 +62,46 @@ def _normal_action(item: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _action_items(value: list[Any]) -> dict[str, dict[str, Any]]:
-    items: dict[str, dict[str, Any]] = {}
+def _action_items(value: list[Any]) -> dict[str, Any]:
+    """`{code: action}`; a code that several pending actions share maps to the list of them, ordered
+    by cue id, so neither their order in the body nor resolving one of them renames the others."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for item in value:
-        key = _action_key(item)
-        if key in items:  # the same code twice: tell them apart by cue id
-            link = item.get("resolution_link") or {}
-            cue = _CUE.search(str(link.get("url", "")))
-            key = f"{key}:{cue.group(1) if cue else len(items)}"
-        items[key] = _normal_action(item)
-    return items
+        groups.setdefault(_action_key(item), []).append(_normal_action(item))
+    return {
+        code: items[0] if len(items) == 1 else sorted(items, key=_cue_of) for code, items in groups.items()
+    }
 
 
-def _flatten(value: Any, path: str, out: dict[str, Any], source: str, keep: frozenset[str]) -> None:
+def _cue_of(item: Mapping[str, Any]) -> str:
+    link = item.get("resolution_link")
+    cue = _CUE.search(str(link.get("url", ""))) if isinstance(link, Mapping) else None
+    return cue.group(1) if cue else orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_paths(keep: frozenset[str]) -> frozenset[str]:
+    """Every path a rule names, and every path above one (`a.b[c].d` → `a`, `a.b`, `a.b[c]`, itself)."""
+    out = set(keep)
+    for k in keep:
+        out.update(k[:i] for i, ch in enumerate(k) if ch in ".[")
+    return frozenset(out)
+
+
+def _flatten(value: Any, path: str, out: dict[str, Any], source: str, kept: frozenset[str]) -> None:
+    """`kept`: the paths rules name and the paths above them (volatile fields there are kept)."""
     if isinstance(value, dict):
         for name, child in value.items():
-            if is_volatile(name, source, keep):
+            child_path = f"{path}.{name}" if path else name
+            if child_path not in kept and is_volatile(name, source):
                 continue
-            _flatten(child, f"{path}.{name}" if path else name, out, source, keep)
-    elif isinstance(value, list) and _is_action_list(value):
-        for key, item in _action_items(value).items():
-            out[f"{path}[{key}]"] = item
+            _flatten(child, child_path, out, source, kept)
+    elif isinstance(value, list):
+        if _is_action_list(value):
+            for key, item in _action_items(value).items():
+                out[f"{path}[{key}]"] = item
+        else:  # compared as one value, without its items' volatile fields (as the digest does)
+            out[path] = _strip(value, source, kept, path)
     else:
         out[path] = value
 
@@ -93,7 +112,7 @@ def flatten(
     """`{dotted.path: leaf value}` of the meaningful fields of a state."""
     out: dict[str, Any] = {}
     if state is not None:
-        _flatten(dict(state), "", out, source, keep)
+        _flatten(dict(state), "", out, source, _kept_paths(keep))
     return out
 
 
@@ -114,25 +133,49 @@ def diff(
     after = flatten(new, source=source, keep=keep)
     changes: list[Change] = []
     for path in before.keys() | after.keys():
-        a = before.get(path, _MISSING)
-        b = after.get(path, _MISSING)
-        if a is _MISSING or b is _MISSING or not _same(a, b):
-            changes.append(
-                Change(field=path, old=None if a is _MISSING else a, new=None if b is _MISSING else b)
-            )
+        # Absent and null read the same to rules (get_path gives None): schema drift that omits a
+        # null field is no change.
+        a = before.get(path)
+        b = after.get(path)
+        if _same(a, b) or _emptied_into_items(path, a, b, after) or _emptied_into_items(path, b, a, before):
+            continue
+        changes.append(Change(field=path, old=a, new=b))
     changes.sort(key=lambda c: c.field)
     return changes
 
 
-def _strip(value: Any, source: str, keep: frozenset[str]) -> Any:
+def _emptied_into_items(path: str, value: Any, other: Any, other_side: Mapping[str, Any]) -> bool:
+    """`actions: []` on one side and `actions[code]` items on the other: the items are the change,
+    the empty list (which cannot be told from a plain list) is not one more."""
+    return (
+        value == []
+        and other is None
+        and path not in other_side
+        and any(k.startswith(path + "[") for k in other_side)
+    )
+
+
+_CONTAINERS = (dict, list)
+
+
+def _strip(value: Any, source: str, kept: frozenset[str], path: str | None = "") -> Any:
+    """`value` without its volatile fields. `path` is where it sits, or None when no rule keeps a
+    field below it (then no path is built: this runs on every poll of every resource)."""
     if isinstance(value, dict):
-        return {k: _strip(v, source, keep) for k, v in value.items() if not is_volatile(k, source, keep)}
+        out = {}
+        for k, v in value.items():
+            child = None if path is None else f"{path}.{k}" if path else k
+            keep = child is not None and child in kept
+            if not keep and is_volatile(k, source):
+                continue
+            out[k] = _strip(v, source, kept, child if keep else None) if isinstance(v, _CONTAINERS) else v
+        return out
     if isinstance(value, list):
         if _is_action_list(value):
             return sorted(
                 (_normal_action(i) for i in value), key=lambda i: orjson.dumps(i, option=orjson.OPT_SORT_KEYS)
             )
-        return [_strip(v, source, keep) for v in value]
+        return [_strip(v, source, kept, None if path is None else path + "[]") for v in value]
     return value
 
 
@@ -142,7 +185,8 @@ def meaningful_digest(
     """A digest of the meaningful fields: equal for two reads that differ only in volatile fields."""
     if state is None:
         return "gone"
-    body = orjson.dumps(_strip(dict(state), source, keep), option=orjson.OPT_SORT_KEYS)
+    kept = _kept_paths(keep)
+    body = orjson.dumps(_strip(dict(state), source, kept, "" if kept else None), option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 

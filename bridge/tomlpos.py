@@ -154,5 +154,7 @@ def validation_problems(
             msg = "unknown key (check its spelling)"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])  # our validator's own words, without pydantic's "Value error, "
         problems.append(Problem(file, positions.line_of(loc), loc_to_key(key_parts), msg))
     return problems

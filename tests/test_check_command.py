@@ -164,6 +164,6 @@ def test_a_rule_digest_needs_group_by_and_known_group_fields(tmp_path, repo_root
         'group_by = ["rule", "owner"]\nchannels = ["ops"]\n',
     )
     path = tmp_path / "rules" / "typo.toml"
-    assert f"{path}:1: rule[0]: Value error, `group_wait` / `group_interval` need `group_by`" in err
+    assert f"{path}:1: rule[0]: `group_wait` / `group_interval` need `group_by`" in err
     assert f"{path}:14: rule[1].group_by[1]:" in err
     assert "'rule', 'source', 'provider', 'severity', 'type' or 'status'" in err

@@ -377,6 +377,48 @@ async def test_run_until_idle_waits_for_a_send_the_running_loop_has_in_flight(
     assert done.status == "delivered"
 
 
+async def test_a_send_still_in_flight_when_its_lease_runs_out_is_not_sent_twice_by_this_process(
+    store, channel, receiver, clock, monkeypatch
+):
+    # The digest test's flake: the clock passes the claim lease (a jump on the ManualClock, an NTP
+    # step or a send slower than the lease in production) while the send is in flight; the next pump
+    # must not claim and send the same delivery again beside it.
+    receiver.hold = asyncio.Event()
+    claims: list[int] = []
+    reclaimed = asyncio.Event()
+    claim_due = store.claim_due
+
+    async def counting_claim(*args, **kwargs):
+        found = await claim_due(*args, **kwargs)
+        claims.append(len(found))
+        if len([n for n in claims if n]) == 2:
+            reclaimed.set()
+        return found
+
+    monkeypatch.setattr(store, "claim_due", counting_claim)
+    worker = worker_for(store, channel, clock, lease=timedelta(seconds=60))
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(worker.run(stop))
+    try:
+        delivery = await enqueue(store, channel)
+        worker.notify()
+        await asyncio.wait_for(receiver.arrived.get(), 5)  # claimed, and held at the receiver
+        clock.advance(timedelta(seconds=61))  # the lease has run out on the clock
+        burst = asyncio.create_task(worker.run_until_idle())
+        await asyncio.wait_for(reclaimed.wait(), 5)  # the store handed it out again
+        receiver.hold.set()
+        await asyncio.wait_for(burst, 5)
+        done = await store.get_delivery(delivery.id)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop_task, 5)
+
+    assert len(receiver.requests) == 1
+    assert done is not None
+    assert done.status == "delivered"
+    assert done.attempts == 1
+
+
 async def test_a_store_error_does_not_stop_the_loop(tmp_path, channel, receiver, clock):
     class FlakyStore(RecordingStore):
         """Fails its first claim, as a database locked by another process would."""

@@ -226,15 +226,16 @@ class RuleSet:
             else:
                 idx.by_head.setdefault(_head(rule.field), []).append(rule)
         for source in {r.source for r in self.rules}:
+            # Full paths: a rule naming `owner.updated_at` keeps that field, not every `updated_at`.
             self._keep[source] = frozenset(
-                _head(r.field) for r in self.rules if r.source == source and r.field is not None
+                r.field for r in self.rules if r.source == source and r.field is not None
             )
 
     def order(self, rule_id: str) -> int:
         return self._order.get(rule_id, len(self._order))
 
     def keep_fields(self, source: str) -> frozenset[str]:
-        """Field names rules of `source` watch: the diff keeps them even when they are volatile."""
+        """Field paths rules of `source` watch: the diff keeps them even when they are volatile."""
         return self._keep.get(source, frozenset())
 
     def evaluate(

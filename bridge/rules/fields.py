@@ -128,10 +128,15 @@ def catalog() -> dict[str, Shape]:
     wallbox["actions"] = {ITEMS: _model(podero.Action, **_ACTION_DOCUMENTED)}
     session = _model(podero.OnboardingSession, **dict.fromkeys(_SESSION_DOCUMENTED, VALUE))
     session["external_metadata"] = OPEN
+    guided = _model(realto.GuidedOnboardingSession)
+    request = guided["onboardingRequest"]
+    if isinstance(request, dict):
+        # Seed 003 leaves the request's `data` open (entity, collective, tenant, … vary by OEM).
+        guided["onboardingRequest"] = {**request, "data": OPEN}
     return {
         "podero.wallbox": wallbox,
         "podero.onboarding_session": session,
-        "realto.guided_onboarding_session": _model(realto.GuidedOnboardingSession),
+        "realto.guided_onboarding_session": guided,
         "wattshift.onboarding": _model(wattshift.OnboardingStatus),
         # ProviderHealth.as_state() and DeliveryWorker.channel_state().
         "bridge.provider": dict.fromkeys(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from bridge.config import Duration, GroupField
 
@@ -19,7 +19,18 @@ SOURCES = (
 )
 
 Scalar = bool | int | float | str
-Match = Scalar | list[Scalar]
+
+
+def _one_match_error(value: Any) -> Any:
+    """One clear error for a bad `from`/`to`/`not_*` value, instead of one per member of the union
+    (`from.bool: …`, `from.int: …`, `from.list[union[bool,int,float,str]]: …`)."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, bool | int | float | str) for v in items):
+        raise ValueError("expected a value (true/false, a number, a string) or a list of them")
+    return value
+
+
+Match = Annotated[Scalar | list[Scalar], BeforeValidator(_one_match_error)]
 
 
 class EmailTemplate(BaseModel):

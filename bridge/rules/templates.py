@@ -39,6 +39,8 @@ def _localtime(value: Any, tz: str = "UTC", fmt: str = "%Y-%m-%d %H:%M %Z") -> s
     """An ISO timestamp (or datetime) shown in the time zone `tz` (an IANA name such as
     `Europe/Vienna`): `{{ new.charge_deadline_at | localtime("Europe/Vienna", "%H:%M") }}`.
     A value that is not a time is shown as it is; an unknown zone is a template error."""
+    if "%" in tz:  # `localtime('%H:%M')`: a format alone, in UTC (the filter's first signature)
+        tz, fmt = "UTC", tz
     try:
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):

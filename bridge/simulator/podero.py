@@ -366,6 +366,13 @@ class PoderoSimulator:
         """The body a GET would return now (a read: volatile fields move, URLs are re-signed)."""
         return self._render(self._wallbox(wallbox_id))
 
+    def onboarding_session(self, session_id: str) -> dict[str, Any]:
+        """The body a GET of the device onboarding session would return now."""
+        session = self._sessions.get(_new_id(session_id))
+        if session is None:
+            raise KeyError(f"unknown onboarding session {session_id!r}")
+        return dict(session)
+
     # ---------------------------------------------------------------- state helpers
 
     def _user(self, user_id: str) -> _User:
