@@ -43,7 +43,10 @@ def new_silence(
     start = starts_at or now
     if (ends_at is None) == (duration is None):
         raise SilenceError("give exactly one of an end time or a duration")
-    end = ends_at if ends_at is not None else start + (duration or timedelta())
+    try:
+        end = ends_at if ends_at is not None else start + (duration or timedelta())
+    except OverflowError:
+        raise SilenceError("the silence would end after the year 9999") from None
     if start.tzinfo is None or end.tzinfo is None:
         raise SilenceError("times need a timezone, e.g. 2026-11-23T18:00:00Z")
     if not (start.year >= 2000 and end.year <= 9998):

@@ -72,6 +72,7 @@ T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
         ({"rule": "r", "duration": timedelta(days=400)}, "at most 366 days"),
         ({"rule": "r", "ends_at": T0 + timedelta(hours=1)}, "exactly one of"),
         ({"rule": "r", "starts_at": datetime(999, 1, 1, tzinfo=UTC)}, "start after 2000"),
+        ({"rule": "r", "duration": timedelta.max}, "after the year 9999"),
     ],
 )
 def test_new_silence_validates(kwargs, message):
