@@ -124,16 +124,53 @@ def diff(
     return changes
 
 
-def _strip(value: Any, source: str, keep: frozenset[str]) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v, source, keep) for k, v in value.items() if not is_volatile(k, source, keep)}
-    if isinstance(value, list):
-        if _is_action_list(value):
-            return sorted(
-                (_normal_action(i) for i in value), key=lambda i: orjson.dumps(i, option=orjson.OPT_SORT_KEYS)
-            )
-        return [_strip(v, source, keep) for v in value]
-    return value
+class _VolatileNames(dict[str, bool]):
+    """`is_volatile` memoised per field name for one (source, keep): the digest asks it for every key
+    of every poll. Bounded, so a provider sending ever-new keys (ids as keys) cannot grow it forever."""
+
+    __slots__ = ("keep", "source")
+
+    def __init__(self, source: str, keep: frozenset[str]) -> None:
+        super().__init__()
+        self.source, self.keep = source, keep
+
+    def __missing__(self, name: str) -> bool:
+        volatile = is_volatile(name, self.source, self.keep)
+        if len(self) < _MEMO_MAX:
+            self[name] = volatile
+        return volatile
+
+
+_MEMO_MAX = 4096
+
+
+@functools.lru_cache(maxsize=256)
+def _volatile_names(source: str, keep: frozenset[str]) -> _VolatileNames:
+    return _VolatileNames(source, keep)
+
+
+def _strip(value: dict[str, Any], volatile: _VolatileNames) -> dict[str, Any]:
+    out = {}
+    for name, child in value.items():
+        if volatile[name]:
+            continue
+        if isinstance(child, dict):
+            child = _strip(child, volatile)
+        elif isinstance(child, list):
+            child = _strip_list(child, volatile)
+        out[name] = child
+    return out
+
+
+def _strip_list(value: list[Any], volatile: _VolatileNames) -> list[Any]:
+    if _is_action_list(value):
+        return sorted(
+            (_normal_action(i) for i in value), key=lambda i: orjson.dumps(i, option=orjson.OPT_SORT_KEYS)
+        )
+    return [
+        _strip(v, volatile) if isinstance(v, dict) else _strip_list(v, volatile) if isinstance(v, list) else v
+        for v in value
+    ]
 
 
 def meaningful_digest(
@@ -142,8 +179,20 @@ def meaningful_digest(
     """A digest of the meaningful fields: equal for two reads that differ only in volatile fields."""
     if state is None:
         return "gone"
-    body = orjson.dumps(_strip(dict(state), source, keep), option=orjson.OPT_SORT_KEYS)
+    body = orjson.dumps(_strip(dict(state), _volatile_names(source, keep)), option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def digest64(digest: str) -> int:
+    """A stored digest in 8 bytes' worth of int, for the poller's in-memory "unchanged?" check.
+
+    The store keeps the full 128-bit digest; 64 bits decide only whether to look at the store at all.
+    Non-hex markers ("gone", "listing") map to small negative numbers no hex digest can take.
+    """
+    try:
+        return int(digest[:16], 16)
+    except ValueError:
+        return -1 - sum(digest.encode()) % 1_000_003
 
 
 _STEP = re.compile(r"([^.\[\]]+)(?:\[([^\]]+)\])?")

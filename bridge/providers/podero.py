@@ -202,8 +202,13 @@ class PoderoProvider:
     def watch_groups(self) -> list[WatchGroup]:
         # Both groups always exist: watches registered at run time need a job to be polled by.
         return [
-            WatchGroup(provider=self.name, name="wallboxes", interval=self.cfg.poll_interval),
-            WatchGroup(provider=self.name, name="onboarding", interval=self.cfg.poll_interval),
+            WatchGroup(
+                provider=self.name,
+                name="wallboxes",
+                interval=self.cfg.poll_interval,
+                by_id=not self.cfg.discover,  # a discovery listing must be read whole
+            ),
+            WatchGroup(provider=self.name, name="onboarding", interval=self.cfg.poll_interval, by_id=True),
         ]
 
     def static_watches(self) -> list[tuple[str, str, dict[str, Any]]]:

@@ -54,6 +54,16 @@ class Store(Protocol):
         """Every stored snapshot of one provider's source, by resource id (for complete listings)."""
         ...
 
+    async def get_digests(self, provider: str, source: str) -> dict[str, str]:
+        """resource id → stored digest of one provider's source: the poller's cheap "unchanged?" check."""
+        ...
+
+    async def get_snapshots_by_id(
+        self, provider: str, source: str, resource_ids: Sequence[str]
+    ) -> dict[str, Snapshot]:
+        """The stored snapshots of these ids (absent ones left out), read together."""
+        ...
+
     async def commit(self, results: Sequence[PollResult]) -> None:
         """Write every result atomically (all of them in one transaction)."""
         ...

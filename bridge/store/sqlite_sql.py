@@ -130,6 +130,13 @@ WHERE provider = ? AND source = ? AND resource_id = ?"""
 Q_SNAPSHOTS_OF_SOURCE = """
 SELECT provider, source, resource_id, state, digest, sequence, updated_at FROM snapshots
 WHERE provider = ? AND source = ?"""
+# The poller's "did anything meaningful change?" check needs only these two columns.
+Q_DIGESTS_OF_SOURCE = """
+SELECT resource_id, digest FROM snapshots WHERE provider = ? AND source = ?"""
+# Many ids in one statement (one thread hop) without building SQL: the ids travel as one JSON array.
+Q_SNAPSHOTS_BY_IDS = """
+SELECT provider, source, resource_id, state, digest, sequence, updated_at FROM snapshots
+WHERE provider = ? AND source = ? AND resource_id IN (SELECT value FROM json_each(?))"""
 Q_SNAPSHOT_UPSERT = """
 INSERT INTO snapshots (provider, source, resource_id, state, digest, sequence, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)
