@@ -31,11 +31,14 @@ from bench.common import Measure, Sim, Stopwatch, add_watches, bridge_config, ce
 
 
 async def _drained(app: web.Application, sim: Sim, expected_posts: int) -> None:
+    """Wait until the outbox is empty (every delivery POSTed and recorded), then check the sink."""
     from bridge.app_keys import STORE
 
-    store = app[STORE]
-    while await store.outbox_depth() > 0 or (await sim.stats())["posts"] < expected_posts:
-        await asyncio.sleep(0.01)
+    while await app[STORE].outbox_depth() > 0:
+        await asyncio.sleep(0.02)
+    posts = (await sim.stats())["posts"]
+    if posts < expected_posts:
+        raise RuntimeError(f"the sink got {posts} webhooks, expected {expected_posts}")
 
 
 async def run_scenario(

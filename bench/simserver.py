@@ -161,7 +161,13 @@ class Http(asyncio.Protocol):
             length = 0
             at = lower.find(b"\r\ncontent-length:")
             if at >= 0:
-                length = int(lower[at + 17 : lower.find(b"\r\n", at + 2)].strip() or b"0")
+                stop = lower.find(b"\r\n", at + 2)
+                length = int(lower[at + 17 : stop if stop >= 0 else len(lower)].strip() or b"0")
+            if b"\r\ntransfer-encoding: chunked" in lower:
+                last = buf.find(b"\r\n0\r\n\r\n", end)  # the terminating chunk (bodies are never read)
+                if last < 0 and buf[end + 4 : end + 9] != b"0\r\n\r\n":
+                    break
+                length = (last + 7 if last >= 0 else end + 9) - (end + 4)
             if len(buf) < end + 4 + length:
                 break
             buf = buf[end + 4 + length :]

