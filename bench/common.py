@@ -80,6 +80,9 @@ def simulator(wallboxes: int, *, change_every: int = 0) -> Iterator[Sim]:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @dataclass(slots=True)

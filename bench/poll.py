@@ -99,6 +99,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     quiet_logs()
     out = {}
     for name, every in (("unchanged", 0), ("changing", 10)):
+        if name not in args.scenarios.split(","):
+            continue
         pairs = await run_scenario(
             name, wallboxes=args.wallboxes, concurrency=args.concurrency, repeat=args.repeat, change_every=every
         )
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--wallboxes", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scenarios", default="unchanged,changing")
     return asyncio.run(main_async(parser.parse_args(argv)))
 
 

@@ -158,10 +158,9 @@ class Poller:
         """Fetch one watch group and commit what changed. Never raises for a provider fault."""
         started = time.perf_counter()
         now = self._clock.now()
-        watches = await self._store.list_watches(provider=provider.name)
         tally = _Tally()
         try:
-            await self._poll_slices(provider, group, watches, now, tally)
+            await self._poll_slices(provider, group, now, tally)
         except errors.ProviderError as exc:
             self.health.failure(provider.name, str(exc), now)
             log.warning("poll.failed", provider=provider.name, group=group, error=str(exc), kind=exc.kind)
@@ -198,14 +197,13 @@ class Poller:
         )
         return summary
 
-    async def _poll_slices(
-        self, provider: Provider, group: str, watches: Sequence[Watch], now: datetime, tally: _Tally
-    ) -> None:
-        """A by-id group slice by slice: the next slice is fetched while the last one is diffed and
-        committed (one fetch at a time, so the provider's concurrency is never oversubscribed).
-        Any other group (a listing) is one piece."""
+    async def _poll_slices(self, provider: Provider, group: str, now: datetime, tally: _Tally) -> None:
+        """A by-id group slice by slice, reading its watches page by page: the next slice is fetched
+        while the last one is diffed and committed (one fetch at a time, so the provider's concurrency
+        is never oversubscribed). Any other group (a listing) is one piece."""
         spec = next((g for g in provider.watch_groups() if g.name == group), None)
-        if spec is None or not spec.by_id or len(watches) <= SLICE:
+        if spec is None or not spec.by_id:
+            watches = await self._store.list_watches(provider=provider.name)
             await self._settle(provider.name, await self._fetch(provider, group, watches, tally), now, tally)
             return
         room = asyncio.Semaphore(SLICES_IN_FLIGHT)  # fetched slices waiting to be committed
@@ -218,10 +216,17 @@ class Poller:
 
         # A TaskGroup: a crash in one slice, or the poll being cancelled, cancels the others.
         async with asyncio.TaskGroup() as tasks:
-            for at in range(0, len(watches), SLICE):
-                fetched = await self._fetch(provider, group, watches[at : at + SLICE], tally)
+            after: tuple[str, str] | None = None
+            while True:
+                page = await self._store.list_watches_page(
+                    provider.name, source=spec.source, after=after, limit=SLICE
+                )
+                fetched = await self._fetch(provider, group, page, tally)
                 await room.acquire()
                 tasks.create_task(settle(fetched))
+                if len(page) < SLICE:
+                    break
+                after = (page[-1].key.source, page[-1].key.resource_id)
 
     async def _fetch(
         self, provider: Provider, group: str, watches: Sequence[Watch], tally: _Tally

@@ -27,6 +27,7 @@ class WatchGroup:
     # group's watches in slices and commit each slice as it arrives, so a 250,000-resource group is
     # never held in memory at once.
     by_id: bool = False
+    source: str | None = None  # the one source a by-id group reads (its watches are paged by it)
 
 
 @dataclass(slots=True, kw_only=True)

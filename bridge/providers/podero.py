@@ -211,8 +211,15 @@ class PoderoProvider:
                 name="wallboxes",
                 interval=self.cfg.poll_interval,
                 by_id=not self.cfg.discover,  # a discovery listing must be read whole
+                source=SOURCE_WALLBOX,
             ),
-            WatchGroup(provider=self.name, name="onboarding", interval=self.cfg.poll_interval, by_id=True),
+            WatchGroup(
+                provider=self.name,
+                name="onboarding",
+                interval=self.cfg.poll_interval,
+                by_id=True,
+                source=SOURCE_ONBOARDING,
+            ),
         ]
 
     def static_watches(self) -> list[tuple[str, str, dict[str, Any]]]:

@@ -123,6 +123,13 @@ class Store(Protocol):
         self, *, provider: str | None = None, source: str | None = None, active_only: bool = True
     ) -> list[Watch]: ...
 
+    async def list_watches_page(
+        self, provider: str, *, source: str | None = None, after: tuple[str, str] | None, limit: int
+    ) -> list[Watch]:
+        """Up to `limit` active watches of a provider (of one source, if given) after (source,
+        resource id), in that order."""
+        ...
+
     async def list_rule_states(self) -> list[RuleState]:
         """Every stored rule state (holds, firings, cooldown memories): loaded once at start."""
         ...

@@ -79,6 +79,7 @@ from bridge.store.sqlite_sql import (
     Q_WATCH_END,
     Q_WATCH_UPSERT,
     Q_WATCHES_LIST,
+    Q_WATCHES_PAGE,
     SCHEMA_VERSION,
     _attempt,
     _attempt_row,
@@ -380,6 +381,16 @@ class SqliteStore:
     ) -> list[Watch]:
         async with self._read() as db:
             rows = await db.execute_fetchall(Q_WATCHES_LIST, (provider, source, 1 if active_only else 0))
+        return [_watch(row) for row in rows]
+
+    async def list_watches_page(
+        self, provider: str, *, source: str | None = None, after: tuple[str, str] | None, limit: int
+    ) -> list[Watch]:
+        after_source, after_id = after or ("", "")
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                Q_WATCHES_PAGE, (provider, after_source, after_id, limit, source)
+            )
         return [_watch(row) for row in rows]
 
     # -- rule states and silences ----------------------------------------------------------------
