@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ def simulator(wallboxes: int, *, change_every: int = 0) -> Iterator[Sim]:
     cmd = [sys.executable, str(HERE / "simserver.py"), "--port", "0", "--wallboxes", str(wallboxes)]
     cmd += ["--change-every", str(change_every)]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)  # noqa: S603 -- our own script
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()
@@ -147,7 +147,7 @@ async def ceiling(sim: Sim, wallboxes: int, *, concurrency: int, rounds: int = 1
                     orjson.loads(await resp.read())
 
         # warm the connections first, then measure
-        await asyncio.gather(*(worker(urls[i :: concurrency][:2]) for i in range(concurrency)))
+        await asyncio.gather(*(worker(urls[i::concurrency][:2]) for i in range(concurrency)))
         watch = Stopwatch(sim).start()
         for _ in range(rounds):
             await asyncio.gather(*(worker(urls[i::concurrency]) for i in range(concurrency)))
@@ -205,7 +205,8 @@ def add_watches(db_path: Path, provider: str, wallboxes: int) -> None:
 
     now = _ts(datetime.now(UTC))
     rows = [
-        (provider, "podero.wallbox", wallbox_id(i), _json({"user_id": user_id(i)}), now) for i in range(wallboxes)
+        (provider, "podero.wallbox", wallbox_id(i), _json({"user_id": user_id(i)}), now)
+        for i in range(wallboxes)
     ]
     with contextlib.closing(sqlite3.connect(db_path)) as db, db:
         db.executemany(Q_WATCH_UPSERT, rows)

@@ -62,14 +62,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
             await runner.cleanup()
     per = (second - base) / n
     print(f"baseline process (app started, {n:,} watches, nothing polled): {base / 2**20:,.1f} MiB")
-    print(f"after the baseline poll: {first / 2**20:,.1f} MiB; after the steady-state poll: {second / 2**20:,.1f} MiB")
-    print(f"== memory: {per:,.0f} bytes RSS per tracked wallbox above the baseline ({n:,} wallboxes, "
-          f"{summary.observed:,} polled in the second round; {took:.0f} s for both rounds)  target ≤ 1024")
+    print(
+        f"after the baseline poll: {first / 2**20:,.1f} MiB; after the steady-state poll: {second / 2**20:,.1f} MiB"
+    )
+    print(
+        f"== memory: {per:,.0f} bytes RSS per tracked wallbox above the baseline ({n:,} wallboxes, "
+        f"{summary.observed:,} polled in the second round; {took:.0f} s for both rounds)  target ≤ 1024"
+    )
     return {"bytes_per_resource": per, "baseline_mib": base / 2**20}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--wallboxes", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=50)
     return asyncio.run(main_async(parser.parse_args(argv)))

@@ -40,7 +40,9 @@ def node_red_missing() -> str | None:
     if shutil.which("node") is None:
         return "node is not on PATH"
     if not RED_JS.exists():
-        return f"Node-RED is not installed: run `cd bench/.node-red && npm install node-red` ({RED_JS} missing)"
+        return (
+            f"Node-RED is not installed: run `cd bench/.node-red && npm install node-red` ({RED_JS} missing)"
+        )
     return None
 
 
@@ -65,13 +67,15 @@ async def node_red(sim: Sim, wallboxes: int, batch: int, seconds: float) -> tupl
             "NODE_RED_PORT": str(_free_port()),
         }
         cmd = ["node", str(RED_JS), "--settings", str(HERE / "nodered_settings.js"), "--userDir", user_dir]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             # Warm up: one full pass so "report by exception" has seen every wallbox once.
             start = time.monotonic()
             while (await sim.stats())["gets"] < wallboxes * 1.5:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"Node-RED exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+                    raise RuntimeError(
+                        f"Node-RED exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+                    )
                 if time.monotonic() - start > 120:
                     raise RuntimeError("Node-RED did not poll the simulator within 120 s")
                 await asyncio.sleep(0.2)
@@ -135,20 +139,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, float] | None:
     for _ in range(args.repeat):
         with simulator(args.wallboxes, change_every=10) as sim:
             red_rate, red_cpu, red_posts = await node_red(sim, args.wallboxes, args.batch, args.seconds)
-            print(f"Node-RED : {red_rate:>7,.0f} polls/s  {red_cpu:>6.1f} µs CPU/poll  ({red_posts} webhooks POSTed)")
+            print(
+                f"Node-RED : {red_rate:>7,.0f} polls/s  {red_cpu:>6.1f} µs CPU/poll  ({red_posts} webhooks POSTed)"
+            )
             rounds = max(1, round(red_rate * args.seconds / args.wallboxes))
             rate, cpu, posts = await bridge(sim, args.wallboxes, red_rate, rounds)
-            print(f"Wattbridge: {rate:>7,.0f} polls/s  {cpu:>6.1f} µs CPU/poll  ({posts} webhooks, durable + signed)")
+            print(
+                f"Wattbridge: {rate:>7,.0f} polls/s  {cpu:>6.1f} µs CPU/poll  ({posts} webhooks, durable + signed)"
+            )
             ratios.append(cpu / red_cpu)
             print(f"Wattbridge CPU per poll = {cpu / red_cpu:.2f} × Node-RED's (target ≤ 0.5)")
             out = {"red_rate": red_rate, "red_cpu_us": red_cpu, "rate": rate, "cpu_us": cpu}
     out["ratio"] = sorted(ratios)[len(ratios) // 2]
-    print(f"== Node-RED: median ratio {out['ratio']:.2f} over {len(ratios)} run(s): {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(
+        f"== Node-RED: median ratio {out['ratio']:.2f} over {len(ratios)} run(s): {', '.join(f'{r:.2f}' for r in ratios)}"
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--wallboxes", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=15, help="requests per 10 ms tick (15 → 1,500/s)")
     parser.add_argument("--seconds", type=float, default=10.0)

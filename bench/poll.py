@@ -75,7 +75,9 @@ async def run_scenario(
                 pairs.append((raw, ours))
                 print(raw.line(f"{name}: raw aiohttp GET+parse"))
                 print(ours.line(f"{name}: bridge (changed {summary.changed})"))
-                print(f"{name}: ratio {ours.rate / raw.rate:.2f} of the ceiling, CPU ×{ours.cpu_us / raw.cpu_us:.2f}")
+                print(
+                    f"{name}: ratio {ours.rate / raw.rate:.2f} of the ceiling, CPU ×{ours.cpu_us / raw.cpu_us:.2f}"
+                )
         finally:
             await runner.cleanup()
     return pairs
@@ -102,14 +104,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         if name not in args.scenarios.split(","):
             continue
         pairs = await run_scenario(
-            name, wallboxes=args.wallboxes, concurrency=args.concurrency, repeat=args.repeat, change_every=every
+            name,
+            wallboxes=args.wallboxes,
+            concurrency=args.concurrency,
+            repeat=args.repeat,
+            change_every=every,
         )
         out[name] = summarise(name, pairs)
     return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--wallboxes", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)

@@ -1,6 +1,6 @@
 """Profile one bridge poll of N wallboxes with pyinstrument (a dev tool: `pip install pyinstrument`).
 
-    .venv/bin/python bench/profile_poll.py [--wallboxes 5000] [--change-every 0] [--html out.html]
+.venv/bin/python bench/profile_poll.py [--wallboxes 5000] [--change-every 0] [--html out.html]
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ async def main_async(args: argparse.Namespace) -> None:
     from bridge.store.sqlite import SqliteStore
 
     quiet_logs()
-    with simulator(args.wallboxes, change_every=args.change_every) as sim, tempfile.TemporaryDirectory() as tmp:
+    with (
+        simulator(args.wallboxes, change_every=args.change_every) as sim,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         config = bridge_config(Path(tmp), sim, concurrency=args.concurrency)
         db = Path(tmp) / "bench.db"
         store = SqliteStore(db)
@@ -55,7 +58,9 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--wallboxes", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--change-every", type=int, default=0)

@@ -58,11 +58,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             start = time.monotonic()
             summary = await real_poll(provider, group)
             if group == "wallboxes":
-                cycles.append({"start": start, "end": time.monotonic(), "observed": summary.observed,
-                               "failed": summary.failed, "changed": summary.changed})
+                cycles.append(
+                    {
+                        "start": start,
+                        "end": time.monotonic(),
+                        "observed": summary.observed,
+                        "failed": summary.failed,
+                        "changed": summary.changed,
+                    }
+                )
                 c = cycles[-1]
-                print(f"cycle {len(cycles)}: {summary.observed:,} polled in {c['end'] - c['start']:.1f} s "
-                      f"({summary.failed} failed, {summary.changed} changed)", flush=True)
+                print(
+                    f"cycle {len(cycles)}: {summary.observed:,} polled in {c['end'] - c['start']:.1f} s "
+                    f"({summary.failed} failed, {summary.changed} changed)",
+                    flush=True,
+                )
             return summary
 
         poller.poll = timed  # type: ignore[method-assign]
@@ -87,23 +97,31 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         lag = c["end"] - (due + interval)
         late = c["start"] - due
         lags.append(lag)
-        print(f"cycle {k + 1}{' (baseline)' if k == 0 else ''}: started {late:+.1f} s vs due, "
-              f"slowest poll {lag:+.1f} s vs the end of its interval")
+        print(
+            f"cycle {k + 1}{' (baseline)' if k == 0 else ''}: started {late:+.1f} s vs due, "
+            f"slowest poll {lag:+.1f} s vs the end of its interval"
+        )
     steady = lags[1:] or lags
     worst = max(steady)
     behind = any(lag > 0 for lag in steady) or len(cycles) - 1 < args.minutes * 60 / interval
-    print(f"== scale: {n:,} wallboxes every {interval} s ({n / interval:,.0f} polls/s needed), "
-          f"{len(cycles) - 1} steady cycle(s): slowest poll {worst:+.1f} s vs its interval's end; "
-          f"{'FELL BEHIND' if behind else 'kept up'}; CPU {m.cpu / m.seconds:.2f} core(s) for the bridge, "
-          f"{m.sim_load:.2f} for the simulator")
+    print(
+        f"== scale: {n:,} wallboxes every {interval} s ({n / interval:,.0f} polls/s needed), "
+        f"{len(cycles) - 1} steady cycle(s): slowest poll {worst:+.1f} s vs its interval's end; "
+        f"{'FELL BEHIND' if behind else 'kept up'}; CPU {m.cpu / m.seconds:.2f} core(s) for the bridge, "
+        f"{m.sim_load:.2f} for the simulator"
+    )
     return {"worst_lag": worst, "behind": behind, "cycles": len(cycles)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--wallboxes", type=int, default=250_000)
     parser.add_argument("--interval", type=float, default=60.0)
-    parser.add_argument("--minutes", type=float, default=5.0, help="steady-state duration after the baseline cycle")
+    parser.add_argument(
+        "--minutes", type=float, default=5.0, help="steady-state duration after the baseline cycle"
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--change-every", type=int, default=0)
     return asyncio.run(main_async(parser.parse_args(argv)))

@@ -36,7 +36,7 @@ from bridge.clock import ManualClock
 from bridge.simulator.podero import PoderoSimulator
 
 ORG = "00000000-0000-4000-8000-000000000001"
-TOKEN = "bench-token-0123456789abcdefghijklmnopqrst"  # noqa: S105 -- a fixed bench credential
+TOKEN = "bench-token-0123456789abcdefghijklmnopqrst"
 API = "/api/partners/v2.0"
 _PH_WALLBOX = "00000000-0000-4000-8000-ffffffffffff"
 _PH_USER = "00000000-0000-4000-9000-ffffffffffff"
@@ -194,13 +194,18 @@ class Http(asyncio.Protocol):
                     i = int(parts[2][-12:], 16)
                 except ValueError:
                     i = -1
-                if 0 <= i < self.sim.wallboxes and parts[2].decode() == wallbox_id(i):
-                    if parts[0].decode() == user_id(i):
-                        return _ok(self.sim.body(i, counts=_NO_CHANGE not in lower))
+                known = 0 <= i < self.sim.wallboxes and parts[2].decode() == wallbox_id(i)
+                if known and parts[0].decode() == user_id(i):
+                    return _ok(self.sim.body(i, counts=_NO_CHANGE not in lower))
             self.sim.not_found += 1
             return _NOT_FOUND
         if method == b"POST" and path in (b"/oauth2/token/", f"{API}/auth/token".encode()):
-            token = {"access_token": TOKEN, "expires_in": 36000, "token_type": "Bearer", "scope": "read write"}
+            token = {
+                "access_token": TOKEN,
+                "expires_in": 36000,
+                "token_type": "Bearer",
+                "scope": "read write",
+            }
             return _ok(orjson.dumps(token))
         if method == b"GET" and path == b"/_stats":
             return _ok(self.sim.stats())
@@ -224,10 +229,14 @@ async def serve(port: int, wallboxes: int, change_every: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--wallboxes", type=int, default=10_000)
-    parser.add_argument("--change-every", type=int, default=0, help="flip a wallbox every Nth read (0: never)")
+    parser.add_argument(
+        "--change-every", type=int, default=0, help="flip a wallbox every Nth read (0: never)"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.port, args.wallboxes, args.change_every))

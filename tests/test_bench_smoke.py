@@ -6,6 +6,7 @@ the simulator process and reports what it is meant to report.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from bench import memory, nodered, poll, scale
@@ -13,7 +14,9 @@ from bench.common import HERE
 
 
 def test_poll_benchmark_measures_the_bridge_against_its_ceiling_with_deliveries():
-    figures = poll.main(["--wallboxes", "40", "--repeat", "1", "--concurrency", "4", "--scenarios", "changing"])
+    figures = poll.main(
+        ["--wallboxes", "40", "--repeat", "1", "--concurrency", "4", "--scenarios", "changing"]
+    )
     assert set(figures) == {"changing"}
     assert figures["changing"]["ratio"] > 0
     assert figures["changing"]["cpu_us"] > 0
@@ -32,7 +35,7 @@ def test_scale_benchmark_runs_the_real_scheduler_through_cycles():
 def test_node_red_flow_polls_filters_by_exception_and_posts():
     flow = {node["id"]: node for node in json.loads((HERE / "nodered_flow.json").read_text())}
     chain = ["next-wallboxes", "get-wallbox", "report-by-exception", "to-webhook", "post-webhook"]
-    for a, b in zip(chain, chain[1:], strict=False):
+    for a, b in itertools.pairwise(chain):
         assert flow[a]["wires"] == [[b]]
     assert (flow["get-wallbox"]["method"], flow["post-webhook"]["method"]) == ("GET", "POST")
     assert flow["report-by-exception"]["type"] == "rbe"
