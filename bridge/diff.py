@@ -149,7 +149,7 @@ def _volatile_names(source: str, keep: frozenset[str]) -> _VolatileNames:
     return _VolatileNames(source, keep)
 
 
-def _strip(value: dict[str, Any], volatile: _VolatileNames) -> dict[str, Any]:
+def _strip(value: Mapping[str, Any], volatile: _VolatileNames) -> dict[str, Any]:
     out = {}
     for name, child in value.items():
         if volatile[name]:
@@ -179,7 +179,7 @@ def meaningful_digest(
     """A digest of the meaningful fields: equal for two reads that differ only in volatile fields."""
     if state is None:
         return "gone"
-    body = orjson.dumps(_strip(dict(state), _volatile_names(source, keep)), option=orjson.OPT_SORT_KEYS)
+    body = orjson.dumps(_strip(state, _volatile_names(source, keep)), option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
