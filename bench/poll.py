@@ -67,9 +67,17 @@ async def run_scenario(
                 posts = (await sim.stats())["posts"]
                 watch = Stopwatch(sim).start()
                 summary = await poller.poll(provider, "wallboxes")
+                polled = watch.stop(summary.observed)
                 if summary.events:
                     await _drained(app, sim, posts + summary.events)
                 ours = watch.stop(summary.observed)
+                if summary.events:
+                    # What the poll side (fetch … commit) cost, and what delivering its events cost on top.
+                    per_event = (ours.cpu - polled.cpu) / summary.events * 1e6
+                    print(
+                        f"{name}: poll side {polled.cpu_us:.1f} µs CPU/poll until committed; delivering "
+                        f"{summary.events} webhooks (claim, sign, POST, record) {per_event:.0f} µs CPU each"
+                    )
                 if summary.failed:
                     raise RuntimeError(f"{summary.failed} polls failed: the figures would be wrong")
                 pairs.append((raw, ours))
