@@ -3,7 +3,7 @@
 The bridge runs its real scheduler (APScheduler, one job per watch group: 250,000 wallboxes are ONE
 job whose poll walks the watches in slices, not 250,000 jobs). The provider's rate limit is set to
 1.1 × wallboxes / interval, so a cycle spreads over ~90 % of the interval as in production. Each cycle
-k is due at T0 + k·interval; its slowest poll (the last wallbox read) is `lag` seconds past the end
+k fires on the grid T0 + m·interval; its slowest poll (the last wallbox read) is `lag` seconds past the end
 of its interval (negative: that much slack). A cycle that ends after its interval means the bridge
 is falling behind (APScheduler would skip or coalesce the next run). The first cycle is the baseline
 (it stores every snapshot) and is reported on its own.
@@ -93,7 +93,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     t0 = cycles[0]["start"]
     lags = []
     for k, c in enumerate(cycles):
-        due = t0 + k * interval
+        # Each run fires on the scheduler's grid T0 + m·interval (a run that overran pushes the next
+        # one to a later tick: that shows as the previous cycle's positive lag).
+        due = t0 + round((c["start"] - t0) / interval) * interval
         lag = c["end"] - (due + interval)
         late = c["start"] - due
         lags.append(lag)
