@@ -214,19 +214,23 @@ class Poller:
             finally:
                 room.release()
 
-        # A TaskGroup: a crash in one slice, or the poll being cancelled, cancels the others.
-        async with asyncio.TaskGroup() as tasks:
-            after: tuple[str, str] | None = None
-            while True:
-                page = await self._store.list_watches_page(
-                    provider.name, source=spec.source, after=after, limit=SLICE
-                )
-                fetched = await self._fetch(provider, group, page, tally)
-                await room.acquire()
-                tasks.create_task(settle(fetched))
-                if len(page) < SLICE:
-                    break
-                after = (page[-1].key.source, page[-1].key.resource_id)
+        # A TaskGroup: a crash in one slice, or the poll being cancelled, cancels the others. Its
+        # exception group is unwrapped, so callers see a ProviderError / StoreError as before.
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                after: tuple[str, str] | None = None
+                while True:
+                    page = await self._store.list_watches_page(
+                        provider.name, source=spec.source, after=after, limit=SLICE
+                    )
+                    fetched = await self._fetch(provider, group, page, tally)
+                    await room.acquire()
+                    tasks.create_task(settle(fetched))
+                    if len(page) < SLICE:
+                        break
+                    after = (page[-1].key.source, page[-1].key.resource_id)
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
 
     async def _fetch(
         self, provider: Provider, group: str, watches: Sequence[Watch], tally: _Tally
