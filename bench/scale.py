@@ -88,7 +88,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             give_up = time.monotonic() + 3600
             while len(cycles) < wanted and time.monotonic() < give_up:
                 if cycles:
-                    give_up = min(give_up, cycles[0]["end"] + args.minutes * 60 + interval * 1.5)
+                    # after the baseline: up to one interval to the next grid tick, then the cycles
+                    give_up = min(give_up, cycles[0]["end"] + args.minutes * 60 + interval * 2.5)
                 await asyncio.sleep(min(1.0, interval / 4))
         finally:
             await scheduler.stop(drain=5)
