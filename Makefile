@@ -32,6 +32,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/poll.py --wallboxes 3000 --repeat 2
+	$(BIN)/python bench/nodered.py --wallboxes 1500 --seconds 5 --repeat 1
+	$(BIN)/python bench/memory.py --wallboxes 20000
+	$(BIN)/python bench/scale.py --wallboxes 10000 --interval 10 --minutes 0.5
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

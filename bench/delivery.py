@@ -82,7 +82,7 @@ class Receiver:
     """bench/receiver.py as a child process; closing its stdin stops it."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 (our own script)
+        self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "receiver.py"), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert self.proc.stdout is not None
@@ -369,7 +369,7 @@ async def run_alertmanager(
         cpu0 = _proc_cpu(pid)
         t0, sent_at = await _handover(shims, rate, lambda c: post([s.alert for s in c]), lambda: None)  # type: ignore[arg-type]
         deadline = time.monotonic() + 60 + n / 200
-        while await receiver.count(http) < n and time.monotonic() < deadline:  # noqa: ASYNC110 (another process)
+        while await receiver.count(http) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
         t_end = time.monotonic_ns()
         cpu = _proc_cpu(pid) - cpu0
@@ -382,7 +382,7 @@ async def run_alertmanager(
 
 
 def _table(rows: Sequence[Figures]) -> str:
-    head = f"{'who':<20} {'load':<13} {'n':>6} {'s':>7} {'per s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU µs/notif':>13} {'lost':>5}"  # noqa: E501
+    head = f"{'who':<20} {'load':<13} {'n':>6} {'s':>7} {'per s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU µs/notif':>13} {'lost':>5}"
     lines = [head]
     for f in rows:
         lines.append(

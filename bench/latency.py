@@ -178,7 +178,7 @@ async def run_once(
                         await asyncio.sleep(delay)
                 elapsed = time.monotonic() - t0
                 deadline = time.monotonic() + 30
-                while await receiver.count(http) < len(read_at) and time.monotonic() < deadline:  # noqa: ASYNC110
+                while await receiver.count(http) < len(read_at) and time.monotonic() < deadline:
                     await asyncio.sleep(0.01)
                 arrived = await receiver.arrivals(http)
             finally:

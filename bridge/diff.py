@@ -80,6 +80,7 @@ def _cue_of(item: Mapping[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=256)
 def _kept_paths(keep: frozenset[str]) -> frozenset[str]:
     """Every path a rule names, and every path above one (`a.b[c].d` → `a`, `a.b`, `a.b[c]`, itself)."""
     out = set(keep)
@@ -101,7 +102,7 @@ def _flatten(value: Any, path: str, out: dict[str, Any], source: str, kept: froz
             for key, item in _action_items(value).items():
                 out[f"{path}[{key}]"] = item
         else:  # compared as one value, without its items' volatile fields (as the digest does)
-            out[path] = _strip(value, source, kept, path)
+            out[path] = _strip(value, _volatile_names(source, frozenset()), kept, path)
     else:
         out[path] = value
 
@@ -155,10 +156,35 @@ def _emptied_into_items(path: str, value: Any, other: Any, other_side: Mapping[s
     )
 
 
+class _VolatileNames(dict[str, bool]):
+    """`is_volatile` memoised per field name for one (source, keep): the digest asks it for every key
+    of every poll. Bounded, so a provider sending ever-new keys (ids as keys) cannot grow it forever."""
+
+    __slots__ = ("keep", "source")
+
+    def __init__(self, source: str, keep: frozenset[str]) -> None:
+        super().__init__()
+        self.source, self.keep = source, keep
+
+    def __missing__(self, name: str) -> bool:
+        volatile = is_volatile(name, self.source, self.keep)
+        if len(self) < _MEMO_MAX:
+            self[name] = volatile
+        return volatile
+
+
+_MEMO_MAX = 4096
+
+
+@functools.lru_cache(maxsize=256)
+def _volatile_names(source: str, keep: frozenset[str]) -> _VolatileNames:
+    return _VolatileNames(source, keep)
+
+
 _CONTAINERS = (dict, list)
 
 
-def _strip(value: Any, source: str, kept: frozenset[str], path: str | None = "") -> Any:
+def _strip(value: Any, volatile: _VolatileNames, kept: frozenset[str], path: str | None = "") -> Any:
     """`value` without its volatile fields. `path` is where it sits, or None when no rule keeps a
     field below it (then no path is built: this runs on every poll of every resource)."""
     if isinstance(value, dict):
@@ -166,16 +192,16 @@ def _strip(value: Any, source: str, kept: frozenset[str], path: str | None = "")
         for k, v in value.items():
             child = None if path is None else f"{path}.{k}" if path else k
             keep = child is not None and child in kept
-            if not keep and is_volatile(k, source):
+            if not keep and volatile[k]:
                 continue
-            out[k] = _strip(v, source, kept, child if keep else None) if isinstance(v, _CONTAINERS) else v
+            out[k] = _strip(v, volatile, kept, child if keep else None) if isinstance(v, _CONTAINERS) else v
         return out
     if isinstance(value, list):
         if _is_action_list(value):
             return sorted(
                 (_normal_action(i) for i in value), key=lambda i: orjson.dumps(i, option=orjson.OPT_SORT_KEYS)
             )
-        return [_strip(v, source, kept, None if path is None else path + "[]") for v in value]
+        return [_strip(v, volatile, kept, None if path is None else path + "[]") for v in value]
     return value
 
 
@@ -186,8 +212,24 @@ def meaningful_digest(
     if state is None:
         return "gone"
     kept = _kept_paths(keep)
-    body = orjson.dumps(_strip(dict(state), source, kept, "" if kept else None), option=orjson.OPT_SORT_KEYS)
+    plain = state if isinstance(state, dict) else dict(state)
+    body = orjson.dumps(
+        _strip(plain, _volatile_names(source, frozenset()), kept, "" if kept else None),
+        option=orjson.OPT_SORT_KEYS,
+    )
     return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def digest64(digest: str) -> int:
+    """A stored digest in 8 bytes' worth of int, for the poller's in-memory "unchanged?" check.
+
+    The store keeps the full 128-bit digest; 64 bits decide only whether to look at the store at all.
+    Non-hex markers ("gone", "listing") map to small negative numbers no hex digest can take.
+    """
+    try:
+        return int(digest[:16], 16)
+    except ValueError:
+        return -1 - sum(digest.encode()) % 1_000_003
 
 
 _STEP = re.compile(r"([^.\[\]]+)(?:\[([^\]]+)\])?")

@@ -23,6 +23,11 @@ class WatchGroup:
     provider: str
     name: str  # e.g. "wallboxes"
     interval: timedelta
+    # Each watched resource is read by its own request (no listing): the poller may then fetch the
+    # group's watches in slices and commit each slice as it arrives, so a 250,000-resource group is
+    # never held in memory at once.
+    by_id: bool = False
+    source: str | None = None  # the one source a by-id group reads (its watches are paged by it)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -11,10 +11,12 @@ import asyncio
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
+from urllib.parse import quote
 
 import aiohttp
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
+from yarl import URL
 
 from bridge import errors
 from bridge.clock import Clock
@@ -31,6 +33,7 @@ SOURCE_WALLBOX = "podero.wallbox"
 SOURCE_ONBOARDING = "podero.onboarding_session"
 
 Status = Literal["ok", "warning", "error", "unknown"]
+_NOT_READ = errors.ProviderError("not read")  # a placeholder every worker overwrites
 
 
 class _Payload(BaseModel):
@@ -163,6 +166,7 @@ class PoderoProvider:
         self.cfg = cfg
         self._clock = clock
         self._base = cfg.base_url.rstrip("/")
+        self._wallboxes_url = f"{self._base}{API}/org/{quote(cfg.org_id, safe='')}/users/"
         self.http = ProviderHttp(
             name,
             session,
@@ -202,8 +206,20 @@ class PoderoProvider:
     def watch_groups(self) -> list[WatchGroup]:
         # Both groups always exist: watches registered at run time need a job to be polled by.
         return [
-            WatchGroup(provider=self.name, name="wallboxes", interval=self.cfg.poll_interval),
-            WatchGroup(provider=self.name, name="onboarding", interval=self.cfg.poll_interval),
+            WatchGroup(
+                provider=self.name,
+                name="wallboxes",
+                interval=self.cfg.poll_interval,
+                by_id=not self.cfg.discover,  # a discovery listing must be read whole
+                source=SOURCE_WALLBOX,
+            ),
+            WatchGroup(
+                provider=self.name,
+                name="onboarding",
+                interval=self.cfg.poll_interval,
+                by_id=True,
+                source=SOURCE_ONBOARDING,
+            ),
         ]
 
     def static_watches(self) -> list[tuple[str, str, dict[str, Any]]]:
@@ -230,10 +246,20 @@ class PoderoProvider:
             result.complete_sources = frozenset({SOURCE_WALLBOX})
             seen = {o.key.resource_id for o in result.observations}
         todo = [w for w in watches if w.key.resource_id not in seen and "user_id" in w.params]
-        outcomes = await asyncio.gather(
-            *(self._wallbox(str(w.params["user_id"]), w.key.resource_id) for w in todo),
-            return_exceptions=True,
-        )
+        outcomes: list[Observation | BaseException] = [_NOT_READ] * len(todo)
+
+        # A pool of `max_concurrency` workers, not one task per wallbox: thousands of tasks queued on
+        # the concurrency semaphore cost more CPU than the requests they wait for.
+        async def worker(start: int) -> None:
+            for i in range(start, len(todo), width):
+                w = todo[i]
+                try:
+                    outcomes[i] = await self._wallbox(str(w.params["user_id"]), w.key.resource_id)
+                except Exception as exc:  # sorted by _collect: a ProviderError fails one wallbox
+                    outcomes[i] = exc
+
+        width = max(1, min(self.cfg.max_concurrency, len(todo)))
+        await asyncio.gather(*(worker(k) for k in range(width)))
         _collect(result, [w.key.resource_id for w in todo], outcomes)
         return result
 
@@ -307,15 +333,15 @@ class PoderoProvider:
         return Observation(key=key, state=with_status(body, self._clock.now()), observed_at=self._clock.now())
 
     async def _wallbox(self, user_id: str, wallbox_id: str) -> Observation:
-        path = f"{API}/org/{self.cfg.org_id}/users/{user_id}/wallboxes/{wallbox_id}"
         key = ResourceKey(source=SOURCE_WALLBOX, provider=self.name, resource_id=wallbox_id)
+        # Built pre-encoded (the hot path of a large fleet): ids are quoted once here, never re-parsed.
+        url = URL(
+            f"{self._wallboxes_url}{quote(user_id, safe='')}/wallboxes/{quote(wallbox_id, safe='')}"
+            "?include_deleted=true",
+            encoded=True,
+        )
         try:
-            body = await self.http.request_json(
-                "GET",
-                self._base + path,
-                endpoint=f"{API}/org/…/wallboxes/{{id}}",
-                params={"include_deleted": "true"},
-            )
+            body = await self.http.request_json("GET", url, endpoint=f"{API}/org/…/wallboxes/{{id}}")
         except errors.ProviderNotFound:
             return Observation(key=key, state=None, observed_at=self._clock.now())
         if not isinstance(body, dict):

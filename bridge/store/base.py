@@ -95,6 +95,16 @@ class Store(Protocol):
         """Every stored snapshot of one provider's source, by resource id (for complete listings)."""
         ...
 
+    async def get_digests(self, provider: str, source: str) -> dict[str, str]:
+        """resource id → stored digest of one provider's source: the poller's cheap "unchanged?" check."""
+        ...
+
+    async def get_snapshots_by_id(
+        self, provider: str, source: str, resource_ids: Sequence[str]
+    ) -> dict[str, Snapshot]:
+        """The stored snapshots of these ids (absent ones left out), read together."""
+        ...
+
     async def commit(self, results: Sequence[PollResult]) -> None:
         """Write every result atomically (all of them in one transaction)."""
         ...
@@ -180,6 +190,13 @@ class Store(Protocol):
     async def list_watches(
         self, *, provider: str | None = None, source: str | None = None, active_only: bool = True
     ) -> list[Watch]: ...
+
+    async def list_watches_page(
+        self, provider: str, *, source: str | None = None, after: tuple[str, str] | None, limit: int
+    ) -> list[Watch]:
+        """Up to `limit` active watches of a provider (of one source, if given) after (source,
+        resource id), in that order."""
+        ...
 
     async def list_rule_states(self) -> list[RuleState]:
         """Every stored rule state (holds, firings, cooldown memories): loaded once at start."""

@@ -132,6 +132,13 @@ WHERE provider = ? AND source = ? AND resource_id = ?"""
 Q_SNAPSHOTS_OF_SOURCE = """
 SELECT provider, source, resource_id, state, digest, sequence, updated_at FROM snapshots
 WHERE provider = ? AND source = ?"""
+# The poller's "did anything meaningful change?" check needs only these two columns.
+Q_DIGESTS_OF_SOURCE = """
+SELECT resource_id, digest FROM snapshots WHERE provider = ? AND source = ?"""
+# Many ids in one statement (one thread hop) without building SQL: the ids travel as one JSON array.
+Q_SNAPSHOTS_BY_IDS = """
+SELECT provider, source, resource_id, state, digest, sequence, updated_at FROM snapshots
+WHERE provider = ? AND source = ? AND resource_id IN (SELECT value FROM json_each(?))"""
 Q_SNAPSHOT_UPSERT = """
 INSERT INTO snapshots (provider, source, resource_id, state, digest, sequence, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -199,6 +206,12 @@ Q_WATCHES_LIST = """
 SELECT provider, source, resource_id, params, created_at, ended_at, end_reason FROM watches
 WHERE (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR source = ?2) AND (?3 = 0 OR ended_at IS NULL)
 ORDER BY created_at, resource_id"""
+# Keyset pages in primary-key order: a 250,000-watch group is walked without ever being held whole.
+Q_WATCHES_PAGE = """
+SELECT provider, source, resource_id, params, created_at, ended_at, end_reason FROM watches
+WHERE provider = ?1 AND ended_at IS NULL AND (source, resource_id) > (?2, ?3)
+  AND (?5 IS NULL OR source = ?5)
+ORDER BY source, resource_id LIMIT ?4"""
 Q_WATCH_DELETE = "DELETE FROM watches WHERE provider = ? AND source = ? AND resource_id = ?"
 Q_ATTEMPTS_OF = """
 SELECT delivery_id, number, at, ok, status_code, latency_ms, error, response_excerpt

@@ -1,0 +1,146 @@
+"""Scale check: 250,000 wallboxes at a 60 s interval (about 4,200 polls/s), sustained, not falling behind.
+
+The bridge runs its real scheduler (APScheduler, one job per watch group: 250,000 wallboxes are ONE
+job whose poll walks the watches in slices, not 250,000 jobs). The provider's rate limit is set to
+1.1 × wallboxes / interval, so a cycle spreads over ~90 % of the interval as in production. Each cycle
+k fires on the grid T0 + m·interval; its slowest poll (the last wallbox read) is `lag` seconds past the end
+of its interval (negative: that much slack). A cycle that ends after its interval means the bridge
+is falling behind (APScheduler would skip or coalesce the next run). The first cycle is the baseline
+(it stores every snapshot) and is reported on its own.
+
+    .venv/bin/python bench/scale.py [--wallboxes 250000] [--interval 60] [--minutes 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiohttp import web
+
+from bench.common import Stopwatch, add_watches, bridge_config, quiet_logs, simulator
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    from bridge.app import create_app
+    from bridge.app_keys import POLLER, PROVIDERS
+    from bridge.scheduler import PollScheduler
+    from bridge.store.sqlite import SqliteStore
+
+    quiet_logs()
+    n, interval = args.wallboxes, args.interval
+    rate = 1.1 * n / interval
+    cycles: list[dict[str, float]] = []
+    mark: dict[str, float] = {}
+    with simulator(n, change_every=args.change_every) as sim, tempfile.TemporaryDirectory() as tmp:
+        config = bridge_config(
+            Path(tmp), sim, concurrency=args.concurrency, rps=rate, interval=f"{interval}s"
+        )
+        db = Path(tmp) / "bench.db"
+        store = SqliteStore(db)
+        await store.open()
+        await store.close()
+        add_watches(db, "podero", n)
+        app = create_app(config, start_scheduler=False)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        poller = app[POLLER]
+        real_poll = poller.poll
+
+        async def timed(provider: Any, group: str) -> Any:
+            start = time.monotonic()
+            summary = await real_poll(provider, group)
+            if group == "wallboxes":
+                cycles.append(
+                    {
+                        "start": start,
+                        "end": time.monotonic(),
+                        "observed": summary.observed,
+                        "failed": summary.failed,
+                        "changed": summary.changed,
+                    }
+                )
+                c = cycles[-1]
+                if len(cycles) == 1:  # steady-state CPU is counted from the end of the baseline
+                    mark.update(cpu=time.process_time(), wall=time.perf_counter(), sim=sim.cpu())
+                print(
+                    f"cycle {len(cycles)}: {summary.observed:,} polled in {c['end'] - c['start']:.1f} s "
+                    f"({summary.failed} failed, {summary.changed} changed)",
+                    flush=True,
+                )
+            return summary
+
+        poller.poll = timed  # type: ignore[method-assign]
+        scheduler = PollScheduler(poller, list(app[PROVIDERS].values()))
+        watch = Stopwatch(sim).start()
+        scheduler.start()
+        try:
+            # The baseline cycle may take longer than an interval; the steady cycles are timed after it.
+            wanted = args.minutes * 60 / interval + 1
+            give_up = time.monotonic() + 3600
+            while len(cycles) < wanted and time.monotonic() < give_up:
+                if cycles:
+                    # after the baseline: up to one interval to the next grid tick, then the cycles
+                    give_up = min(give_up, cycles[0]["end"] + args.minutes * 60 + interval * 2.5)
+                await asyncio.sleep(min(1.0, interval / 4))
+        finally:
+            await scheduler.stop(drain=5)
+            m = watch.stop(sum(int(c["observed"]) for c in cycles) or 1)
+            if mark:
+                wall = time.perf_counter() - mark["wall"]
+                mark["steady_cpu"] = (time.process_time() - mark["cpu"]) / wall
+                mark["steady_sim"] = (sim.cpu() - mark["sim"]) / wall
+            await runner.cleanup()
+    steady_cpu, steady_sim = mark.get("steady_cpu", float("nan")), mark.get("steady_sim", float("nan"))
+    if not cycles:
+        print("== scale: no cycle completed")
+        return {"cycles": 0}
+    t0 = cycles[0]["start"]
+    lags = []
+    for k, c in enumerate(cycles):
+        # Each run fires on the scheduler's grid T0 + m·interval (a run that overran pushes the next
+        # one to a later tick: that shows as the previous cycle's positive lag).
+        due = t0 + round((c["start"] - t0) / interval) * interval
+        lag = c["end"] - (due + interval)
+        late = c["start"] - due
+        lags.append(lag)
+        print(
+            f"cycle {k + 1}{' (baseline)' if k == 0 else ''}: started {late:+.1f} s vs due, "
+            f"slowest poll {lag:+.1f} s vs the end of its interval"
+        )
+    steady = lags[1:] or lags
+    worst = max(steady)
+    behind = any(lag > 0 for lag in steady) or len(cycles) - 1 < args.minutes * 60 / interval
+    print(
+        f"== scale: {n:,} wallboxes every {interval} s ({n / interval:,.0f} polls/s needed), "
+        f"{len(cycles) - 1} steady cycle(s): slowest poll {worst:+.1f} s vs its interval's end; "
+        f"{'FELL BEHIND' if behind else 'kept up'}; CPU after the baseline {steady_cpu:.2f} core for the "
+        f"bridge, {steady_sim:.2f} for the simulator (whole run {m.cpu / m.seconds:.2f} / {m.sim_load:.2f})"
+    )
+    return {"worst_lag": worst, "behind": behind, "cycles": len(cycles)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--wallboxes", type=int, default=250_000)
+    parser.add_argument("--interval", type=float, default=60.0)
+    parser.add_argument(
+        "--minutes", type=float, default=5.0, help="steady-state duration after the baseline cycle"
+    )
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--change-every", type=int, default=0)
+    return asyncio.run(main_async(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

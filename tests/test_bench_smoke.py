@@ -1,0 +1,42 @@
+"""The poll benchmarks still run (tiny sizes, no figures asserted): they must not rot between releases.
+
+Speed is measured by `make bench`, never here; these only prove each script works end to end against
+the simulator process and reports what it is meant to report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from bench import memory, nodered, poll, scale
+from bench.common import HERE
+
+
+def test_poll_benchmark_measures_the_bridge_against_its_ceiling_with_deliveries():
+    figures = poll.main(
+        ["--wallboxes", "40", "--repeat", "1", "--concurrency", "4", "--scenarios", "changing"]
+    )
+    assert set(figures) == {"changing"}
+    assert figures["changing"]["ratio"] > 0
+    assert figures["changing"]["cpu_us"] > 0
+
+
+def test_memory_benchmark_reports_bytes_per_resource():
+    figures = memory.main(["--wallboxes", "40", "--concurrency", "4"])
+    assert "bytes_per_resource" in figures
+
+
+def test_scale_benchmark_runs_the_real_scheduler_through_cycles():
+    figures = scale.main(["--wallboxes", "20", "--interval", "0.2", "--minutes", "0", "--concurrency", "4"])
+    assert figures["cycles"] >= 1
+
+
+def test_node_red_flow_polls_filters_by_exception_and_posts():
+    flow = {node["id"]: node for node in json.loads((HERE / "nodered_flow.json").read_text())}
+    chain = ["next-wallboxes", "get-wallbox", "report-by-exception", "to-webhook", "post-webhook"]
+    for a, b in itertools.pairwise(chain):
+        assert flow[a]["wires"] == [[b]]
+    assert (flow["get-wallbox"]["method"], flow["post-webhook"]["method"]) == ("GET", "POST")
+    assert flow["report-by-exception"]["type"] == "rbe"
+    assert nodered.node_red_missing() is None or "npm install node-red" in str(nodered.node_red_missing())
