@@ -180,6 +180,7 @@ Q_DEAD_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'de
 Q_DELIVERY_AFTER_ATTEMPT = """
 UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?
 WHERE id = ?"""
+Q_DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE id = ?"
 # attempts restarts at 0 so a replayed delivery gets the full retry schedule again.
 Q_REPLAY = """
 UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?
@@ -208,7 +209,10 @@ FROM attempts WHERE delivery_id = ? ORDER BY seq"""
 def _ts(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError(f"naive datetime {when!r}: the store only takes timezone-aware times")
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    # isoformat, not strftime: twice as fast (a few per delivery), and zero-pads years < 1000.
+    return when.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def _dt(text: str) -> datetime:
