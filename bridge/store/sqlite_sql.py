@@ -207,12 +207,22 @@ FROM attempts WHERE delivery_id = ? ORDER BY seq"""
 
 
 def _ts(when: datetime) -> str:
+    global _ts_last
     if when.tzinfo is None:
         raise ValueError(f"naive datetime {when!r}: the store only takes timezone-aware times")
-    if when.tzinfo is not UTC:
-        when = when.astimezone(UTC)
-    # isoformat, not strftime: twice as fast (a few per delivery), and zero-pads years < 1000.
-    return when.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
+    # A batch stamps many rows with the same instant (snapshot, event, delivery times of one poll):
+    # the last one is remembered. Equal aware datetimes are the same instant, so the same UTC text.
+    last_when, last_text = _ts_last
+    if when == last_when:
+        return last_text
+    utc = when if when.tzinfo is UTC else when.astimezone(UTC)
+    # isoformat, not strftime: twice as fast, and zero-pads years < 1000.
+    text = utc.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
+    _ts_last = (when, text)  # one tuple, replaced whole: safe from aiosqlite's thread too
+    return text
+
+
+_ts_last: tuple[datetime, str] = (datetime.min.replace(tzinfo=UTC), "0001-01-01T00:00:00.000000Z")
 
 
 def _dt(text: str) -> datetime:
