@@ -73,6 +73,7 @@ class Latency:
     # the rest: poll committed (poll() returned) -> webhook arrived (wake-up, claim, sign, POST)
     send_p50_ms: float
     send_p99_ms: float
+    cpu_us: float  # process CPU (all threads: event loop, SQLite, the in-process simulator) per event
     lost: int
 
 
@@ -163,6 +164,7 @@ async def run_once(
                 done_at: dict[str, int] = {}  # "wallbox:new value" -> when its poll returned (committed)
                 committed: list[float] = []  # per poll: response arrived -> poll() returned (committed)
                 value, cursor = 0.0, 0
+                cpu0 = time.process_time()
                 t0 = time.monotonic()
                 for k in range(polls):
                     changed = []
@@ -186,6 +188,7 @@ async def run_once(
                 deadline = time.monotonic() + 30
                 while await receiver.count(http) < len(read_at) and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
+                cpu = time.process_time() - cpu0
                 arrived = await receiver.arrivals(http)
             finally:
                 await runner.cleanup()
@@ -211,6 +214,7 @@ async def run_once(
         p99_ms=q(0.99),
         send_p50_ms=q(0.5, send),
         send_p99_ms=q(0.99, send),
+        cpu_us=round(cpu / max(1, len(read_at)) * 1e6, 1),
         max_ms=round(lat[-1], 2) if lat else float("nan"),
         lost=len(read_at) - len(lat),
     )
@@ -257,13 +261,13 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
         logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
     rows = asyncio.run(bench(args)) if not args.uvloop else _on_uvloop(bench(args))
     head = ("synchronous", "events", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "commit p50/p99 ms",
-            "send p50/p99 ms")  # fmt: skip
+            "send p50/p99 ms", "CPU µs/event")  # fmt: skip
     print(f"{head[0]:<12} " + " ".join(f"{h:>7}" for h in head[1:]) + " lost")
     for r in rows:
         print(
             f"{r.synchronous:<12} {r.events:>7} {r.rate:>7.0f} {r.p50_ms:>7.1f} {r.p90_ms:>7.1f} "
             f"{r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.commit_p50_ms:>7.1f}/{r.commit_p99_ms:<7.1f} "
-            f"{r.send_p50_ms:>7.1f}/{r.send_p99_ms:<7.1f} {r.lost:>4}"
+            f"{r.send_p50_ms:>7.1f}/{r.send_p99_ms:<7.1f} {r.cpu_us:>7.0f} {r.lost:>4}"
         )
     print(f"{os.cpu_count()} cores; loadavg {os.getloadavg()}")
     return rows
