@@ -24,9 +24,10 @@ _registered: set[str] = set()
 # Derived from _registered on each registration, so scrub() does no set work per call: longest first
 # (a secret containing another is replaced whole), and one compiled pattern once there are many
 # (refreshed OAuth tokens accumulate; a loop of `in` checks is faster only for a handful).
-_by_length: tuple[str, ...] = ()
-_pattern: re.Pattern[str] | None = None
-_shortest = sys.maxsize  # no text shorter than every secret can contain one
+# One tuple, replaced whole, so a scrub on another thread never sees half an update:
+# (shortest secret's length: no shorter text can contain one, secrets longest first, pattern or None)
+_Scrubber = tuple[int, tuple[str, ...], "re.Pattern[str] | None"]
+_scrubber: _Scrubber = (sys.maxsize, (), None)
 _LOOP_MAX = 8
 _key_is_secret: dict[str, bool] = {}  # log keys are a small, stable set: decide each once
 _KEY_CACHE_MAX = 4096
@@ -34,25 +35,26 @@ _KEY_CACHE_MAX = 4096
 
 def register_secrets(values: Iterable[str | SecretStr | None]) -> None:
     """Remember secret values so they are scrubbed even when embedded in an error message."""
-    global _by_length, _pattern, _shortest
+    global _scrubber
     for v in values:
         raw = v.get_secret_value() if isinstance(v, SecretStr) else v
         if raw and len(raw) >= 4:
             _registered.add(raw)
-    if len(_by_length) != len(_registered):
-        _by_length = tuple(sorted(_registered, key=len, reverse=True))
-        _shortest = len(_by_length[-1])
-        many = len(_by_length) > _LOOP_MAX
-        _pattern = re.compile("|".join(map(re.escape, _by_length))) if many else None
+    if len(_scrubber[1]) != len(_registered):
+        by_length = tuple(sorted(_registered, key=len, reverse=True))
+        many = len(by_length) > _LOOP_MAX
+        pattern = re.compile("|".join(map(re.escape, by_length))) if many else None
+        _scrubber = (len(by_length[-1]), by_length, pattern)
 
 
 def scrub(text: str) -> str:
     """`text` with every registered secret value replaced (O(1) when it is shorter than any secret)."""
-    if len(text) < _shortest:
+    shortest, by_length, pattern = _scrubber
+    if len(text) < shortest:
         return text
-    if _pattern is not None:
-        return _pattern.sub(REDACTED, text)
-    for secret in _by_length:
+    if pattern is not None:
+        return pattern.sub(REDACTED, text)
+    for secret in by_length:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
@@ -100,7 +102,7 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
                 secret_key = _is_secret_key(key)
             if secret_key:
                 event_dict[key] = REDACTED
-            elif len(value) >= _shortest:
+            elif len(value) >= _scrubber[0]:
                 event_dict[key] = scrub(value)
         elif not (kind is int or kind is float or kind is bool or value is None):
             clean = _redact_value(key, value)
@@ -116,16 +118,16 @@ def timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableM
     """
     ns = time.time_ns()
     second, rest = divmod(ns, 1_000_000_000)
-    global _stamp_second, _stamp_prefix
-    if second != _stamp_second:
-        _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _stamp_second = second
-    event_dict["timestamp"] = f"{_stamp_prefix}.{rest // 1000:06d}Z"
+    global _stamp
+    stamped_second, prefix = _stamp
+    if second != stamped_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _stamp = (second, prefix)  # one tuple, replaced whole: safe when threads log too
+    event_dict["timestamp"] = f"{prefix}.{rest // 1000:06d}Z"
     return event_dict
 
 
-_stamp_second = -1
-_stamp_prefix = ""
+_stamp: tuple[int, str] = (-1, "")
 
 
 def _json_dumps(obj: Any, **_: Any) -> str:
