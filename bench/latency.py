@@ -70,6 +70,10 @@ class Latency:
     max_ms: float
     commit_p50_ms: float  # of the above: poll response arrived -> its poll committed (the poller's part)
     commit_p99_ms: float
+    # the rest: poll committed (poll() returned) -> webhook arrived (wake-up, claim, sign, POST)
+    send_p50_ms: float
+    send_p99_ms: float
+    cpu_us: float  # process CPU (all threads: event loop, SQLite, the in-process simulator) per event
     lost: int
 
 
@@ -157,8 +161,10 @@ async def run_once(
                 polls = max(1, round(rate * seconds / per_poll))
                 step = per_poll / rate  # seconds between polls
                 read_at: dict[str, int] = {}  # "wallbox:new value" -> when its poll response arrived
+                done_at: dict[str, int] = {}  # "wallbox:new value" -> when its poll returned (committed)
                 committed: list[float] = []  # per poll: response arrived -> poll() returned (committed)
                 value, cursor = 0.0, 0
+                cpu0 = time.process_time()
                 t0 = time.monotonic()
                 for k in range(polls):
                     changed = []
@@ -170,9 +176,11 @@ async def run_once(
                         changed.append(f"{box}:{value}")
                     fetched_at.clear()
                     await poller.poll(provider, "wallboxes")
-                    committed.append((time.monotonic_ns() - fetched_at[0]) / 1e6)
+                    returned = time.monotonic_ns()
+                    committed.append((returned - fetched_at[0]) / 1e6)
                     for key in changed:
                         read_at[key] = fetched_at[0]
+                        done_at[key] = returned
                     delay = t0 + (k + 1) * step - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
@@ -180,6 +188,7 @@ async def run_once(
                 deadline = time.monotonic() + 30
                 while await receiver.count(http) < len(read_at) and time.monotonic() < deadline:
                     await asyncio.sleep(0.01)
+                cpu = time.process_time() - cpu0
                 arrived = await receiver.arrivals(http)
             finally:
                 await runner.cleanup()
@@ -187,9 +196,10 @@ async def run_once(
     for at, key in arrived:
         first.setdefault(key, at)
     lat = sorted((first[k] - read_at[k]) / 1e6 for k in read_at if k in first)
+    send = sorted((first[k] - done_at[k]) / 1e6 for k in done_at if k in first)
 
-    def q(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else float("nan")
+    def q(p: float, values: list[float] = lat) -> float:
+        return round(values[min(len(values) - 1, int(p * len(values)))], 2) if values else float("nan")
 
     committed.sort()
     return Latency(
@@ -202,6 +212,9 @@ async def run_once(
         p50_ms=q(0.5),
         p90_ms=q(0.9),
         p99_ms=q(0.99),
+        send_p50_ms=q(0.5, send),
+        send_p99_ms=q(0.99, send),
+        cpu_us=round(cpu / max(1, len(read_at)) * 1e6, 1),
         max_ms=round(lat[-1], 2) if lat else float("nan"),
         lost=len(read_at) - len(lat),
     )
@@ -247,12 +260,14 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
     if args.logs:  # as `wattbridge run` logs (info, JSON), into /dev/null; tests keep their own logging
         logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
     rows = asyncio.run(bench(args)) if not args.uvloop else _on_uvloop(bench(args))
-    head = ("synchronous", "events", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "commit p50/p99 ms")
+    head = ("synchronous", "events", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "commit p50/p99 ms",
+            "send p50/p99 ms", "CPU µs/event")  # fmt: skip
     print(f"{head[0]:<12} " + " ".join(f"{h:>7}" for h in head[1:]) + " lost")
     for r in rows:
         print(
             f"{r.synchronous:<12} {r.events:>7} {r.rate:>7.0f} {r.p50_ms:>7.1f} {r.p90_ms:>7.1f} "
-            f"{r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.commit_p50_ms:>7.1f}/{r.commit_p99_ms:<7.1f} {r.lost:>4}"
+            f"{r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.commit_p50_ms:>7.1f}/{r.commit_p99_ms:<7.1f} "
+            f"{r.send_p50_ms:>7.1f}/{r.send_p99_ms:<7.1f} {r.cpu_us:>7.0f} {r.lost:>4}"
         )
     print(f"{os.cpu_count()} cores; loadavg {os.getloadavg()}")
     return rows

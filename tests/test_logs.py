@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
@@ -33,6 +34,35 @@ def test_secret_keys_secretstr_and_registered_values_are_redacted():
     assert event["error"] == f"HTTP 401 for {logs.REDACTED}"
     assert event["nested"] == {"api_key": logs.REDACTED, "ok": "fine"}
     assert event["requests"] == 3
+
+
+def test_a_secret_is_scrubbed_whole_even_when_it_contains_another_and_among_many():
+    logs.register_secrets(["canary-short", "canary-short-and-longer-9d2e"])
+    assert logs.scrub("x canary-short-and-longer-9d2e y") == f"x {logs.REDACTED} y"
+    # Past a handful of secrets (refreshed tokens accumulate) scrub switches to one compiled pattern.
+    logs.register_secrets([f"canary-many-{i:02d}-5c1b" for i in range(12)])
+    assert logs.scrub("a canary-many-11-5c1b b canary-short c") == f"a {logs.REDACTED} b {logs.REDACTED} c"
+    assert logs.scrub("no secret here") == "no secret here"
+
+
+def test_redaction_keeps_numbers_and_flags_and_redacts_secret_keys_of_any_string_type():
+    class Label(str):
+        pass
+
+    event = logs.redact(None, "info", {"attempt": 2, "ok": True, "latency_ms": 1.5, "code": None,
+                                       "auth_token": Label("t0k"), "tokens_at": "2026-12-01"})  # fmt: skip
+    assert event == {"attempt": 2, "ok": True, "latency_ms": 1.5, "code": None,
+                     "auth_token": logs.REDACTED, "tokens_at": "2026-12-01"}  # fmt: skip
+
+
+def test_the_timestamp_is_utc_with_microseconds_and_a_z():
+    event = logs.timestamp(None, "info", {})
+    stamp = str(event["timestamp"])
+    assert len(stamp) == len("2026-12-03T14:36:06.123456Z")
+    parsed = datetime.fromisoformat(stamp)
+    assert parsed.tzinfo is not None
+    assert parsed.utcoffset() == timedelta(0)
+    assert abs((datetime.now(UTC) - parsed).total_seconds()) < 5
 
 
 def test_json_lines_are_written_when_not_on_a_terminal():

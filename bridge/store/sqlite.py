@@ -61,6 +61,7 @@ from bridge.store.sqlite_sql import (
     Q_DEAD_BY_CHANNEL,
     Q_DELIVERIES_LIST,
     Q_DELIVERY_AFTER_ATTEMPT,
+    Q_DELIVERY_EXISTS,
     Q_DELIVERY_GET,
     Q_DELIVERY_INSERT,
     Q_DEPTH,
@@ -354,17 +355,27 @@ class SqliteStore(SqliteApiReads):
         ]
 
         def record(conn: sqlite3.Connection) -> set[str]:
+            # Update first: an unknown delivery is skipped instead of failing the foreign key (and
+            # with it every other attempt of the batch). Normally every delivery exists: one
+            # executemany per statement; only when some update found nothing, ask which.
+            updated = conn.executemany(Q_DELIVERY_AFTER_ATTEMPT, [u for _, u in rows]).rowcount
+            if updated == len(rows):
+                conn.executemany(Q_ATTEMPT_INSERT, [a for a, _ in rows])
+                return set()
             missing: set[str] = set()
             for attempt_row, delivery_update in rows:
-                # Update first: an unknown delivery is skipped instead of failing the foreign key (and
-                # with it every other attempt of the batch).
-                if conn.execute(Q_DELIVERY_AFTER_ATTEMPT, delivery_update).rowcount == 0:
+                if conn.execute(Q_DELIVERY_EXISTS, (delivery_update[-1],)).fetchone() is None:
                     missing.add(delivery_update[-1])
                 else:
                     conn.execute(Q_ATTEMPT_INSERT, attempt_row)
             return missing
 
-        missing: set[str] = await self._in_one_hop(record)
+        # Not fsynced on its own under FULL (like a claim): the poll result that created the delivery
+        # was, before anyone could send it. Losing this record to a power cut leaves the delivery
+        # pending as last synced, so it goes out again with the same webhook-id and bytes (at least
+        # once), exactly as after a crash mid-send. The next durable commit (any poll result with a
+        # change) or WAL checkpoint syncs it, and the WAL only ever recovers a prefix of commits.
+        missing: set[str] = await self._in_one_hop(record, durable=False)
         return missing
 
     async def _in_one_hop(self, work: Callable[[sqlite3.Connection], Any], *, durable: bool = True) -> Any:

@@ -44,3 +44,13 @@ def test_the_latency_benchmark_sees_every_change_notified_once_per_poll_read():
 
     assert (row.events, row.lost) == (10, 0)
     assert 0 < row.p50_ms <= row.p99_ms <= row.max_ms
+
+
+def test_the_latency_split_accounts_for_every_webhook_in_each_part():
+    parts = bench_module("latency_split").main(
+        ["--rate", "100", "--per-poll", "2", "--wallboxes", "4", "--seconds", "0.1", "--repeat", "1",
+         "--synchronous", "NORMAL", "--no-logs"]
+    )  # fmt: skip
+
+    assert {len(values) for values in parts.values()} == {10}
+    assert all(v >= 0 for values in parts.values() for v in values)

@@ -19,6 +19,7 @@ from bridge.model import (
     delivery_id,
     event_id,
 )
+from bridge.store.base import AttemptOutcome
 from bridge.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
@@ -230,6 +231,26 @@ async def test_record_attempt_for_an_unknown_delivery_is_a_store_error(store):
             status="delivered",
             next_attempt_at=None,
         )
+
+
+async def test_a_batch_of_attempts_with_one_unknown_delivery_records_the_others_and_names_it(store):
+    known = [result("wb-1"), result("wb-2")]
+    await store.commit(known)
+    claimed = await store.claim_due(T0, limit=10, lease=timedelta(seconds=60))
+    attempts = [Attempt(delivery_id=d.id, number=1, at=T0, ok=True, status_code=204) for d in claimed]
+    ghost = Attempt(delivery_id="msg_nope", number=1, at=T0, ok=True, status_code=204)
+    outcomes = [AttemptOutcome(attempt=a, status="delivered", next_attempt_at=None) for a in attempts]
+    ghost_outcome = AttemptOutcome(attempt=ghost, status="delivered", next_attempt_at=None)
+
+    missing = await store.record_attempts([outcomes[0], ghost_outcome, outcomes[1]])
+
+    assert missing == {"msg_nope"}
+    for a in attempts:
+        assert await store.list_attempts(a.delivery_id) == [a]
+        done = await store.get_delivery(a.delivery_id)
+        assert done is not None
+        assert (done.status, done.attempts) == ("delivered", 1)
+    assert await store.list_attempts("msg_nope") == []
 
 
 async def test_replay_makes_dead_and_delivered_pending_again_with_the_same_id_and_body(store):
