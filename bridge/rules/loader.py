@@ -225,5 +225,7 @@ def load_rules(patterns: Sequence[str], *, base_dir: Path, channels: Collection[
             seen[rule.id] = rule
             rules.append(rule)
     if problems:
-        raise RuleError(problems)
+        # In file order, so a reader fixes them top to bottom (a rule's keys are checked in no
+        # particular order).
+        raise RuleError(sorted(problems, key=lambda p: (p.file, p.line or 0)))
     return RuleSet(rules)
