@@ -20,7 +20,7 @@ from bridge.api.models import (
     IdPath,
     ReplayResult,
     decode_cursor,
-    encode_cursor,
+    split_page,
 )
 from bridge.api.registry import ApiRoutes
 from bridge.app_keys import CLOCK, DELIVERY, STORE
@@ -61,8 +61,7 @@ async def list_deliveries(request: web.Request, query: DeliveryListQuery) -> Del
         after=None if query.cursor is None else decode_cursor(query.cursor),
     )
     found = await request.app[STORE].page_deliveries(q, limit=query.limit + 1)
-    page, more = found[: query.limit], len(found) > query.limit
-    cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    page, cursor = split_page(found, query.limit, lambda d: (d.created_at, d.id))
     return DeliveryPage(items=[delivery_out(d) for d in page], next_cursor=cursor)
 
 

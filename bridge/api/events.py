@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.api.models import ChangeOut, EventListQuery, EventOut, EventPage, decode_cursor, encode_cursor
+from bridge.api.models import ChangeOut, EventListQuery, EventOut, EventPage, decode_cursor, split_page
 from bridge.api.registry import ApiRoutes
 from bridge.app_keys import STORE
 from bridge.model import Event
@@ -42,6 +42,5 @@ async def list_events(request: web.Request, query: EventListQuery) -> EventPage:
         after=None if query.cursor is None else decode_cursor(query.cursor),
     )
     found = await request.app[STORE].page_events(q, limit=query.limit + 1)
-    page, more = found[: query.limit], len(found) > query.limit
-    cursor = encode_cursor(page[-1].occurred_at, page[-1].id) if more else None
+    page, cursor = split_page(found, query.limit, lambda e: (e.occurred_at, e.id))
     return EventPage(items=[event_out(e) for e in page], next_cursor=cursor)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -74,6 +75,8 @@ class ErrorBody(Response):
     detail: JSONValue = Field(default=None, description="what to fix: text, or pydantic's error list")
 
 
+T = TypeVar("T")
+
 # -- paging ----------------------------------------------------------------------------------------
 
 
@@ -93,6 +96,15 @@ def decode_cursor(text: str) -> tuple[datetime, str]:
         return _utc(when), row_id
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
         raise ValueError("invalid cursor: pass `next_cursor` from the previous page unchanged") from exc
+
+
+def split_page(
+    found: Sequence[T], limit: int, position: Callable[[T], tuple[datetime, str]]
+) -> tuple[Sequence[T], str | None]:
+    """A page from `limit + 1` rows read: the first `limit`, and the cursor after them when the extra
+    row shows there is more."""
+    page = found[:limit]
+    return page, encode_cursor(*position(page[-1])) if len(found) > limit else None
 
 
 def _checked_cursor(text: str) -> str:
