@@ -1,6 +1,7 @@
 """`wattbridge rules test`: what the rules would notify for an old/new state or a recorded timeline.
 
-Nothing is sent and nothing is stored: the real pipeline runs on a throwaway store (rules/dryrun.py).
+Nothing is sent and nothing is stored: the real pipeline runs on a throwaway store
+(rules/dryrun.py); input files are read by rules/timeline.py.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.errors import Problem, RuleError
-from bridge.rules.dryrun import DryRunInputError, Notice, Step, guess_source, pair, read_state, read_timeline
+from bridge.rules.dryrun import Notice
 from bridge.rules.engine import RuleSet
 from bridge.rules.schema import SOURCES
+from bridge.rules.timeline import DryRunInputError, Step, guess_source, pair, read_state, read_timeline
 
 EXIT_OK = 0
 # --old/--new: the old state is observed at this instant, the new one a minute later.

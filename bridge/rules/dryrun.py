@@ -5,31 +5,12 @@
 would be notified, rendered exactly as the channels would send it. Nothing goes over the network and
 nothing is written outside a temporary directory that is removed afterwards.
 
-Timeline files are JSON lines (blank lines and lines starting with `#` are skipped), each with an
-`at` time (ISO 8601 with a timezone, never going back):
-
-    {"at": "2026-11-22T21:00:00Z", "source": "podero.wallbox", "resource_id": "wb-1", "state": {...}}
-    {"at": "2026-11-22T21:05:00Z", "poll": "failed", "provider": "podero", "error": "HTTP 503"}
-    {"at": "2026-11-22T22:00:00Z"}
-
-* a `state` line is what the provider answers for one resource from then on (`null`: it is gone).
-  The first state of a resource is its baseline and fires nothing, as in a real run. When a
-  resource's first state is `null`, its source is replayed as a complete listing (like Realto's
-  sessions or Podero discovery): a resource first seen after that source's first poll *appeared*.
-  `provider` (default: the configured provider of that kind) is optional. `bridge.channel` states
-  are accepted too; `bridge.provider` is driven by `poll` lines.
-* a `poll` line (`"ok"` or `"failed"`, optional `error`) is a poll of that provider that succeeds
-  with nothing new, or fails: it changes nothing but the provider's health (`bridge.provider`).
-* a line with only `at` lets time pass: holds end, reminders and digests go out on the way.
-
-Lines with the same `at` are one poll per provider. Timers and digests due before each line are run
-at their own due time, exactly as the running bridge's timer loop would.
+The input format is `bridge/rules/timeline.py`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -47,41 +28,18 @@ from bridge.clock import ManualClock
 from bridge.config import Config
 from bridge.diff import diff
 from bridge.digest import Digester
-from bridge.errors import Problem, ProblemsError, ProviderUnavailable
+from bridge.errors import ProviderUnavailable
 from bridge.health import HealthBoard
 from bridge.model import Delivery, Event, Observation, PollResult, ResourceKey, RuleState
 from bridge.poller import Poller
 from bridge.providers.base import FetchResult, WatchGroup
 from bridge.rulebook import RuleBook
 from bridge.rules.engine import RuleSet
-from bridge.rules.fields import catalog
-from bridge.rules.schema import SOURCES
+from bridge.rules.timeline import Step, input_problem
 from bridge.store.sqlite import SqliteStore
 
-HEALTH = "bridge.provider"
 CHANNEL = "bridge.channel"
 MAX_TIMER_RUNS = 100_000  # a timeline of a year with a 1-minute repeat stays well below
-Kind = Literal["state", "poll", "wait"]
-
-
-class DryRunInputError(ProblemsError):
-    """A dry run's input file is invalid (each problem names the file and line)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Step:
-    """One line of a timeline (or one side of --old/--new)."""
-
-    at: datetime
-    kind: Kind
-    file: str
-    line: int | None = None
-    source: str | None = None
-    provider: str | None = None
-    resource_id: str | None = None
-    state: dict[str, Any] | None = None
-    ok: bool = True
-    error: str = "simulated poll failure"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,153 +63,6 @@ class Notice:
     status: str | None = None
     resource: str | None = None
     deliveries: tuple[Sent, ...] = ()
-
-
-# -- input -----------------------------------------------------------------------------------------
-
-
-def _problem(file: str, line: int | None, message: str) -> DryRunInputError:
-    return DryRunInputError([Problem(file, line, "", message)])
-
-
-def _time(value: Any, file: str, line: int | None) -> datetime:
-    try:
-        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise _problem(file, line, f"`at`: not an ISO 8601 time: {value!r}") from None
-    if when.tzinfo is None:
-        raise _problem(file, line, f"`at`: {value!r} has no timezone (add Z or +01:00)")
-    return when
-
-
-def _source(value: Any, file: str, line: int | None) -> str:
-    if value not in SOURCES:
-        close = difflib.get_close_matches(str(value), SOURCES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise _problem(file, line, f"`source`: unknown source {value!r} (known: {', '.join(SOURCES)}){hint}")
-    if value == HEALTH:
-        raise _problem(file, line, "`source`: bridge.provider is driven by `poll` lines, not states")
-    return str(value)
-
-
-def _step(data: Any, file: str, line: int, default_source: str | None) -> Step:
-    if not isinstance(data, dict):
-        raise _problem(file, line, "expected a JSON object per line")
-    known = {"at", "source", "provider", "resource_id", "state", "poll", "error"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise _problem(file, line, f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    if "at" not in data:
-        raise _problem(file, line, "every line needs an `at` time")
-    at = _time(data["at"], file, line)
-    provider = data.get("provider")
-    if provider is not None and not isinstance(provider, str):
-        raise _problem(file, line, "`provider` must be a string")
-    if "poll" in data:
-        if data["poll"] not in ("ok", "failed") or "state" in data:
-            raise _problem(file, line, '`poll` is "ok" or "failed", on a line without a `state`')
-        error = str(data.get("error") or "simulated poll failure")
-        return Step(
-            at=at, kind="poll", file=file, line=line, provider=provider, ok=data["poll"] == "ok", error=error
-        )
-    if "state" not in data:
-        if set(data) - {"at"}:
-            raise _problem(
-                file, line, "a line with `source`/`resource_id` needs a `state` (an object, or null)"
-            )
-        return Step(at=at, kind="wait", file=file, line=line)
-    state = data["state"]
-    if state is not None and not isinstance(state, dict):
-        raise _problem(file, line, "`state` must be a JSON object, or null when the resource is gone")
-    resource_id = data.get("resource_id")
-    if not isinstance(resource_id, str) or not resource_id:
-        raise _problem(file, line, "a state line needs a `resource_id` (a non-empty string)")
-    return Step(
-        at=at,
-        kind="state",
-        file=file,
-        line=line,
-        source=_source(data.get("source", default_source), file, line),
-        provider=provider,
-        resource_id=resource_id,
-        state=state,
-    )
-
-
-def read_timeline(path: Path, *, default_source: str | None = None) -> list[Step]:
-    """Every step of a timeline file, or a DryRunInputError naming FILE:LINE. `default_source`
-    (--source) applies to state lines without a `source`."""
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _problem(file, None, f"cannot read the timeline: {exc.strerror or exc}") from None
-    steps: list[Step] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise _problem(file, number, f"not valid JSON: {exc}") from None
-        step = _step(data, file, number, default_source)
-        if steps and step.at < steps[-1].at:
-            raise _problem(file, number, f"`at` goes back in time (after {steps[-1].at.isoformat()})")
-        steps.append(step)
-    if not steps:
-        raise _problem(file, None, "the timeline has no lines")
-    return steps
-
-
-def read_state(path: Path) -> dict[str, Any] | None:
-    """A state file for --old/--new: one JSON object (or null: the resource does not exist)."""
-    try:
-        data = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise _problem(str(path), None, f"cannot read the state: {exc.strerror or exc}") from None
-    except orjson.JSONDecodeError as exc:
-        raise _problem(str(path), None, f"not valid JSON: {exc}") from None
-    if data is not None and not isinstance(data, dict):
-        raise _problem(str(path), None, "expected a JSON object (a resource's state), or null")
-    return data
-
-
-def guess_source(states: Sequence[dict[str, Any] | None], file: str) -> str:
-    """The source whose documented fields best cover the states' top-level keys."""
-    keys = {k for s in states if s is not None for k in s}
-    scores = []
-    for source, shape in catalog().items():
-        if source == HEALTH or isinstance(shape, str):
-            continue
-        scores.append((len(keys & shape.keys()) - len(keys - shape.keys()), source))
-    scores.sort(reverse=True)
-    if not keys or (len(scores) > 1 and scores[0][0] == scores[1][0]):
-        raise _problem(
-            file, None, f"cannot tell the source of this state: give --source ({', '.join(SOURCES)})"
-        )
-    return scores[0][1]
-
-
-def pair(
-    old: dict[str, Any] | None,
-    new: dict[str, Any] | None,
-    *,
-    source: str,
-    file: str,
-    resource_id: str | None = None,
-    at: datetime,
-) -> list[Step]:
-    """--old/--new as a two-line timeline, a minute apart."""
-    if source == HEALTH:
-        raise _problem(file, None, "bridge.provider states come from polls: test it with --timeline")
-    if old is None and new is None:
-        raise _problem(file, None, "--old and --new are both null: nothing can change")
-    state = new or old or {}
-    rid = resource_id or str(state.get("id") or state.get("homeId") or state.get("channel") or "resource-1")
-    return [
-        Step(at=when, kind="state", file=file, source=source, resource_id=rid, state=state)
-        for when, state in ((at, old), (at + timedelta(minutes=1), new))
-    ]
 
 
 # -- the pipeline, on a throwaway store --------------------------------------------------------------
@@ -369,7 +180,7 @@ class DryRun:
         if provider is None:
             configured = self.config.providers.get(name)
             if configured is not None and configured.kind != kind:
-                raise _problem(
+                raise input_problem(
                     step.file, step.line, f"provider {name!r} is a {configured.kind} provider, not {kind}"
                 )
             provider = self.providers[name] = _ReplayProvider(name=name, kind=kind, clock=self.clock)
@@ -403,7 +214,7 @@ class DryRun:
                 return
             self.clock.set(min(due))
             await self._timers()
-        raise _problem(
+        raise input_problem(
             step.file, step.line, f"over {MAX_TIMER_RUNS} timer runs before this line: a repeat too short?"
         )
 
@@ -449,7 +260,7 @@ class DryRun:
             key = ResourceKey(source=CHANNEL, provider="bridge", resource_id=step.resource_id or "")
             self._observed(key, step)
             if step.state is None:
-                raise _problem(step.file, step.line, "a bridge.channel state cannot be null")
+                raise input_problem(step.file, step.line, "a bridge.channel state cannot be null")
             await self.poller.observe_internal(key, step.state)
             self._collect()
 
@@ -463,7 +274,7 @@ class DryRun:
             return provider
         if len(self.providers) == 1:
             return next(iter(self.providers.values()))
-        raise _problem(step.file, step.line, "say which `provider` this poll is of")
+        raise input_problem(step.file, step.line, "say which `provider` this poll is of")
 
     def _observed(self, key: ResourceKey, step: Step) -> None:
         before = self._seen.get(key, ...)
