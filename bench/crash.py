@@ -208,7 +208,7 @@ def _receipt(hook: ReceivedWebhook) -> Receipt:
 
 
 @contextlib.asynccontextmanager
-async def _served(app: web.Application) -> AsyncIterator[str]:
+async def served(app: web.Application) -> AsyncIterator[str]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -227,9 +227,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(workdir: Path, podero_url: str, hook_url: str, port: int) -> Path:
-    """Short intervals and timeouts, so a claim cut short by SIGKILL expires in seconds (the lease is
-    twice the slowest channel timeout, at least 5 s)."""
+def write_config(
+    workdir: Path,
+    podero_url: str,
+    hook_url: str,
+    *,
+    secret: str = SECRET,
+    store: str = "",
+    server: str = "",
+    podero: str = "",
+    partner: str = "",
+    tail: str = "",
+) -> Path:
+    """The bridge these benchmarks run: Podero discovery, one rule notifying every change of
+    `charge_rate_w`, one webhook channel `partner`. The keyword arguments are extra TOML lines for
+    each table (and `tail` for whole tables), so each script states only what it tunes."""
     rules = workdir / "rules.toml"
     rules.write_text(
         textwrap.dedent("""
@@ -244,36 +256,45 @@ def write_config(workdir: Path, podero_url: str, hook_url: str, port: int) -> Pa
     )
     config = workdir / "config.toml"
     config.write_text(
-        textwrap.dedent(f"""
-        [store]
-        url = "sqlite:///{workdir / "bridge.db"}"
-        [server]
-        listen = "127.0.0.1:{port}"
-        drain_timeout = "3s"
-        [rules]
-        paths = ["{rules}"]
-        [providers.podero]
-        kind = "podero"
-        base_url = "{podero_url}"
-        client_id = "sim-client"
-        client_secret = "sim-secret"
-        org_id = "{ORG}"
-        discover = true
-        poll_interval = "200ms"
-        max_requests_per_second = 1000
-        max_concurrency = 8
-        timeout = "2s"
-        [channels.partner]
-        kind = "webhook"
-        url = "{hook_url}"
-        secret = "{SECRET}"
-        timeout = "1s"
-        retry = ["0s", "200ms", "500ms", "1s", "2s", "5s", "10s", "10s"]
-        [smtp]
-        timeout = "1s"
-        """)
+        f"""
+[store]
+url = "sqlite:///{workdir / "bridge.db"}"
+{store}
+[server]
+{server}
+[rules]
+paths = ["{rules}"]
+[providers.podero]
+kind = "podero"
+base_url = "{podero_url}"
+client_id = "sim-client"
+client_secret = "sim-secret"
+org_id = "{ORG}"
+discover = true
+{podero}
+[channels.partner]
+kind = "webhook"
+url = "{hook_url}"
+secret = "{secret}"
+{partner}
+{tail}
+"""
     )
     return config
+
+
+def crash_config(workdir: Path, podero_url: str, hook_url: str, port: int) -> Path:
+    """Short intervals and timeouts, so a claim cut short by SIGKILL expires in seconds (the lease is
+    twice the slowest channel timeout, at least 5 s)."""
+    return write_config(
+        workdir,
+        podero_url,
+        hook_url,
+        server=f'listen = "127.0.0.1:{port}"\ndrain_timeout = "3s"',
+        podero='poll_interval = "200ms"\nmax_requests_per_second = 1000\nmax_concurrency = 8\ntimeout = "2s"',
+        partner='timeout = "1s"\nretry = ["0s", "200ms", "500ms", "1s", "2s", "5s", "10s", "10s"]',
+        tail='[smtp]\ntimeout = "1s"',
+    )
 
 
 def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
@@ -316,9 +337,9 @@ async def crash_run(
     driver = Driver(sim, sink, boxes, steps)
     driving: asyncio.Task[None] | None = None
     with (workdir / "bridge.log").open("ab") as log:
-        async with _served(sim.app()) as podero_url, _served(sink.app()) as sink_url:
+        async with served(sim.app()) as podero_url, served(sink.app()) as sink_url:
             port = _free_port()
-            config = write_config(workdir, podero_url, f"{sink_url}/hooks/partner", port)
+            config = crash_config(workdir, podero_url, f"{sink_url}/hooks/partner", port)
             bridge = BridgeProcess(config, log)
             try:
                 await bridge.start()

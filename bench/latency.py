@@ -27,15 +27,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import io
 import math
 import os
 import sys
 import tempfile
-import textwrap
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from crash import ORG, served, write_config
 from delivery import Receiver
 
 from bridge import logs
@@ -54,7 +53,6 @@ from bridge.clock import SystemClock
 from bridge.config_loader import load_config
 from bridge.simulator.podero import PoderoSimulator
 
-ORG = "00000000-0000-4000-8000-000000000001"
 SECRET = "whsec_" + base64.b64encode(b"wattbridge-latency-secret-012345").decode()
 
 
@@ -77,55 +75,15 @@ class Latency:
     lost: int
 
 
-@contextlib.asynccontextmanager
-async def _served(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-
-
 def _config(workdir: Path, podero_url: str, hook_url: str, synchronous: str) -> Path:
-    (workdir / "rules.toml").write_text(
-        textwrap.dedent("""
-        [[rule]]
-        id = "charge-rate-changed"
-        source = "podero.wallbox"
-        field = "charge_rate_w"
-        changed = true
-        type = "wallbox.charge_rate_changed"
-        channels = ["partner"]
-        """)
+    return write_config(
+        workdir,
+        podero_url,
+        hook_url,
+        secret=SECRET,
+        store=f'synchronous = "{synchronous}"',
+        podero="max_requests_per_second = 100000\nmax_concurrency = 16",
     )
-    config = workdir / "config.toml"
-    config.write_text(
-        textwrap.dedent(f"""
-        [store]
-        url = "sqlite:///{workdir / "bridge.db"}"
-        synchronous = "{synchronous}"
-        [rules]
-        paths = ["{workdir / "rules.toml"}"]
-        [providers.podero]
-        kind = "podero"
-        base_url = "{podero_url}"
-        client_id = "sim-client"
-        client_secret = "sim-secret"
-        org_id = "{ORG}"
-        discover = true
-        max_requests_per_second = 100000
-        max_concurrency = 16
-        [channels.partner]
-        kind = "webhook"
-        url = "{hook_url}"
-        secret = "{SECRET}"
-        """)
-    )
-    return config
 
 
 async def run_once(
@@ -138,7 +96,7 @@ async def run_once(
         user = sim.add_user(email=f"user{u}@example.com")
         boxes += [sim.add_wallbox(user, charge_rate_w=0.0) for _ in range(min(10, wallboxes - len(boxes)))]
     with tempfile.TemporaryDirectory(prefix="wb-latency-") as tmp:
-        async with _served(sim.app()) as podero_url:
+        async with served(sim.app()) as podero_url:
             config = load_config(_config(Path(tmp), podero_url, receiver.url, synchronous))
             app = create_app(config, start_scheduler=False)
             runner = web.AppRunner(app)
