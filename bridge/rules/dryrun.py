@@ -345,41 +345,24 @@ class DryRun:
         if rule is not None and rule.cooldown is not None and st.last_fired_at is not None:
             until = st.last_fired_at + rule.cooldown
         cooling = until is not None and now < until and not fired
+
+        def note(what: Literal["cooldown", "hold", "hold-broken"], text: str) -> None:
+            self.notices.append(Notice(at=now, what=what, text=text, rule=st.rule_id, resource=where))
+
         if (
             st.phase == "idle"
             and cooling
             and until is not None
             and (prior is None or prior.phase != "firing")
         ):
-            self.notices.append(
-                Notice(
-                    at=now,
-                    what="cooldown",
-                    text=f"COOLDOWN {st.rule_id} {where}: fired recently, nothing sent until {_fmt(until)}",
-                    rule=st.rule_id,
-                    resource=where,
-                )
+            note(
+                "cooldown",
+                f"COOLDOWN {st.rule_id} {where}: fired recently, nothing sent until {_fmt(until)}",
             )
         elif st.phase == "pending" and (prior is None or prior.phase != "pending") and st.due_at is not None:
-            self.notices.append(
-                Notice(
-                    at=now,
-                    what="hold",
-                    text=f"HOLD {st.rule_id} {where}: fires at {_fmt(st.due_at)} if it still holds",
-                    rule=st.rule_id,
-                    resource=where,
-                )
-            )
+            note("hold", f"HOLD {st.rule_id} {where}: fires at {_fmt(st.due_at)} if it still holds")
         elif st.phase == "idle" and prior is not None and prior.phase == "pending":
-            self.notices.append(
-                Notice(
-                    at=now,
-                    what="hold-broken",
-                    text=f"HOLD BROKEN {st.rule_id} {where}: stopped holding, nothing sent",
-                    rule=st.rule_id,
-                    resource=where,
-                )
-            )
+            note("hold-broken", f"HOLD BROKEN {st.rule_id} {where}: stopped holding, nothing sent")
 
     def _sent(self, delivery: Delivery) -> Sent:
         channel = self._channels.get(delivery.channel)
