@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,28 @@ def add_watches(db_path: Path, provider: str, wallboxes: int) -> None:
     ]
     with contextlib.closing(sqlite3.connect(db_path)) as db, db:
         db.executemany(Q_WATCH_UPSERT, rows)
+
+
+@contextlib.asynccontextmanager
+async def bridge_app(config: Any, db_path: Path, wallboxes: int) -> AsyncIterator[Any]:
+    """The bridge's real app (no scheduler: the benchmark drives polls) on a fresh store holding one
+    watch per simulated wallbox; started and cleaned up as `wattbridge run` does."""
+    from aiohttp import web
+
+    from bridge.app import create_app
+    from bridge.store.sqlite import SqliteStore
+
+    store = SqliteStore(db_path)
+    await store.open()  # creates the schema, so the watches can be bulk-inserted beside it
+    await store.close()
+    add_watches(db_path, "podero", wallboxes)
+    app = create_app(config, start_scheduler=False)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        yield app
+    finally:
+        await runner.cleanup()
 
 
 def quiet_logs() -> None:

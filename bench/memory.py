@@ -22,9 +22,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiohttp import web
 
-from bench.common import add_watches, bridge_config, proc_rss, quiet_logs, simulator
+from bench.common import bridge_app, bridge_config, proc_rss, quiet_logs, simulator
 
 
 def _rss() -> int:
@@ -33,23 +32,13 @@ def _rss() -> int:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, float]:
-    from bridge.app import create_app
     from bridge.app_keys import POLLER, PROVIDERS
-    from bridge.store.sqlite import SqliteStore
 
     quiet_logs()
     n = args.wallboxes
     with simulator(n) as sim, tempfile.TemporaryDirectory() as tmp:
         config = bridge_config(Path(tmp), sim, concurrency=args.concurrency)
-        db = Path(tmp) / "bench.db"
-        store = SqliteStore(db)
-        await store.open()
-        await store.close()
-        add_watches(db, "podero", n)
-        app = create_app(config, start_scheduler=False)
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        try:
+        async with bridge_app(config, Path(tmp) / "bench.db", n) as app:
             poller, provider = app[POLLER], app[PROVIDERS]["podero"]
             base = _rss()
             started = time.perf_counter()
@@ -58,8 +47,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
             summary = await poller.poll(provider, "wallboxes")
             second = _rss()
             took = time.perf_counter() - started
-        finally:
-            await runner.cleanup()
     per = (second - base) / n
     print(f"baseline process (app started, {n:,} watches, nothing polled): {base / 2**20:,.1f} MiB")
     print(

@@ -28,9 +28,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiohttp import web
 
-from bench.common import HERE, Sim, Stopwatch, add_watches, bridge_config, proc_cpu, quiet_logs, simulator
+from bench.common import HERE, Sim, Stopwatch, bridge_app, bridge_config, proc_cpu, quiet_logs, simulator
 from bench.simserver import ORG, TOKEN
 
 RED_JS = HERE / ".node-red" / "node_modules" / "node-red" / "red.js"
@@ -96,21 +95,11 @@ async def node_red(sim: Sim, wallboxes: int, batch: int, seconds: float) -> tupl
 
 async def bridge(sim: Sim, wallboxes: int, rate: float, rounds: int) -> tuple[float, float, int]:
     """(polls/s, µs CPU per poll, webhooks POSTed) of the bridge paced at `rate` polls/s."""
-    from bridge.app import create_app
     from bridge.app_keys import POLLER, PROVIDERS, STORE
-    from bridge.store.sqlite import SqliteStore
 
     with tempfile.TemporaryDirectory() as tmp:
         config = bridge_config(Path(tmp), sim, concurrency=50, rps=rate)
-        db = Path(tmp) / "bench.db"
-        store = SqliteStore(db)
-        await store.open()
-        await store.close()
-        add_watches(db, "podero", wallboxes)
-        app = create_app(config, start_scheduler=False)
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        try:
+        async with bridge_app(config, Path(tmp) / "bench.db", wallboxes) as app:
             poller, provider = app[POLLER], app[PROVIDERS]["podero"]
             await poller.poll(provider, "wallboxes")  # baseline
             posts = (await sim.stats())["posts"]
@@ -124,8 +113,6 @@ async def bridge(sim: Sim, wallboxes: int, rate: float, rounds: int) -> tuple[fl
                 await asyncio.sleep(0.02)
             m = watch.stop(polls)
             return m.rate, m.cpu_us, (await sim.stats())["posts"] - posts
-        finally:
-            await runner.cleanup()
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, float] | None:

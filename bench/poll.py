@@ -27,7 +27,16 @@ if __package__ in (None, ""):
 
 from aiohttp import web
 
-from bench.common import Measure, Sim, Stopwatch, add_watches, bridge_config, ceiling, quiet_logs, simulator
+from bench.common import (
+    Measure,
+    Sim,
+    Stopwatch,
+    bridge_app,
+    bridge_config,
+    ceiling,
+    quiet_logs,
+    simulator,
+)
 
 
 async def _drained(app: web.Application, sim: Sim, expected_posts: int) -> None:
@@ -44,22 +53,12 @@ async def _drained(app: web.Application, sim: Sim, expected_posts: int) -> None:
 async def run_scenario(
     name: str, *, wallboxes: int, concurrency: int, repeat: int, change_every: int
 ) -> list[tuple[Measure, Measure]]:
-    from bridge.app import create_app
     from bridge.app_keys import POLLER, PROVIDERS
-    from bridge.store.sqlite import SqliteStore
 
     pairs: list[tuple[Measure, Measure]] = []
     with simulator(wallboxes, change_every=change_every) as sim, tempfile.TemporaryDirectory() as tmp:
         config = bridge_config(Path(tmp), sim, concurrency=concurrency)
-        db = Path(tmp) / "bench.db"
-        store = SqliteStore(db)
-        await store.open()
-        await store.close()
-        add_watches(db, "podero", wallboxes)
-        app = create_app(config, start_scheduler=False)
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        try:
+        async with bridge_app(config, Path(tmp) / "bench.db", wallboxes) as app:
             poller, provider = app[POLLER], app[PROVIDERS]["podero"]
             await poller.poll(provider, "wallboxes")  # the baseline: every snapshot stored once
             for _ in range(repeat):
@@ -86,8 +85,6 @@ async def run_scenario(
                 print(
                     f"{name}: ratio {ours.rate / raw.rate:.2f} of the ceiling, CPU ×{ours.cpu_us / raw.cpu_us:.2f}"
                 )
-        finally:
-            await runner.cleanup()
     return pairs
 
 

@@ -24,16 +24,13 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiohttp import web
 
-from bench.common import Stopwatch, add_watches, bridge_config, quiet_logs, simulator
+from bench.common import Stopwatch, bridge_app, bridge_config, quiet_logs, simulator
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    from bridge.app import create_app
     from bridge.app_keys import POLLER, PROVIDERS
     from bridge.scheduler import PollScheduler
-    from bridge.store.sqlite import SqliteStore
 
     quiet_logs()
     n, interval = args.wallboxes, args.interval
@@ -44,61 +41,53 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         config = bridge_config(
             Path(tmp), sim, concurrency=args.concurrency, rps=rate, interval=f"{interval}s"
         )
-        db = Path(tmp) / "bench.db"
-        store = SqliteStore(db)
-        await store.open()
-        await store.close()
-        add_watches(db, "podero", n)
-        app = create_app(config, start_scheduler=False)
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        poller = app[POLLER]
-        real_poll = poller.poll
+        async with bridge_app(config, Path(tmp) / "bench.db", n) as app:
+            poller = app[POLLER]
+            real_poll = poller.poll
 
-        async def timed(provider: Any, group: str) -> Any:
-            start = time.monotonic()
-            summary = await real_poll(provider, group)
-            if group == "wallboxes":
-                cycles.append(
-                    {
-                        "start": start,
-                        "end": time.monotonic(),
-                        "observed": summary.observed,
-                        "failed": summary.failed,
-                        "changed": summary.changed,
-                    }
-                )
-                c = cycles[-1]
-                if len(cycles) == 1:  # steady-state CPU is counted from the end of the baseline
-                    mark.update(cpu=time.process_time(), wall=time.perf_counter(), sim=sim.cpu())
-                print(
-                    f"cycle {len(cycles)}: {summary.observed:,} polled in {c['end'] - c['start']:.1f} s "
-                    f"({summary.failed} failed, {summary.changed} changed)",
-                    flush=True,
-                )
-            return summary
+            async def timed(provider: Any, group: str) -> Any:
+                start = time.monotonic()
+                summary = await real_poll(provider, group)
+                if group == "wallboxes":
+                    cycles.append(
+                        {
+                            "start": start,
+                            "end": time.monotonic(),
+                            "observed": summary.observed,
+                            "failed": summary.failed,
+                            "changed": summary.changed,
+                        }
+                    )
+                    c = cycles[-1]
+                    if len(cycles) == 1:  # steady-state CPU is counted from the end of the baseline
+                        mark.update(cpu=time.process_time(), wall=time.perf_counter(), sim=sim.cpu())
+                    print(
+                        f"cycle {len(cycles)}: {summary.observed:,} polled in {c['end'] - c['start']:.1f} s "
+                        f"({summary.failed} failed, {summary.changed} changed)",
+                        flush=True,
+                    )
+                return summary
 
-        poller.poll = timed  # type: ignore[method-assign]
-        scheduler = PollScheduler(poller, list(app[PROVIDERS].values()))
-        watch = Stopwatch(sim).start()
-        scheduler.start()
-        try:
-            # The baseline cycle may take longer than an interval; the steady cycles are timed after it.
-            wanted = args.minutes * 60 / interval + 1
-            give_up = time.monotonic() + 3600
-            while len(cycles) < wanted and time.monotonic() < give_up:
-                if cycles:
-                    # after the baseline: up to one interval to the next grid tick, then the cycles
-                    give_up = min(give_up, cycles[0]["end"] + args.minutes * 60 + interval * 2.5)
-                await asyncio.sleep(min(1.0, interval / 4))
-        finally:
-            await scheduler.stop(drain=5)
-            m = watch.stop(sum(int(c["observed"]) for c in cycles) or 1)
-            if mark:
-                wall = time.perf_counter() - mark["wall"]
-                mark["steady_cpu"] = (time.process_time() - mark["cpu"]) / wall
-                mark["steady_sim"] = (sim.cpu() - mark["sim"]) / wall
-            await runner.cleanup()
+            poller.poll = timed  # type: ignore[method-assign]
+            scheduler = PollScheduler(poller, list(app[PROVIDERS].values()))
+            watch = Stopwatch(sim).start()
+            scheduler.start()
+            try:
+                # The baseline cycle may take longer than an interval; the steady cycles are timed after it.
+                wanted = args.minutes * 60 / interval + 1
+                give_up = time.monotonic() + 3600
+                while len(cycles) < wanted and time.monotonic() < give_up:
+                    if cycles:
+                        # after the baseline: up to one interval to the next grid tick, then the cycles
+                        give_up = min(give_up, cycles[0]["end"] + args.minutes * 60 + interval * 2.5)
+                    await asyncio.sleep(min(1.0, interval / 4))
+            finally:
+                await scheduler.stop(drain=5)
+                m = watch.stop(sum(int(c["observed"]) for c in cycles) or 1)
+                if mark:
+                    wall = time.perf_counter() - mark["wall"]
+                    mark["steady_cpu"] = (time.process_time() - mark["cpu"]) / wall
+                    mark["steady_sim"] = (sim.cpu() - mark["sim"]) / wall
     steady_cpu, steady_sim = mark.get("steady_cpu", float("nan")), mark.get("steady_sim", float("nan"))
     if not cycles:
         print("== scale: no cycle completed")
