@@ -34,15 +34,20 @@ VOLATILE: Mapping[str, frozenset[str]] = {
     # Health moves its timestamps on every poll; status and failure counts are what rules watch.
     "bridge.provider": _COMMON_VOLATILE | {"last_success_at", "last_poll_at"},
 }
-_VOLATILE_SUFFIXES = ("_last_updated_at",)
+VOLATILE_SUFFIXES = ("_last_updated_at",)  # any field named so is volatile too
 _CUE = re.compile(r"/cues/([^/?#]+)")
+
+
+def volatile_fields(source: str) -> frozenset[str]:
+    """The fields of `source` that move on every read (besides any `*_last_updated_at`)."""
+    return VOLATILE.get(source, _COMMON_VOLATILE)
 
 
 def is_volatile(name: str, source: str, keep: frozenset[str] = frozenset()) -> bool:
     """True when `name` moves on every read of `source` (and no rule asked to keep it)."""
     if name in keep:
         return False
-    return name in VOLATILE.get(source, _COMMON_VOLATILE) or name.endswith(_VOLATILE_SUFFIXES)
+    return name in volatile_fields(source) or name.endswith(VOLATILE_SUFFIXES)
 
 
 def _is_action_list(value: list[Any]) -> bool:
@@ -205,6 +210,25 @@ def _strip(value: Any, volatile: _VolatileNames, kept: frozenset[str], path: str
     return value
 
 
+def _strip_all(value: dict[str, Any], volatile: _VolatileNames) -> dict[str, Any]:
+    """`_strip` when no rule keeps a volatile field: one comprehension per dict (half the CPU of the
+    general walk; this runs for every poll of every resource). Same output as `_strip(…, None)`."""
+    return {
+        k: (
+            _strip_all(v, volatile)
+            if type(v) is dict
+            else _strip(v, volatile, _NO_PATHS, None)
+            if type(v) is list
+            else v
+        )
+        for k, v in value.items()
+        if not volatile[k]
+    }
+
+
+_NO_PATHS: frozenset[str] = frozenset()
+
+
 def meaningful_digest(
     state: Mapping[str, Any] | None, *, source: str, keep: frozenset[str] = frozenset()
 ) -> str:
@@ -213,10 +237,9 @@ def meaningful_digest(
         return "gone"
     kept = _kept_paths(keep)
     plain = state if isinstance(state, dict) else dict(state)
-    body = orjson.dumps(
-        _strip(plain, _volatile_names(source, frozenset()), kept, "" if kept else None),
-        option=orjson.OPT_SORT_KEYS,
-    )
+    volatile = _volatile_names(source, frozenset())
+    stripped = _strip(plain, volatile, kept, "") if kept else _strip_all(plain, volatile)
+    body = orjson.dumps(stripped, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -37,6 +38,9 @@ class Observation:
     key: ResourceKey
     state: dict[str, JSON] | None
     observed_at: datetime
+    # The provider's schema check, deferred: the poller runs it only when the meaningful digest
+    # differs from the stored one (whose state passed it). It raises a ProviderError.
+    check: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -78,7 +78,7 @@ class _Tally:
     errors: dict[str, str] = field(default_factory=dict)  # the first few, for the poll's log line
 
     def fetched(self, result: FetchResult) -> None:
-        self.observed += len(result.observations)
+        self.observed += result.observed
         self.failures += len(result.failures)
         if result.failures and self.first_failure is None:
             self.first_failure = str(next(iter(result.failures.values())))
@@ -227,7 +227,7 @@ class Poller:
         spec = next((g for g in provider.watch_groups() if g.name == group), None)
         if spec is None or not spec.by_id:
             watches = await self._store.list_watches(provider=provider.name)
-            await self._settle(provider.name, await self._fetch(provider, group, watches, tally), now, tally)
+            await self._settle(provider.name, await provider.fetch(group, watches), now, tally)
             return
         cursor: list[tuple[str, str] | None] = [None]  # where the next page starts; None: at the start
         turn = asyncio.Lock()  # pages are read in order, one at a time
@@ -248,7 +248,7 @@ class Poller:
 
         async def lane() -> None:
             while page := await next_page():
-                await self._settle(provider.name, await self._fetch(provider, group, page, tally), now, tally)
+                await self._settle(provider.name, await provider.fetch(group, page), now, tally)
 
         # Two lanes: one page's tail of slow requests and its commit overlap the other's fetch (one lane
         # left ~10 % of a paced rate idle, bench/scale.py). A TaskGroup: a crash in one lane, or the
@@ -261,18 +261,12 @@ class Poller:
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
 
-    async def _fetch(
-        self, provider: Provider, group: str, watches: Sequence[Watch], tally: _Tally
-    ) -> FetchResult:
-        fetched = await provider.fetch(group, watches)
-        tally.fetched(fetched)  # failures are named in the poll's one log line
-        return fetched
-
     async def _settle(self, provider: str, fetched: FetchResult, now: datetime, tally: _Tally) -> None:
         """Diff, rules and one group commit for what one fetch returned."""
         async with self._lock:
             results = await self._results(provider, fetched, now)
             await self._commit(results)
+        tally.fetched(fetched)  # after the deferred checks; failures are named in the poll's log line
         tally.changed += len(results)
         tally.events += sum(len(r.events) for r in results)
 
@@ -366,7 +360,8 @@ class Poller:
                 end = fetched.terminal.get(obs.key.resource_id)
                 if end is None and known.get(obs.key.resource_id) == digest64(digest):
                     continue  # only volatile fields moved: no store round trip, nothing written
-                todo.append((obs, digest, end))
+                if fetched.passes(obs):  # the deferred schema check: only for what changed
+                    todo.append((obs, digest, end))
             if not todo:
                 continue
             stored = await self._store.get_snapshots_by_id(

@@ -45,6 +45,31 @@ class FetchResult:
     complete_sources: frozenset[str] = frozenset()
     retry_after: float | None = None  # the provider asked us to wait this long before the next poll
     terminal: dict[str, str] = field(default_factory=dict)  # resource id → why its watch ends
+    rejected: int = 0  # observations that failed their deferred schema check (now in `failures`)
+
+    def passes(self, obs: Observation) -> bool:
+        """Run `obs`'s deferred schema check. A failure is recorded like a failed read (it keeps its
+        last snapshot, never reads as a change); `obs` stays in `observations` but is not counted."""
+        if obs.check is None:
+            return True
+        try:
+            obs.check()
+        except ProviderError as exc:
+            self.failures[obs.key.resource_id] = exc
+            self.rejected += 1
+            return False
+        return True
+
+    def checked(self) -> FetchResult:
+        """Every deferred check run now, failures moved out of `observations` (for callers other than
+        the poller, which checks only what changed)."""
+        self.observations = [o for o in self.observations if self.passes(o)]
+        self.rejected = 0
+        return self
+
+    @property
+    def observed(self) -> int:
+        return len(self.observations) - self.rejected
 
 
 class Provider(Protocol):

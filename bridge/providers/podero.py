@@ -8,8 +8,10 @@ violates it is a schema violation (a failed poll); what we store and diff is the
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -106,6 +108,15 @@ class OnboardingSession(_Payload):
     cancel_url: str
     expiration_date: str | None = None
     object_id: str | None = None
+
+
+WALLBOX_ENDPOINT = f"{API}/org/…/wallboxes/{{id}}"
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _quoted(segment: str) -> str:
+    """A path segment percent-encoded; ids (UUIDs) need none, and quote() costs a poll 2 µs each."""
+    return segment if _UNRESERVED.fullmatch(segment) else quote(segment, safe="")
 
 
 def _validate(model: type[_Payload], body: Any, where: str) -> None:
@@ -336,18 +347,23 @@ class PoderoProvider:
         key = ResourceKey(source=SOURCE_WALLBOX, provider=self.name, resource_id=wallbox_id)
         # Built pre-encoded (the hot path of a large fleet): ids are quoted once here, never re-parsed.
         url = URL(
-            f"{self._wallboxes_url}{quote(user_id, safe='')}/wallboxes/{quote(wallbox_id, safe='')}"
-            "?include_deleted=true",
+            f"{self._wallboxes_url}{_quoted(user_id)}/wallboxes/{_quoted(wallbox_id)}?include_deleted=true",
             encoded=True,
         )
         try:
-            body = await self.http.request_json("GET", url, endpoint=f"{API}/org/…/wallboxes/{{id}}")
+            body = await self.http.request_json("GET", url, endpoint=WALLBOX_ENDPOINT)
         except errors.ProviderNotFound:
             return Observation(key=key, state=None, observed_at=self._clock.now())
         if not isinstance(body, dict):
             raise errors.ProviderSchemaViolation(f"{self.name} GET wallbox: expected a JSON object")
-        _validate(WallboxDetail, body, f"{self.name} GET wallbox {wallbox_id}")
-        return Observation(key=key, state=body, observed_at=self._clock.now())
+        # The schema check runs in the poller, and only when a meaningful field moved: most polls of a
+        # fleet change nothing, and the body they read equals, but for volatile fields, one that passed.
+        return Observation(
+            key=key,
+            state=body,
+            observed_at=self._clock.now(),
+            check=partial(_validate, WallboxDetail, body, f"{self.name} GET wallbox {wallbox_id}"),
+        )
 
     async def close(self) -> None:
         return None
