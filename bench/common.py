@@ -165,7 +165,9 @@ channels = ["partner"]
 """
 
 
-def bridge_config(tmp: Path, sim: Sim, *, concurrency: int, rps: float = 1e6, interval: str = "60s") -> Any:
+def bridge_config(
+    tmp: Path, sim: Sim, *, concurrency: int, rps: float = 1e6, interval: str = "60s", fetch_workers: int = 0
+) -> Any:
     """A Config polling every simulated wallbox by id and delivering to the simulator's POST sink."""
     from bridge.config import Config
 
@@ -186,6 +188,7 @@ def bridge_config(tmp: Path, sim: Sim, *, concurrency: int, rps: float = 1e6, in
                 "max_requests_per_second": rps,
                 "max_concurrency": concurrency,
                 "poll_interval": interval,
+                "fetch_workers": fetch_workers,
             }
         },
         "channels": {

@@ -31,7 +31,7 @@ import tempfile
 import textwrap
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -78,6 +78,8 @@ class CrashRun:
     log: Path | None = None
     # (wallbox, step) pairs the driver made; each must be notified at least once.
     expected: set[tuple[str, int]] = field(default_factory=set)
+    workers_seen: set[int] = field(default_factory=set)  # fetch worker pids of the killed bridges
+    orphans: set[int] = field(default_factory=set)  # of those, still alive after the run
 
     @property
     def lost(self) -> set[tuple[str, int]]:
@@ -143,6 +145,18 @@ class BridgeProcess:
                 if time.monotonic() > deadline:
                     raise TimeoutError("crash run: the restarted bridge never became ready")
                 await asyncio.sleep(POLL_S)
+
+    def children(self) -> set[int]:
+        """The bridge's child processes now (its fetch workers), from /proc (Linux)."""
+        if self.proc is None or self.proc.returncode is not None:
+            return set()
+        children = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # pid (comm) state ppid …: comm may hold spaces, so split after its closing paren
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    children.add(int(stat.parent.name))
+        return children
 
     async def kill(self) -> None:
         """SIGKILL (no cleanup of any kind runs in the child) and reap it."""
@@ -238,10 +252,12 @@ def write_config(
     podero: str = "",
     partner: str = "",
     tail: str = "",
+    watches: Sequence[tuple[str, str]] = (),
 ) -> Path:
-    """The bridge these benchmarks run: Podero discovery, one rule notifying every change of
-    `charge_rate_w`, one webhook channel `partner`. The keyword arguments are extra TOML lines for
-    each table (and `tail` for whole tables), so each script states only what it tunes."""
+    """The bridge these benchmarks run: Podero discovery (or, given `watches`, those (user id,
+    wallbox id) watched by id), one rule notifying every change of `charge_rate_w`, one webhook
+    channel `partner`. The keyword arguments are extra TOML lines for each table (and `tail` for
+    whole tables), so each script states only what it tunes."""
     rules = workdir / "rules.toml"
     rules.write_text(
         textwrap.dedent("""
@@ -270,7 +286,7 @@ base_url = "{podero_url}"
 client_id = "sim-client"
 client_secret = "sim-secret"
 org_id = "{ORG}"
-discover = true
+discover = {"false" if watches else "true"}
 {podero}
 [channels.partner]
 kind = "webhook"
@@ -279,21 +295,34 @@ secret = "{secret}"
 {partner}
 {tail}
 """
+        + "".join(
+            f'[[providers.podero.wallboxes]]\nuser_id = "{u}"\nwallbox_id = "{b}"\n' for u, b in watches
+        )
     )
     return config
 
 
-def crash_config(workdir: Path, podero_url: str, hook_url: str, port: int) -> Path:
+def crash_config(
+    workdir: Path,
+    podero_url: str,
+    hook_url: str,
+    port: int,
+    *,
+    fetch_workers: int = 0,
+    watches: Sequence[tuple[str, str]] = (),
+) -> Path:
     """Short intervals and timeouts, so a claim cut short by SIGKILL expires in seconds (the lease is
-    twice the slowest channel timeout, at least 5 s)."""
+    twice the slowest channel timeout, at least 5 s). Fetch workers read by-id watches only."""
     return write_config(
         workdir,
         podero_url,
         hook_url,
         server=f'listen = "127.0.0.1:{port}"\ndrain_timeout = "3s"',
-        podero='poll_interval = "200ms"\nmax_requests_per_second = 1000\nmax_concurrency = 8\ntimeout = "2s"',
+        podero='poll_interval = "200ms"\nmax_requests_per_second = 1000\nmax_concurrency = 8\ntimeout = "2s"'
+        f"\nfetch_workers = {fetch_workers}",
         partner='timeout = "1s"\nretry = ["0s", "200ms", "500ms", "1s", "2s", "5s", "10s", "10s"]',
         tail='[smtp]\ntimeout = "1s"',
+        watches=watches,
     )
 
 
@@ -321,6 +350,7 @@ async def crash_run(
     seed: int = 0,
     kill_window: tuple[float, float] = (0.3, 2.0),
     budget: float = 50.0,
+    fetch_workers: int = 0,
 ) -> CrashRun:
     """One run; raises TimeoutError when the baseline or the drain does not finish within `budget` s."""
     started = time.monotonic()
@@ -330,16 +360,26 @@ async def crash_run(
     db = workdir / "bridge.db"
     sim = PoderoSimulator(clock=SystemClock(), org_id=ORG)
     boxes: list[str] = []
+    watches: list[tuple[str, str]] = []
     for u in range(math.ceil(wallboxes / 10)):
         user = sim.add_user(email=f"user{u}@example.com")
-        boxes += [sim.add_wallbox(user, charge_rate_w=0.0) for _ in range(min(10, wallboxes - len(boxes)))]
+        mine = [sim.add_wallbox(user, charge_rate_w=0.0) for _ in range(min(10, wallboxes - len(boxes)))]
+        boxes += mine
+        watches += [(user, b) for b in mine]
     sink = WebhookSink(SECRET)
     driver = Driver(sim, sink, boxes, steps)
     driving: asyncio.Task[None] | None = None
     with (workdir / "bridge.log").open("ab") as log:
         async with served(sim.app()) as podero_url, served(sink.app()) as sink_url:
             port = _free_port()
-            config = crash_config(workdir, podero_url, f"{sink_url}/hooks/partner", port)
+            config = crash_config(
+                workdir,
+                podero_url,
+                f"{sink_url}/hooks/partner",
+                port,
+                fetch_workers=fetch_workers,
+                watches=watches if fetch_workers else (),  # fetch workers read by-id watches
+            )
             bridge = BridgeProcess(config, log)
             try:
                 await bridge.start()
@@ -356,6 +396,7 @@ async def crash_run(
                 for _ in range(kills):
                     # Random instants: some land in start-up, others in polls, commits and sends.
                     await asyncio.sleep(rng.uniform(*kill_window))
+                    result.workers_seen |= bridge.children()
                     await bridge.kill()
                     result.kills += 1
                     result.changes_before_last_kill = len(driver.expected)
@@ -373,6 +414,13 @@ async def crash_run(
                     driving.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await driving
+    # A killed bridge's fetch workers leave with it (bridge/fetch_pool.py): give them a moment.
+    orphans_by = time.monotonic() + 5.0
+    while (
+        alive := {p for p in result.workers_seen if Path(f"/proc/{p}").exists()}
+    ) and time.monotonic() < orphans_by:
+        await asyncio.sleep(POLL_S)
+    result.orphans = alive
     result.changes = len(driver.expected)
     result.expected = set(driver.expected)
     result.receipts = list(driver.receipts)
@@ -403,7 +451,8 @@ def figures(run: CrashRun) -> str:
         f"ids_per_step_max={max((len(v) for v in run.ids_per_step().values()), default=0)} "
         f"bodies_per_id_max={max((len(v) for v in run.bodies_per_id().values()), default=0)} "
         f"integrity={run.integrity} outbox={orjson.dumps(run.outbox).decode()} "
-        f"exit={run.exit_code} runtime_s={run.seconds:.1f} drain_s={run.drain_seconds:.1f}"
+        f"exit={run.exit_code} runtime_s={run.seconds:.1f} drain_s={run.drain_seconds:.1f} "
+        f"fetch_workers_seen={len(run.workers_seen)} orphans={len(run.orphans)}"
     )
 
 
@@ -414,6 +463,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20, help="changes per wallbox")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--budget", type=float, default=600.0, help="seconds before giving up")
+    p.add_argument("--fetch-workers", type=int, default=0, help="the provider's fetch_workers")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="wattbridge-crash-") as tmp:
         run = asyncio.run(
@@ -424,6 +474,7 @@ def main() -> int:
                 kills=args.kills,
                 seed=args.seed,
                 budget=args.budget,
+                fetch_workers=args.fetch_workers,
             )
         )
         print(figures(run))
@@ -431,6 +482,7 @@ def main() -> int:
         not run.lost
         and not run.unexpected
         and run.integrity == "ok"
+        and not run.orphans
         and all(len(ids) == 1 for ids in run.ids_per_step().values())
         and all(len(bodies) == 1 for bodies in run.bodies_per_id().values())
     )

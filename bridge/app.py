@@ -25,6 +25,7 @@ from bridge.app_keys import (
     DELIVERY,
     DELIVERY_SERVICE,
     DIGESTER,
+    FETCH_POOLS,
     HEALTH,
     METRICS,
     ON_CRASH,
@@ -37,15 +38,10 @@ from bridge.app_keys import (
 from bridge.channels.base import Channel
 from bridge.channels.registry import build_channels
 from bridge.clock import Clock, SystemClock
-from bridge.config import (
-    Config,
-    PoderoConfig,
-    RealtoConfig,
-    WattShiftConfig,
-    WebhookChannelConfig,
-)
+from bridge.config import Config, WebhookChannelConfig
 from bridge.delivery import DeliveryWorker
 from bridge.digest import Digester
+from bridge.fetch_pool import FetchPool
 from bridge.health import HealthBoard
 from bridge.lifecycle import Service
 from bridge.logs import register_secrets
@@ -53,9 +49,7 @@ from bridge.metrics import Metrics
 from bridge.model import ResourceKey, Watch
 from bridge.poller import Poller
 from bridge.providers.base import Provider
-from bridge.providers.podero import PoderoProvider
-from bridge.providers.realto import RealtoProvider
-from bridge.providers.wattshift import WattShiftProvider
+from bridge.providers.registry import make_provider
 from bridge.retry import DEFAULT_SCHEDULE, RetryPolicy
 from bridge.rulebook import RuleBook, load_for
 from bridge.scheduler import PollScheduler
@@ -83,7 +77,7 @@ def create_app(
     on_crash: Callable[[str, BaseException], None] | None = None,
 ) -> web.Application:
     """Build the bridge. Rules are loaded (and validated) now, so a bad rule set fails before start."""
-    register_secrets(_secrets_of(config))
+    register_secrets(config.secret_values())
     app = web.Application()
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
@@ -101,16 +95,6 @@ def create_app(
     return app
 
 
-def _secrets_of(config: Config) -> list[str]:
-    values: list[str] = []
-    for model in [config.server, config.smtp, *config.providers.values(), *config.channels.values()]:
-        for name in type(model).model_fields:
-            value = getattr(model, name)
-            if hasattr(value, "get_secret_value"):
-                values.append(value.get_secret_value())
-    return values
-
-
 async def _store(app: web.Application) -> AsyncIterator[None]:
     store = open_store_for(app[CONFIG])
     await store.open()
@@ -119,39 +103,28 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
-def _make_provider(name: str, cfg: object, clock: Clock) -> tuple[Provider, aiohttp.ClientSession]:
-    """One provider client and its own ClientSession (with the provider's auth middleware)."""
-    headers = {"User-Agent": f"Wattbridge/{__version__}"}
-    if isinstance(cfg, PoderoConfig):
-        mw = PoderoProvider.middleware(name, cfg, clock)
-        session = aiohttp.ClientSession(headers=headers, middlewares=(mw,))
-        return PoderoProvider(name, cfg, session=session, clock=clock), session
-    if isinstance(cfg, RealtoConfig):
-        session = aiohttp.ClientSession(
-            headers=headers, middlewares=(RealtoProvider.middleware(name, cfg, clock),)
-        )
-        return RealtoProvider(name, cfg, session=session, clock=clock), session
-    if isinstance(cfg, WattShiftConfig):
-        session = aiohttp.ClientSession(headers=headers)  # API key header added per request
-        return WattShiftProvider(name, cfg, session=session, clock=clock), session
-    raise ValueError(f"providers.{name}: kind {getattr(cfg, 'kind', '?')!r} is not supported")
-
-
 async def _providers(app: web.Application) -> AsyncIterator[None]:
     providers: dict[str, Provider] = {}
     sessions: list[aiohttp.ClientSession] = []
+    pools: dict[str, FetchPool] = {}
     try:
         for name, cfg in app[CONFIG].providers.items():
             if not cfg.enabled:
                 continue
-            provider, session = _make_provider(name, cfg, app[CLOCK])
+            provider, session = make_provider(name, cfg, app[CLOCK])
             providers[name] = provider
             sessions.append(session)
             app[HEALTH].get(name)
+            if cfg.fetch_workers:
+                secrets = app[CONFIG].secret_values()
+                pools[name] = FetchPool(name, cfg, workers=cfg.fetch_workers, secrets=secrets)
         await _register_static_watches(app[STORE], providers.values(), app[CLOCK].now())
         app[PROVIDERS] = providers
+        app[FETCH_POOLS] = pools
         yield
     finally:
+        for pool in pools.values():
+            await pool.close()
         for provider in providers.values():
             await provider.close()
         for session in sessions:
@@ -209,6 +182,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         on_committed=worker.notify,
         digest_groups={name: tuple(c.group_by) for name, c in app[CONFIG].channels.items()},
         metrics=app[METRICS],
+        fetch_pools=app[FETCH_POOLS],
     )
     app[DIGESTER] = Digester(
         app[STORE],

@@ -11,6 +11,7 @@ from bridge.clock import Clock
 from bridge.config import Config
 from bridge.delivery import DeliveryWorker
 from bridge.digest import Digester
+from bridge.fetch_pool import FetchPool
 from bridge.health import HealthBoard
 from bridge.lifecycle import Service
 from bridge.metrics import Metrics
@@ -26,6 +27,7 @@ RULEBOOK = web.AppKey("rulebook", RuleBook)
 HEALTH = web.AppKey("health", HealthBoard)
 STORE = web.AppKey("store", Store)
 PROVIDERS = web.AppKey("providers", dict[str, Provider])
+FETCH_POOLS = web.AppKey("fetch_pools", dict[str, FetchPool])
 CHANNELS = web.AppKey("channels", dict[str, Channel])
 DELIVERY = web.AppKey("delivery", DeliveryWorker)
 DELIVERY_SERVICE = web.AppKey("delivery_service", Service)

@@ -94,6 +94,9 @@ class ProviderBase(Strict):
     timeout: Duration = timedelta(seconds=10)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     enabled: bool = True
+    # Processes that fetch, check and digest this provider's by-id polls (0: in the main process).
+    # The rate limit and concurrency are shared out among them; see README "How far one process goes".
+    fetch_workers: int = Field(default=0, ge=0, le=32)
 
 
 class PoderoConfig(ProviderBase):
@@ -231,3 +234,13 @@ class Config(Strict):
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     # Where relative paths (rule globs, template files) resolve from: the config file's folder.
     base_dir: str = Field(default=".", exclude=True)
+
+    def secret_values(self) -> list[str]:
+        """Every secret the file holds, for the log scrubber (never printed)."""
+        values: list[str] = []
+        for model in [self.server, self.smtp, *self.providers.values(), *self.channels.values()]:
+            for name in type(model).model_fields:
+                value = getattr(model, name)
+                if isinstance(value, SecretStr):
+                    values.append(value.get_secret_value())
+        return values

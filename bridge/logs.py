@@ -148,6 +148,14 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
+_settings: dict[str, str] = {"level": "info", "fmt": "json"}
+
+
+def settings() -> dict[str, str]:
+    """The level and format this process logs with: a worker process logs the same way."""
+    return dict(_settings)
+
+
 def configure(
     *, level: str = "info", fmt: str = "auto", stream: TextIO | None = None, cache: bool = True
 ) -> None:
@@ -155,6 +163,7 @@ def configure(
     out: TextIO | _CurrentStderr = stream if stream is not None else _CurrentStderr()
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
+    _settings.update(level=level, fmt=fmt)
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=out.isatty())
         if fmt == "console"
