@@ -116,6 +116,34 @@ async def test_a_failed_listing_page_makes_nothing_disappear(bridge, podero, sin
     assert sink.received == []
 
 
+async def test_a_failed_user_listing_cancels_the_other_listings_and_makes_nothing_disappear(
+    make_config, make_bridge, podero, sink
+):
+    users = [podero.add_user(email=f"user{n}@example.com") for n in range(6)]
+    boxes = [podero.add_wallbox(user) for user in users]
+    config = make_config(rules=ONBOARDING_RULES)
+    providers = dict(config.providers)
+    # One listing at a time: the failing one is the first, and the others would wait behind it.
+    providers["podero"] = providers["podero"].model_copy(update={"discover": True, "max_concurrency": 1})
+    bridge = await make_bridge(config.model_copy(update={"providers": providers}))
+    assert (await bridge.poll()).events == 0  # baseline: every wallbox is stored
+    podero.requests.clear()
+    podero.fail("user_wallboxes", status=502, times=1)
+
+    bridge.clock.advance(timedelta(seconds=60))
+    summary = await bridge.poll()
+
+    assert not summary.ok
+    assert "provider unavailable" in bridge.app[HEALTH].get("podero").last_error
+    listings = [path for _, path in podero.requests if path.endswith("/wallboxes")]
+    assert 1 <= len(listings) < len(users)  # the failure cancelled the listings still to come
+    assert summary.events == 0
+    stored = await bridge.store.get_snapshots("podero", "podero.wallbox")
+    assert sorted(rid for rid, snap in stored.items() if snap.state is not None) == sorted(boxes)
+    assert await bridge.deliver() == 0
+    assert sink.received == []
+
+
 async def test_a_provider_that_keeps_failing_is_down_once_and_ops_are_told(bridge, podero, mailbox):
     podero.add_wallbox(podero.user_id)
     await bridge.poll()

@@ -286,7 +286,15 @@ class PoderoProvider:
             if not isinstance(user, dict) or not isinstance(user.get("id"), str):
                 raise errors.ProviderSchemaViolation(f"{self.name} GET users: an item has no string `id`")
             user_ids.append(user["id"])
-        lists = await asyncio.gather(*(self._user_wallboxes(uid) for uid in user_ids))
+        # A TaskGroup, not gather: the first failed listing fails the poll anyway, so it cancels the
+        # sibling listings at once instead of spending the provider's rate limit on them.
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._user_wallboxes(uid)) for uid in user_ids]
+        except ExceptionGroup as failed:
+            # Callers expect the one ProviderError that gather raised, not a group: the first failure.
+            raise failed.exceptions[0] from None
+        lists = [task.result() for task in tasks]
         now = self._clock.now()
         observations = []
         for boxes in lists:

@@ -166,6 +166,11 @@ class Store(Protocol):
         """When each rule last fired (its newest event), by rule id."""
         ...
 
+    async def last_firings(self, rule_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each of these rules last fired (its newest `firing` event), by rule id; a rule that
+        never fired is left out. Costs one index seek per rule, however many events are stored."""
+        ...
+
     async def resource_counts(self, provider: str) -> dict[str, int]:
         """How many resources of each source one provider has now (disappeared ones not counted)."""
         ...

@@ -6,6 +6,7 @@ core file stays about transactions and the outbox.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
@@ -13,8 +14,14 @@ import aiosqlite
 
 from bridge.model import Delivery, Event
 from bridge.store.base import DeliveryQuery, EventQuery
-from bridge.store.sqlite_api_sql import Q_DELIVERIES_PAGE, Q_EVENTS_PAGE, Q_LAST_FIRED, Q_RESOURCE_COUNTS
-from bridge.store.sqlite_sql import _delivery, _dt, _event, _ts
+from bridge.store.sqlite_api_sql import (
+    Q_DELIVERIES_PAGE,
+    Q_EVENTS_PAGE,
+    Q_LAST_FIRED,
+    Q_LAST_FIRINGS,
+    Q_RESOURCE_COUNTS,
+)
+from bridge.store.sqlite_sql import _delivery, _dt, _event, _json, _ts
 
 
 class SqliteApiReads:
@@ -43,6 +50,11 @@ class SqliteApiReads:
         async with self._read() as db:
             rows = await db.execute_fetchall(Q_LAST_FIRED)
         return {rule_id: _dt(at) for rule_id, at in rows}
+
+    async def last_firings(self, rule_ids: Sequence[str]) -> dict[str, datetime]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_LAST_FIRINGS, (_json(list(rule_ids)),))
+        return {rule_id: _dt(at) for rule_id, at in rows if at is not None}
 
     async def resource_counts(self, provider: str) -> dict[str, int]:
         async with self._read() as db:

@@ -23,6 +23,11 @@ WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR channel = ?2) AND (?3 IS NU
   AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5))
 ORDER BY created_at DESC, id DESC LIMIT ?6"""
 Q_LAST_FIRED = "SELECT rule_id, MAX(occurred_at) FROM events GROUP BY rule_id"
+# The newest firing of each rule id in ?1 (a JSON array): one seek per rule on events_firing_by_rule,
+# so it costs the number of rules asked about, not the number of events; NULL for a rule never fired.
+Q_LAST_FIRINGS = """
+SELECT r.value, (SELECT MAX(occurred_at) FROM events WHERE rule_id = r.value AND status = 'firing')
+FROM json_each(?1) AS r"""
 # Resources currently present (not disappeared), per source; '' is the poller's listing marker row
 # and bridge.* sources are the bridge's own health resources, not the provider's.
 Q_RESOURCE_COUNTS = """

@@ -66,7 +66,17 @@ def _utc(when: datetime | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%SZ") if when is not None else ""
 
 
+# Rules say info, warning or critical; `error` is read as critical. Anything else is shown as info: a
+# severity the page does not know should not look like an alarm.
+_SEVERITY_CLASSES = {"critical": "sev-critical", "error": "sev-critical", "warning": "sev-warning"}
+
+
+def _severity_class(severity: str) -> str:
+    return _SEVERITY_CLASSES.get(severity, "sev-info")
+
+
 _env.filters["ago"] = _ago
+_env.filters["severity_class"] = _severity_class
 _env.filters["utc"] = _utc
 
 

@@ -18,9 +18,8 @@ PENDING_SHOWN = 25
 DEAD_SHOWN = 25
 DELIVERED_SHOWN = 10
 EVENTS_SHOWN = 25
-# "Last firing" of a rule comes from this many latest events (and from rule states): a bound on the
-# page's cost, said on the page when a rule has not fired within it.
-FIRING_WINDOW = 500
+# Delivery rows find their event among this many latest events before asking the store one by one.
+RECENT_EVENTS = 500
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,13 +79,12 @@ class StatusView:
     delivered: list[DeliveryRow]
     events: list[Event]
     rules: list[RuleRow]
-    firing_window: int = FIRING_WINDOW
     dead_limit: int = DEAD_SHOWN
 
 
 async def build_view(app: web.Application) -> StatusView:
     store, now = app[STORE], app[CLOCK].now()
-    recent = await store.list_events(limit=FIRING_WINDOW)
+    recent = await store.list_events(limit=RECENT_EVENTS)
     by_id = {e.id: e for e in recent}
 
     async def rows(found: list[Delivery]) -> list[DeliveryRow]:
@@ -106,7 +104,7 @@ async def build_view(app: web.Application) -> StatusView:
         dead=await rows(await store.list_deliveries(status="dead", limit=DEAD_SHOWN)),
         delivered=await rows(await store.list_deliveries(status="delivered", limit=DELIVERED_SHOWN)),
         events=recent[:EVENTS_SHOWN],
-        rules=_rules(app, recent),
+        rules=await _rules(app),
     )
 
 
@@ -162,11 +160,10 @@ def _delivery_row(d: Delivery, event: Event | None) -> DeliveryRow:
     )
 
 
-def _rules(app: web.Application, recent: list[Event]) -> list[RuleRow]:
-    last: dict[str, datetime] = {}
-    for e in recent:
-        if e.status == "firing" and (e.rule_id not in last or e.occurred_at > last[e.rule_id]):
-            last[e.rule_id] = e.occurred_at
+async def _rules(app: web.Application) -> list[RuleRow]:
+    rules = app[RULEBOOK].current.rules
+    # From the store, not from the latest events: a rule that fired long ago still shows when.
+    last = await app[STORE].last_firings([r.id for r in rules])
     for st in app[POLLER].rule_states:  # cooldown rules remember their last firing for good
         if st.last_fired_at is not None and (st.rule_id not in last or st.last_fired_at > last[st.rule_id]):
             last[st.rule_id] = st.last_fired_at
@@ -180,5 +177,5 @@ def _rules(app: web.Application, recent: list[Event]) -> list[RuleRow]:
             channels=r.channels,
             last_fired_at=last.get(r.id),
         )
-        for r in app[RULEBOOK].current.rules
+        for r in rules
     ]

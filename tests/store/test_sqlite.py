@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +23,7 @@ from bridge.model import (
 )
 from bridge.store.base import AttemptOutcome
 from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite_api_sql import Q_LAST_FIRINGS
 
 T0 = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
 
@@ -295,6 +298,45 @@ async def test_oldest_pending_at_reports_how_far_behind_the_outbox_is(store):
 
     assert await store.oldest_pending_at() == T0
     assert (await store.oldest_pending_at()).tzinfo is not None
+
+
+async def test_last_firings_are_each_rules_newest_firing_found_by_an_index_seek(store, tmp_path):
+    later = result("wb-2", sequence=2, at=T0 + timedelta(hours=1))
+    resolved = result("wb-3", sequence=3, at=T0 + timedelta(hours=2))
+    resolved = replace(resolved, events=(replace(resolved.events[0], status="resolved"),))
+    await store.commit([result("wb-1", at=T0), later, resolved])
+
+    fired = await store.last_firings(["charging-started", "never-fired"])
+
+    # A resolved event is not a firing; a rule that never fired is left out.
+    assert fired == {"charging-started": T0 + timedelta(hours=1)}
+    with sqlite3.connect(tmp_path / "bridge.db") as db:
+        plan = db.execute(f"EXPLAIN QUERY PLAN {Q_LAST_FIRINGS}", ('["charging-started"]',)).fetchall()
+    db.close()
+    assert any("USING INDEX events_firing_by_rule (rule_id=?)" in step[3] for step in plan)
+
+
+async def test_a_v4_store_gains_the_last_firing_index_when_opened(tmp_path):
+    path = tmp_path / "v4.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.commit([result("wb-1", at=T0)])
+    await s.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX events_firing_by_rule")
+        db.execute("PRAGMA user_version = 4")
+    db.close()
+
+    upgraded = SqliteStore(path)
+    await upgraded.open()
+    try:
+        assert await upgraded.last_firings(["charging-started"]) == {"charging-started": T0}
+    finally:
+        await upgraded.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_firing_by_rule'").fetchone()
+    db.close()
 
 
 async def test_reopening_the_file_finds_everything_committed(tmp_path):
