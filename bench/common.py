@@ -91,8 +91,9 @@ class Measure:
 
     polls: int
     seconds: float
-    cpu: float
+    cpu: float  # the bridge's, fetch workers included
     sim_cpu: float
+    workers_cpu: float = 0.0  # of which the fetch workers
 
     @property
     def rate(self) -> float:
@@ -115,23 +116,43 @@ class Measure:
 
 
 class Stopwatch:
-    """Wall, own CPU and simulator CPU between `start()` and `stop(polls)`."""
+    """Wall, own CPU (plus the bridge's fetch workers', given `app`) and simulator CPU between
+    `start()` and `stop(polls)`."""
 
-    def __init__(self, sim: Sim) -> None:
+    def __init__(self, sim: Sim, app: Any = None) -> None:
         self._sim = sim
+        self._app = app
         self._wall = self._cpu = self._scpu = 0.0
+        self._workers: dict[int, float] = {}
 
     def start(self) -> Stopwatch:
         self._wall, self._cpu, self._scpu = time.perf_counter(), time.process_time(), self._sim.cpu()
+        self._workers = workers_cpu(self._app)
         return self
 
     def stop(self, polls: int) -> Measure:
+        workers = sum(cpu - self._workers.get(pid, 0.0) for pid, cpu in workers_cpu(self._app).items())
         return Measure(
             polls=polls,
             seconds=time.perf_counter() - self._wall,
-            cpu=time.process_time() - self._cpu,
+            cpu=time.process_time() - self._cpu + workers,
             sim_cpu=self._sim.cpu() - self._scpu,
+            workers_cpu=workers,
         )
+
+
+def workers_cpu(app: Any) -> dict[int, float]:
+    """CPU seconds so far of each fetch worker process of the bridge `app` (none: {})."""
+    if app is None:
+        return {}
+    from bridge.app_keys import FETCH_POOLS
+
+    out = {}
+    for pool in app.get(FETCH_POOLS, {}).values():
+        for pid in pool.pids():
+            with contextlib.suppress(OSError):  # a worker that just exited
+                out[pid] = proc_cpu(pid)
+    return out
 
 
 async def ceiling(sim: Sim, wallboxes: int, *, concurrency: int, rounds: int = 1) -> Measure:

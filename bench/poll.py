@@ -51,20 +51,20 @@ async def _drained(app: web.Application, sim: Sim, expected_posts: int) -> None:
 
 
 async def run_scenario(
-    name: str, *, wallboxes: int, concurrency: int, repeat: int, change_every: int
+    name: str, *, wallboxes: int, concurrency: int, repeat: int, change_every: int, fetch_workers: int = 0
 ) -> list[tuple[Measure, Measure]]:
     from bridge.app_keys import POLLER, PROVIDERS
 
     pairs: list[tuple[Measure, Measure]] = []
     with simulator(wallboxes, change_every=change_every) as sim, tempfile.TemporaryDirectory() as tmp:
-        config = bridge_config(Path(tmp), sim, concurrency=concurrency)
+        config = bridge_config(Path(tmp), sim, concurrency=concurrency, fetch_workers=fetch_workers)
         async with bridge_app(config, Path(tmp) / "bench.db", wallboxes) as app:
             poller, provider = app[POLLER], app[PROVIDERS]["podero"]
             await poller.poll(provider, "wallboxes")  # the baseline: every snapshot stored once
             for _ in range(repeat):
                 raw = await ceiling(sim, wallboxes, concurrency=concurrency)
                 posts = (await sim.stats())["posts"]
-                watch = Stopwatch(sim).start()
+                watch = Stopwatch(sim, app).start()
                 summary = await poller.poll(provider, "wallboxes")
                 polled = watch.stop(summary.observed)
                 if summary.events:
@@ -82,6 +82,12 @@ async def run_scenario(
                 pairs.append((raw, ours))
                 print(raw.line(f"{name}: raw aiohttp GET+parse"))
                 print(ours.line(f"{name}: bridge (changed {summary.changed})"))
+                if fetch_workers:
+                    print(
+                        f"{name}: of which {fetch_workers} fetch workers "
+                        f"{ours.workers_cpu / ours.polls * 1e6:.1f} µs/poll, the bridge's process "
+                        f"{(ours.cpu - ours.workers_cpu) / ours.polls * 1e6:.1f} µs/poll"
+                    )
                 print(
                     f"{name}: ratio {ours.rate / raw.rate:.2f} of the ceiling, CPU ×{ours.cpu_us / raw.cpu_us:.2f}"
                 )
@@ -114,6 +120,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             concurrency=args.concurrency,
             repeat=args.repeat,
             change_every=every,
+            fetch_workers=args.fetch_workers,
         )
         out[name] = summarise(name, pairs)
     return out
@@ -126,6 +133,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--wallboxes", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--fetch-workers",
+        type=int,
+        default=0,
+        help="the provider's fetch_workers (0: in the bridge's process)",
+    )
     parser.add_argument("--scenarios", default="unchanged,changing")
     return asyncio.run(main_async(parser.parse_args(argv)))
 

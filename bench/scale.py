@@ -36,10 +36,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     n, interval = args.wallboxes, args.interval
     rate = 1.1 * n / interval
     cycles: list[dict[str, float]] = []
-    mark: dict[str, float] = {}
     with simulator(n, change_every=args.change_every) as sim, tempfile.TemporaryDirectory() as tmp:
         config = bridge_config(
-            Path(tmp), sim, concurrency=args.concurrency, rps=rate, interval=f"{interval}s"
+            Path(tmp),
+            sim,
+            concurrency=args.concurrency,
+            rps=rate,
+            interval=f"{interval}s",
+            fetch_workers=args.fetch_workers,
         )
         async with bridge_app(config, Path(tmp) / "bench.db", n) as app:
             poller = app[POLLER]
@@ -60,7 +64,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     c = cycles[-1]
                     if len(cycles) == 1:  # steady-state CPU is counted from the end of the baseline
-                        mark.update(cpu=time.process_time(), wall=time.perf_counter(), sim=sim.cpu())
+                        steady.start()
                     print(
                         f"cycle {len(cycles)}: {summary.observed:,} polled in {c['end'] - c['start']:.1f} s "
                         f"({summary.failed} failed, {summary.changed} changed)",
@@ -70,7 +74,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
             poller.poll = timed  # type: ignore[method-assign]
             scheduler = PollScheduler(poller, list(app[PROVIDERS].values()))
-            watch = Stopwatch(sim).start()
+            watch = Stopwatch(sim, app).start()
+            steady = Stopwatch(sim, app)
             scheduler.start()
             try:
                 # The baseline cycle may take longer than an interval; the steady cycles are timed after it.
@@ -84,11 +89,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await scheduler.stop(drain=5)
                 m = watch.stop(sum(int(c["observed"]) for c in cycles) or 1)
-                if mark:
-                    wall = time.perf_counter() - mark["wall"]
-                    mark["steady_cpu"] = (time.process_time() - mark["cpu"]) / wall
-                    mark["steady_sim"] = (sim.cpu() - mark["sim"]) / wall
-    steady_cpu, steady_sim = mark.get("steady_cpu", float("nan")), mark.get("steady_sim", float("nan"))
+                s = steady.stop(sum(int(c["observed"]) for c in cycles[1:]) or 1) if len(cycles) > 1 else None
+    steady_cpu = s.cpu / s.seconds if s else float("nan")
+    steady_workers = s.workers_cpu / s.seconds if s else float("nan")
+    steady_sim = s.sim_load if s else float("nan")
     if not cycles:
         print("== scale: no cycle completed")
         return {"cycles": 0}
@@ -112,7 +116,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         f"== scale: {n:,} wallboxes every {interval} s ({n / interval:,.0f} polls/s needed), "
         f"{len(cycles) - 1} steady cycle(s): slowest poll {worst:+.1f} s vs its interval's end; "
         f"{'FELL BEHIND' if behind else 'kept up'}; CPU after the baseline {steady_cpu:.2f} core for the "
-        f"bridge, {steady_sim:.2f} for the simulator (whole run {m.cpu / m.seconds:.2f} / {m.sim_load:.2f})"
+        f"bridge (of which fetch workers {steady_workers:.2f}), {steady_sim:.2f} for the simulator "
+        f"(whole run {m.cpu / m.seconds:.2f} / {m.sim_load:.2f})"
     )
     return {"worst_lag": worst, "behind": behind, "cycles": len(cycles)}
 
@@ -128,6 +133,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--change-every", type=int, default=0)
+    parser.add_argument(
+        "--fetch-workers",
+        type=int,
+        default=0,
+        help="the provider's fetch_workers (0: in the bridge's process)",
+    )
     return asyncio.run(main_async(parser.parse_args(argv)))
 
 

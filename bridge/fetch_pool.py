@@ -179,6 +179,10 @@ class FetchPool:
             self._executor = None
             executor.shutdown(wait=False, cancel_futures=True)
 
+    def pids(self) -> list[int]:
+        """The worker processes running now (benchmarks read their CPU time)."""
+        return list(self._executor._processes) if self._executor is not None else []
+
     async def close(self) -> None:
         executor, self._executor = self._executor, None
         if executor is not None:
