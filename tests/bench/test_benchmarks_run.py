@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
@@ -36,14 +38,20 @@ def test_the_delivery_benchmark_delivers_every_notification_and_measures_the_cei
     assert all(r.rate > 0 and r.cpu_us > 0 for r in rows)
 
 
-def test_the_latency_benchmark_sees_every_change_notified_once_per_poll_read():
+@pytest.mark.parametrize("watch", ["by-id", "discover"])
+def test_the_latency_benchmark_sees_every_change_notified_once_per_poll_read(watch):
     [row] = bench_module("latency").main(
         ["--rate", "100", "--per-poll", "2", "--wallboxes", "4", "--seconds", "0.1", "--repeat", "1",
-         "--synchronous", "NORMAL", "--no-logs"]
+         "--synchronous", "NORMAL", "--watch", watch, "--no-logs"]
     )  # fmt: skip
 
-    assert (row.events, row.lost) == (10, 0)
+    # The simulator changes wallboxes on its own timer (5 ticks of 2), so a late poll may miss a
+    # value it replaced; every value a poll did read is notified.
+    assert row.made == 10
+    assert 0 < row.events <= row.made
+    assert row.lost == 0
     assert 0 < row.p50_ms <= row.p99_ms <= row.max_ms
+    assert row.sim_core >= 0
 
 
 def test_the_latency_split_accounts_for_every_webhook_in_each_part():
@@ -52,5 +60,6 @@ def test_the_latency_split_accounts_for_every_webhook_in_each_part():
          "--synchronous", "NORMAL", "--no-logs"]
     )  # fmt: skip
 
-    assert {len(values) for values in parts.values()} == {10}
+    [n] = {len(values) for values in parts.values()}  # every part of every webhook
+    assert 0 < n <= 10  # the values a poll read, of the simulator's 10
     assert all(v >= 0 for values in parts.values() for v in values)
