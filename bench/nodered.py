@@ -93,17 +93,20 @@ async def node_red(sim: Sim, wallboxes: int, batch: int, seconds: float) -> tupl
     return polls / elapsed, (cpu2 - cpu) / polls * 1e6, after["posts"] - before["posts"]
 
 
-async def bridge(sim: Sim, wallboxes: int, rate: float, rounds: int) -> tuple[float, float, int]:
-    """(polls/s, µs CPU per poll, webhooks POSTed) of the bridge paced at `rate` polls/s."""
+async def bridge(
+    sim: Sim, wallboxes: int, rate: float, rounds: int, fetch_workers: int = 0
+) -> tuple[float, float, int]:
+    """(polls/s, µs CPU per poll, webhooks POSTed) of the bridge paced at `rate` polls/s (its fetch
+    workers' CPU included)."""
     from bridge.app_keys import POLLER, PROVIDERS, STORE
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = bridge_config(Path(tmp), sim, concurrency=50, rps=rate)
+        config = bridge_config(Path(tmp), sim, concurrency=50, rps=rate, fetch_workers=fetch_workers)
         async with bridge_app(config, Path(tmp) / "bench.db", wallboxes) as app:
             poller, provider = app[POLLER], app[PROVIDERS]["podero"]
             await poller.poll(provider, "wallboxes")  # baseline
             posts = (await sim.stats())["posts"]
-            watch = Stopwatch(sim).start()
+            watch = Stopwatch(sim, app).start()
             polls = events = 0
             for _ in range(rounds):
                 summary = await poller.poll(provider, "wallboxes")
@@ -130,7 +133,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, float] | None:
                 f"Node-RED : {red_rate:>7,.0f} polls/s  {red_cpu:>6.1f} µs CPU/poll  ({red_posts} webhooks POSTed)"
             )
             rounds = max(1, round(red_rate * args.seconds / args.wallboxes))
-            rate, cpu, posts = await bridge(sim, args.wallboxes, red_rate, rounds)
+            rate, cpu, posts = await bridge(sim, args.wallboxes, red_rate, rounds, args.fetch_workers)
             print(
                 f"Wattbridge: {rate:>7,.0f} polls/s  {cpu:>6.1f} µs CPU/poll  ({posts} webhooks, durable + signed)"
             )
@@ -152,6 +155,12 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     parser.add_argument("--batch", type=int, default=15, help="requests per 10 ms tick (15 → 1,500/s)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--fetch-workers",
+        type=int,
+        default=0,
+        help="the provider's fetch_workers (0: in the bridge's process)",
+    )
     return asyncio.run(main_async(parser.parse_args(argv)))
 
 

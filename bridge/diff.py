@@ -229,13 +229,23 @@ def _strip_all(value: dict[str, Any], volatile: _VolatileNames) -> dict[str, Any
 _NO_PATHS: frozenset[str] = frozenset()
 
 
+@functools.lru_cache(maxsize=256)
+def _kept_volatile(source: str, keep: frozenset[str]) -> frozenset[str]:
+    """The kept paths (`_kept_paths`) that matter to the digest: none when no path a rule names
+    passes through a volatile field, as with most rule sets (a rule on `is_charging` keeps nothing
+    the digest would strip), so the digest takes its fast path."""
+    kept = _kept_paths(keep)
+    names = {step for path in kept for step, _ in parse_path(path) or ()}
+    return kept if any(is_volatile(n, source) for n in names) else _NO_PATHS
+
+
 def meaningful_digest(
     state: Mapping[str, Any] | None, *, source: str, keep: frozenset[str] = frozenset()
 ) -> str:
     """A digest of the meaningful fields: equal for two reads that differ only in volatile fields."""
     if state is None:
         return "gone"
-    kept = _kept_paths(keep)
+    kept = _kept_volatile(source, keep)
     plain = state if isinstance(state, dict) else dict(state)
     volatile = _volatile_names(source, frozenset())
     stripped = _strip(plain, volatile, kept, "") if kept else _strip_all(plain, volatile)

@@ -430,3 +430,24 @@ def test_the_order_of_the_actions_never_matters(data, state):
 
     assert diff(state, shuffled, source=WB) == []
     assert meaningful_digest(state, source=WB) == meaningful_digest(shuffled, source=WB)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_states, st.lists(_keys, min_size=1, max_size=3).map(".".join))
+def test_a_rule_on_fields_that_are_not_volatile_leaves_the_digest_as_without_rules(state, path):
+    # Most rule sets name only meaningful fields: the digest is then the one without rules (its
+    # fast path; a kept path changes the digest only when it passes through a volatile field).
+    if not any(is_volatile(step, WB) for step in path.split(".")):
+        assert meaningful_digest(state, source=WB, keep=frozenset({path})) == meaningful_digest(
+            state, source=WB
+        )
+
+
+@settings(max_examples=60, deadline=None)
+@given(_states)
+def test_a_volatile_field_a_rule_names_moves_the_digest(state):
+    a = {**state, "updated_at": "2026-12-03T00:00:00Z"}
+    b = {**state, "updated_at": "2026-12-03T00:00:01Z"}
+    kept = frozenset({"updated_at", "is_charging"})
+    assert meaningful_digest(a, source=WB, keep=kept) != meaningful_digest(b, source=WB, keep=kept)
+    assert meaningful_digest(a, source=WB) == meaningful_digest(b, source=WB)
