@@ -98,16 +98,21 @@ class Receiver:
             return int(await resp.text())
 
     def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        finally:
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+        stop_child(self.proc)
+
+
+def stop_child(proc: subprocess.Popen[Any]) -> None:
+    """Close a child's stdin (the bench children's signal to stop); kill it if it is not gone in 5 s."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _stats(

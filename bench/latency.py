@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # crash, delivery, lat
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # bench.common (its CPU accounting)
 
 from crash import write_config
-from delivery import Receiver
+from delivery import Receiver, stop_child
 from latency_sim import boxes
 
 from bench.common import proc_cpu, workers_cpu
@@ -135,16 +135,7 @@ class Simulator:
         return proc_cpu(self.proc.pid)
 
     def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        finally:
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+        stop_child(self.proc)
 
 
 def _config(

@@ -4,25 +4,31 @@ and a factory that builds the bridge on them with a ManualClock (STYLE.md §9 ru
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import io
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bridge import logs
-from bridge.app import create_app
+from bridge.app import _register_static_watches, create_app
 from bridge.app_keys import DELIVERY, DIGESTER, POLLER, PROVIDERS, STORE
-from bridge.clock import ManualClock
+from bridge.clock import Clock, ManualClock
 from bridge.config import Config
-from bridge.poller import PollSummary
+from bridge.health import HealthBoard
+from bridge.model import ResourceKey
+from bridge.poller import Poller, PollSummary
+from bridge.providers.podero import PoderoProvider
+from bridge.rulebook import RuleBook, load_for
 from bridge.simulator.podero import PoderoSimulator
 from bridge.simulator.sinks import MailSink, WebhookSink
 from bridge.store.base import Store
@@ -193,3 +199,27 @@ def json_logs() -> io.StringIO:
     stream = io.StringIO()
     logs.configure(level="debug", fmt="json", stream=stream)
     return stream
+
+
+@contextlib.asynccontextmanager
+async def podero_poller(
+    config: Config, store: Store, clock: Clock, **poller_args: Any
+) -> AsyncIterator[tuple[Poller, PoderoProvider]]:
+    """A Poller over the real Podero provider of `config`, its config watches registered in `store`
+    (as the app does at start), and no channels: what the poller-level tests drive by hand."""
+    cfg = config.providers["podero"]
+    session = aiohttp.ClientSession(middlewares=(PoderoProvider.middleware("podero", cfg, clock),))
+    provider = PoderoProvider("podero", cfg, session=session, clock=clock)
+    await _register_static_watches(store, [provider], clock.now())
+    rulebook = RuleBook(config, load_for(config))
+    poller = Poller(
+        store=store, rulebook=rulebook, channels={}, clock=clock, health=HealthBoard(), **poller_args
+    )
+    try:
+        yield poller, provider
+    finally:
+        await session.close()
+
+
+def wallbox_key(resource_id: str) -> ResourceKey:
+    return ResourceKey(source="podero.wallbox", provider="podero", resource_id=resource_id)

@@ -8,18 +8,13 @@ from __future__ import annotations
 import os
 import signal
 
-import aiohttp
 import orjson
 import pytest
 
 from bridge.clock import SystemClock
 from bridge.fetch_pool import FetchPool, share
-from bridge.health import HealthBoard
-from bridge.model import ResourceKey
-from bridge.poller import Poller
-from bridge.providers.podero import PoderoProvider
-from bridge.rulebook import RuleBook, load_for
 from bridge.store.sqlite import SqliteStore
+from tests.conftest import podero_poller, wallbox_key
 
 WALLBOXES = 12
 
@@ -30,32 +25,17 @@ async def pooled(tmp_path, make_config, podero):
     user = podero.add_user(email="pool@example.com")
     boxes = [podero.add_wallbox(user) for _ in range(WALLBOXES)]
     config = make_config(wallboxes=[{"user_id": user, "wallbox_id": b} for b in boxes])
-    cfg = config.providers["podero"].model_copy(update={"fetch_workers": 2})
+    config = config.model_copy(
+        update={"providers": {"podero": config.providers["podero"].model_copy(update={"fetch_workers": 2})}}
+    )
     clock = SystemClock()  # the workers run on the real clock: the main process must too
     store = SqliteStore(tmp_path / "pool.db")
     await store.open()
-    session = aiohttp.ClientSession(middlewares=(PoderoProvider.middleware("podero", cfg, clock),))
-    provider = PoderoProvider("podero", cfg, session=session, clock=clock)
-    from bridge.app import _register_static_watches
-
-    await _register_static_watches(store, [provider], clock.now())
-    pool = FetchPool("podero", cfg, workers=2, secrets=config.secret_values())
-    poller = Poller(
-        store=store,
-        rulebook=RuleBook(config, load_for(config)),
-        channels={},
-        clock=clock,
-        health=HealthBoard(),
-        fetch_pools={"podero": pool},
-    )
-    yield poller, provider, store, boxes, pool
+    pool = FetchPool("podero", config.providers["podero"], workers=2, secrets=config.secret_values())
+    async with podero_poller(config, store, clock, fetch_pools={"podero": pool}) as (poller, provider):
+        yield poller, provider, store, boxes, pool
     await pool.close()
-    await session.close()
     await store.close()
-
-
-def key(resource_id: str) -> ResourceKey:
-    return ResourceKey(source="podero.wallbox", provider="podero", resource_id=resource_id)
 
 
 async def test_workers_baseline_then_report_only_the_one_wallbox_that_changed(pooled, podero):
@@ -74,7 +54,7 @@ async def test_workers_baseline_then_report_only_the_one_wallbox_that_changed(po
     )
     assert (changed.ok, changed.observed, changed.changed, changed.events) == (True, WALLBOXES, 1, 1)
     assert (quiet.ok, quiet.observed, quiet.changed, quiet.events) == (True, WALLBOXES, 0, 0)
-    snapshot = await store.get_snapshot(key(boxes[3]))
+    snapshot = await store.get_snapshot(wallbox_key(boxes[3]))
     assert snapshot is not None
     assert snapshot.state is not None
     assert snapshot.state["is_charging"] is True
@@ -93,7 +73,7 @@ async def test_a_body_that_violates_the_schema_in_a_worker_is_a_failed_read(pool
 
     assert (summary.ok, summary.observed, summary.failed) == (False, 0, WALLBOXES)
     assert "at owner: Field required" in str(poller.health.get("podero").as_state()["last_error"])
-    assert all([await store.get_snapshot(key(b)) is None for b in boxes])
+    assert all([await store.get_snapshot(wallbox_key(b)) is None for b in boxes])
 
 
 async def test_a_killed_worker_fails_one_poll_and_the_change_arrives_once_on_the_next(pooled, podero):
@@ -110,7 +90,7 @@ async def test_a_killed_worker_fails_one_poll_and_the_change_arrives_once_on_the
     assert "a fetch worker exited unexpectedly" in str(poller.health.get("podero").as_state()["last_error"])
     assert (failed.changed, failed.events) == (0, 0)
     assert (recovered.ok, recovered.observed, recovered.events) == (True, WALLBOXES, 1)
-    snapshot = await store.get_snapshot(key(boxes[5]))
+    snapshot = await store.get_snapshot(wallbox_key(boxes[5]))
     assert snapshot is not None
     assert snapshot.sequence == 1
 

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import aiohttp
 import pytest
 
 from bridge import poller as poller_module
 from bridge.errors import StoreError
-from bridge.health import HealthBoard
-from bridge.model import PollResult, ResourceKey
-from bridge.poller import Poller
-from bridge.providers.podero import PoderoProvider
-from bridge.rulebook import RuleBook, load_for
+from bridge.model import PollResult
 from bridge.store.sqlite import SqliteStore
+from tests.conftest import podero_poller, wallbox_key
 
 
 class RefusingStore(SqliteStore):
@@ -38,26 +34,9 @@ async def setup(tmp_path, make_config, podero, clock):
     config = make_config(wallboxes=[{"user_id": user, "wallbox_id": b} for b in boxes])
     store = RefusingStore(tmp_path / "group.db")
     await store.open()
-    cfg = config.providers["podero"]
-    session = aiohttp.ClientSession(middlewares=(PoderoProvider.middleware("podero", cfg, clock),))
-    provider = PoderoProvider("podero", cfg, session=session, clock=clock)
-    from bridge.app import _register_static_watches
-
-    await _register_static_watches(store, [provider], clock.now())
-    poller = Poller(
-        store=store,
-        rulebook=RuleBook(config, load_for(config)),
-        channels={},
-        clock=clock,
-        health=HealthBoard(),
-    )
-    yield poller, provider, store, boxes
-    await session.close()
+    async with podero_poller(config, store, clock) as (poller, provider):
+        yield poller, provider, store, boxes
     await store.close()
-
-
-def key(resource_id: str) -> ResourceKey:
-    return ResourceKey(source="podero.wallbox", provider="podero", resource_id=resource_id)
 
 
 async def test_a_result_that_cannot_be_committed_does_not_keep_the_others_out(setup):
@@ -65,13 +44,13 @@ async def test_a_result_that_cannot_be_committed_does_not_keep_the_others_out(se
     store.refuse = frozenset({boxes[2]})
     summary = await poller.poll(provider, "wallboxes")
     assert summary.observed == 5
-    stored = {b: await store.get_snapshot(key(b)) for b in boxes}
+    stored = {b: await store.get_snapshot(wallbox_key(b)) for b in boxes}
     assert stored[boxes[2]] is None
     assert all(stored[b] is not None for b in boxes if b != boxes[2])
 
     store.refuse = frozenset()  # the fault is gone: the next poll baselines the refused one (nothing lost)
     await poller.poll(provider, "wallboxes")
-    assert await store.get_snapshot(key(boxes[2])) is not None
+    assert await store.get_snapshot(wallbox_key(boxes[2])) is not None
 
 
 async def test_when_the_store_refuses_everything_the_poll_fails_and_commits_nothing(setup):
@@ -79,7 +58,7 @@ async def test_when_the_store_refuses_everything_the_poll_fails_and_commits_noth
     store.refuse = frozenset(boxes)
     with pytest.raises(StoreError):
         await poller.poll(provider, "wallboxes")
-    assert [await store.get_snapshot(key(b)) for b in boxes] == [None] * 5
+    assert [await store.get_snapshot(wallbox_key(b)) for b in boxes] == [None] * 5
 
 
 async def test_a_group_larger_than_a_page_is_polled_page_by_page_each_page_one_commit(setup, monkeypatch):
@@ -88,7 +67,7 @@ async def test_a_group_larger_than_a_page_is_polled_page_by_page_each_page_one_c
     summary = await poller.poll(provider, "wallboxes")
     assert summary.observed == 5
     assert store.commits == 3 + 1  # one group commit per page, then the provider's health
-    assert None not in [await store.get_snapshot(key(b)) for b in boxes]
+    assert None not in [await store.get_snapshot(wallbox_key(b)) for b in boxes]
 
     before = store.commits
     await poller.poll(provider, "wallboxes")  # only volatile fields moved: nothing is written

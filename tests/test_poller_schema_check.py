@@ -4,16 +4,11 @@ equal to the stored one but for its volatile fields is not checked again."""
 
 from __future__ import annotations
 
-import aiohttp
 import orjson
 import pytest
 
-from bridge.health import HealthBoard
-from bridge.model import ResourceKey
-from bridge.poller import Poller
-from bridge.providers.podero import PoderoProvider
-from bridge.rulebook import RuleBook, load_for
 from bridge.store.sqlite import SqliteStore
+from tests.conftest import podero_poller, wallbox_key
 
 
 @pytest.fixture
@@ -23,26 +18,9 @@ async def one_wallbox(tmp_path, make_config, podero, clock):
     config = make_config(wallboxes=[{"user_id": user, "wallbox_id": wb}])
     store = SqliteStore(tmp_path / "schema.db")
     await store.open()
-    cfg = config.providers["podero"]
-    session = aiohttp.ClientSession(middlewares=(PoderoProvider.middleware("podero", cfg, clock),))
-    provider = PoderoProvider("podero", cfg, session=session, clock=clock)
-    from bridge.app import _register_static_watches
-
-    await _register_static_watches(store, [provider], clock.now())
-    poller = Poller(
-        store=store,
-        rulebook=RuleBook(config, load_for(config)),
-        channels={},
-        clock=clock,
-        health=HealthBoard(),
-    )
-    yield poller, provider, store, wb
-    await session.close()
+    async with podero_poller(config, store, clock) as (poller, provider):
+        yield poller, provider, store, wb
     await store.close()
-
-
-def key(resource_id: str) -> ResourceKey:
-    return ResourceKey(source="podero.wallbox", provider="podero", resource_id=resource_id)
 
 
 async def test_a_first_read_that_violates_the_schema_fails_and_stores_nothing(one_wallbox, podero):
@@ -54,14 +32,14 @@ async def test_a_first_read_that_violates_the_schema_fails_and_stores_nothing(on
     summary = await poller.poll(provider, "wallboxes")
 
     assert (summary.ok, summary.observed, summary.failed) == (False, 0, 1)
-    assert await store.get_snapshot(key(wb)) is None
+    assert await store.get_snapshot(wallbox_key(wb)) is None
     assert "at owner: Field required" in poller.health.get("podero").as_state()["last_error"]
 
 
 async def test_a_changed_body_that_violates_the_schema_keeps_the_last_snapshot(one_wallbox, podero):
     poller, provider, store, wb = one_wallbox
     await poller.poll(provider, "wallboxes")  # the baseline
-    before = await store.get_snapshot(key(wb))
+    before = await store.get_snapshot(wallbox_key(wb))
     body = podero.wallbox(wb)
     body["is_charging"] = "perhaps"  # a meaningful field moved, to a value the schema refuses
     podero.fail("wallbox", status=200, body=orjson.dumps(body))
@@ -69,7 +47,7 @@ async def test_a_changed_body_that_violates_the_schema_keeps_the_last_snapshot(o
     summary = await poller.poll(provider, "wallboxes")
 
     assert (summary.ok, summary.observed, summary.failed, summary.events) == (False, 0, 1, 0)
-    assert await store.get_snapshot(key(wb)) == before
+    assert await store.get_snapshot(wallbox_key(wb)) == before
     again = await poller.poll(provider, "wallboxes")  # the fault is gone: nothing changed meanwhile
     assert (again.ok, again.observed, again.changed, again.events) == (True, 1, 0, 0)
 
@@ -77,7 +55,7 @@ async def test_a_changed_body_that_violates_the_schema_keeps_the_last_snapshot(o
 async def test_a_body_equal_but_for_volatile_fields_is_not_checked_again(one_wallbox, podero):
     poller, provider, store, wb = one_wallbox
     await poller.poll(provider, "wallboxes")  # the baseline passed the check
-    before = await store.get_snapshot(key(wb))
+    before = await store.get_snapshot(wallbox_key(wb))
     body = podero.wallbox(wb)
     # Only a volatile field differs (and in a shape the schema would refuse): no meaningful change,
     # so the read is neither checked nor written.
@@ -87,4 +65,4 @@ async def test_a_body_equal_but_for_volatile_fields_is_not_checked_again(one_wal
     summary = await poller.poll(provider, "wallboxes")
 
     assert (summary.ok, summary.observed, summary.failed, summary.changed) == (True, 1, 0, 0)
-    assert await store.get_snapshot(key(wb)) == before
+    assert await store.get_snapshot(wallbox_key(wb)) == before
