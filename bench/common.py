@@ -249,12 +249,16 @@ async def bridge_app(config: Any, db_path: Path, wallboxes: int) -> AsyncIterato
     await store.open()  # creates the schema, so the watches can be bulk-inserted beside it
     await store.close()
     add_watches(db_path, "podero", wallboxes)
+    from bridge import heap
+
     app = create_app(config, start_scheduler=False)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
+    heap.settle()  # as `wattbridge run` does once started
     try:
         yield app
     finally:
+        heap.release()
         await runner.cleanup()
 
 

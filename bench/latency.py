@@ -68,7 +68,7 @@ from delivery import Receiver, stop_child
 from latency_sim import boxes
 
 from bench.common import proc_cpu, workers_cpu
-from bridge import logs
+from bridge import heap, logs
 from bridge.app import create_app
 from bridge.app_keys import FETCH_POOLS, POLLER, PROVIDERS
 from bridge.config_loader import load_config
@@ -169,6 +169,7 @@ async def run_once(
             app = create_app(config, start_scheduler=False)
             runner = web.AppRunner(app)
             await runner.setup()  # runs the app's cleanup contexts: store, providers, pools, delivery
+            heap.settle()  # as `wattbridge run` does once started
             try:
                 provider = app[PROVIDERS]["podero"]
                 poller = app[POLLER]
@@ -237,6 +238,7 @@ async def run_once(
                 cpu = time.process_time() - cpu0 + workers
                 arrived = await receiver.arrivals(http)
             finally:
+                heap.release()
                 await runner.cleanup()
     finally:
         sim.close()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import structlog
 
+from bridge import heap
 from bridge.clock import Clock, SystemClock
 from bridge.config import Config
 from bridge.errors import RuleError
@@ -45,6 +46,7 @@ class RuleBook:
             )
             return exc
         self.current = rules
+        heap.resettle()  # the new rule set lives until the next reload; the old one's cycles go now
         self.reloads_ok += 1
         self.loaded_at, self.last_reload_ok = self._clock.now(), True
         log.info("rules.reloaded", rules=len(rules.rules))

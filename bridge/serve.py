@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from bridge import heap
 from bridge.app import create_app
 from bridge.app_keys import RULEBOOK
 from bridge.clock import Clock
@@ -68,6 +69,7 @@ async def started(config: Config, *, clock: Clock | None = None) -> AsyncIterato
 async def serve(config: Config) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     async with started(config) as running:
+        heap.settle()  # what start-up built lives as long as the process (bridge/heap.py)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, running.stop.set)
         loop.add_signal_handler(signal.SIGINT, running.stop.set)
@@ -77,4 +79,5 @@ async def serve(config: Config) -> int:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            heap.release()
     return EXIT_RUNTIME if running.crashed else EXIT_OK
