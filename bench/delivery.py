@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bridge import __version__, logs
+from bridge import __version__, heap, logs
 from bridge.channels.base import RenderContext
 from bridge.channels.webhook import WebhookChannel
 from bridge.clock import SystemClock
@@ -197,7 +197,11 @@ async def _bridge(
                     store, {"partner": channel}, clock=SystemClock(), concurrency=concurrency,
                     lease=timedelta(seconds=20),
                 )  # fmt: skip
-                yield store, channel, worker
+                heap.settle()  # as `wattbridge run` does once started
+                try:
+                    yield store, channel, worker
+                finally:
+                    heap.release()
         finally:
             await store.close()
 
