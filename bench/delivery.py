@@ -18,7 +18,7 @@ p99 = arrival - hand-over) and **paced** (R per second; latency = arrival - the 
 time). CPU per notification = process CPU time (all threads) / notifications.
 
     .venv/bin/python bench/delivery.py [--n 5000] [--rate 1000] [--paced-n 5000] [--repeat 3]
-        [--synchronous FULL NORMAL] [--concurrency 16] [--no-alertmanager] [--json out.json]
+        [--synchronous FULL NORMAL] [--concurrency 64] [--no-alertmanager] [--json out.json]
 """
 
 from __future__ import annotations
@@ -473,7 +473,12 @@ def main(argv: Sequence[str] | None = None) -> list[Figures]:
     p.add_argument("--paced-n", type=int, default=5000, help="notifications in the paced run")
     p.add_argument("--rate", type=float, default=1000.0, help="paced hand-over rate per second")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--concurrency", type=int, default=16, help="sends in flight (the worker's default)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="sends in flight ([server] delivery_concurrency's default)",
+    )
     p.add_argument("--synchronous", nargs="+", default=["FULL", "NORMAL"], choices=["FULL", "NORMAL"])
     p.add_argument("--no-alertmanager", dest="alertmanager", action="store_false")
     p.add_argument("--json", type=Path, help="also write every figure here")

@@ -169,6 +169,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         clock=app[CLOCK],
         lease=_lease(app[CONFIG]),
         policies=retry_policies(app[CONFIG]),
+        concurrency=app[CONFIG].server.delivery_concurrency,
         on_health=channel_health,
         metrics=app[METRICS],
     )

@@ -93,7 +93,7 @@ class DeliveryWorker:
         policies: Mapping[str, RetryPolicy] | None = None,
         batch: int = 50,
         lease: timedelta = timedelta(seconds=60),
-        concurrency: int = 16,
+        concurrency: int = 64,
         breakers: Breakers | None = None,
         on_health: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
         metrics: Metrics | None = None,
@@ -107,7 +107,7 @@ class DeliveryWorker:
         self._policies = dict(policies or {})  # per-channel schedules; others use `policy`
         self._batch = batch
         self._lease = lease
-        self._concurrency = concurrency
+        self._concurrency = self.concurrency = concurrency
         # Claim when at least this many slots are free (or nothing is in flight): in a burst, sends
         # finish one by one, and a claim per free slot would cost a transaction per delivery.
         self._min_claim = max(1, concurrency // 4)

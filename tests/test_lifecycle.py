@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from bridge.app_keys import DELIVERY
 from bridge.lifecycle import Service
 
 
@@ -54,3 +55,11 @@ async def test_a_crashed_loop_calls_on_crash_and_reraises_on_exit():
         async with Service(broken, name="delivery", on_crash=on_crash):
             await crashed.wait()
     assert crashes == [("delivery", "boom")]
+
+
+async def test_the_delivery_worker_sends_as_many_at_once_as_the_config_says(make_config, make_bridge):
+    default = await make_bridge(make_config())
+    configured = await make_bridge(make_config(server={"listen": "127.0.0.1:0", "delivery_concurrency": 7}))
+
+    assert default.app[DELIVERY].concurrency == 64
+    assert configured.app[DELIVERY].concurrency == 7
