@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bridge import errors, logs
+from bridge import errors, heap, logs
 from bridge.clock import SystemClock
 from bridge.config import ProviderConfig
 from bridge.diff import digest64, meaningful_digest
@@ -110,6 +110,7 @@ def _start_worker(name: str, cfg: ProviderConfig, secrets: list[str], log_settin
     provider, session = loop.run_until_complete(build())
     _worker = _Worker(loop, provider, session)
     Finalize(None, _stop_worker, args=(_worker,), exitpriority=10)  # closes the session on exit
+    heap.settle()  # as the bridge's process does: start-up objects out of full collections
 
 
 def _exit_with_parent() -> None:
