@@ -6,6 +6,7 @@ figure that matters is the ratio, which holds on a busy machine where absolute n
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -139,6 +140,16 @@ class Stopwatch:
             sim_cpu=self._sim.cpu() - self._scpu,
             workers_cpu=workers,
         )
+
+
+def add_fetch_workers(parser: argparse.ArgumentParser) -> None:
+    """`--fetch-workers N`: the benchmarked provider's `fetch_workers` (bridge/fetch_pool.py)."""
+    parser.add_argument(
+        "--fetch-workers",
+        type=int,
+        default=0,
+        help="the provider's fetch_workers (0: in the bridge's process)",
+    )
 
 
 def workers_cpu(app: Any) -> dict[int, float]:

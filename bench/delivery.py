@@ -460,7 +460,8 @@ def _ratios(rows: Sequence[Figures]) -> str:
     return "\n".join(out)
 
 
-def _on_uvloop(main: Any) -> Any:
+def on_uvloop(main: Any) -> Any:
+    """Run `main` on uvloop (pip install uvloop): the same benchmark, another event loop."""
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -489,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> list[Figures]:
         logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
     if args.alertmanager and ALERTMANAGER is None:
         print("Alertmanager skipped: apt-get install prometheus-alertmanager", file=sys.stderr)
-    rows = asyncio.run(bench(args)) if not args.uvloop else _on_uvloop(bench(args))
+    rows = asyncio.run(bench(args)) if not args.uvloop else on_uvloop(bench(args))
     print(_table(rows))
     print(_ratios(rows))
     load = os.getloadavg()

@@ -64,10 +64,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # crash, delivery, lat
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # bench.common (its CPU accounting)
 
 from crash import write_config
-from delivery import Receiver, stop_child
+from delivery import Receiver, on_uvloop, stop_child
 from latency_sim import boxes
 
-from bench.common import proc_cpu, workers_cpu
+from bench.common import add_fetch_workers, proc_cpu, workers_cpu
 from bridge import heap, logs
 from bridge.app import create_app
 from bridge.app_keys import FETCH_POOLS, POLLER, PROVIDERS
@@ -293,13 +293,6 @@ async def bench(args: argparse.Namespace) -> list[Latency]:
     return rows
 
 
-def _on_uvloop(main: Any) -> Any:
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
-
-
 def main(argv: Sequence[str] | None = None) -> list[Latency]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=1000.0, help="values the simulator makes per second")
@@ -310,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
     p.add_argument("--synchronous", nargs="+", default=["FULL", "NORMAL"], choices=["FULL", "NORMAL"])
     p.add_argument("--watch", choices=["by-id", "discover"], default="by-id",
                    help="read each wallbox by id (config watches), or list them (discovery)")  # fmt: skip
-    p.add_argument("--fetch-workers", type=int, default=0, help="fetch_workers of the provider (by-id only)")
+    add_fetch_workers(p)  # by-id watches only (checked below)
     p.add_argument("--no-logs", dest="logs", action="store_false", help="leave logging as it is")
     p.add_argument("--uvloop", action="store_true", help="run the bridge on uvloop (pip install uvloop)")
     args = p.parse_args(argv)
@@ -320,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
         p.error("--fetch-workers reads by-id polls only: listings are read in the bridge's process")
     if args.logs:  # as `wattbridge run` logs (info, JSON), into /dev/null; tests keep their own logging
         logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
-    rows = asyncio.run(bench(args)) if not args.uvloop else _on_uvloop(bench(args))
+    rows = asyncio.run(bench(args)) if not args.uvloop else on_uvloop(bench(args))
     print(f"watch {args.watch}, fetch workers {args.fetch_workers}")
     head = ("synchronous", "made", "events", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms",
             "commit p50/p99 ms", "send p50/p99 ms", "CPU µs/event", "sim core")  # fmt: skip

@@ -29,7 +29,17 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from bench.common import HERE, Sim, Stopwatch, bridge_app, bridge_config, proc_cpu, quiet_logs, simulator
+from bench.common import (
+    HERE,
+    Sim,
+    Stopwatch,
+    add_fetch_workers,
+    bridge_app,
+    bridge_config,
+    proc_cpu,
+    quiet_logs,
+    simulator,
+)
 from bench.simserver import ORG, TOKEN
 
 RED_JS = HERE / ".node-red" / "node_modules" / "node-red" / "red.js"
@@ -155,12 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     parser.add_argument("--batch", type=int, default=15, help="requests per 10 ms tick (15 → 1,500/s)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument(
-        "--fetch-workers",
-        type=int,
-        default=0,
-        help="the provider's fetch_workers (0: in the bridge's process)",
-    )
+    add_fetch_workers(parser)
     return asyncio.run(main_async(parser.parse_args(argv)))
 
 

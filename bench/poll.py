@@ -31,6 +31,7 @@ from bench.common import (
     Measure,
     Sim,
     Stopwatch,
+    add_fetch_workers,
     bridge_app,
     bridge_config,
     ceiling,
@@ -133,12 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--wallboxes", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument(
-        "--fetch-workers",
-        type=int,
-        default=0,
-        help="the provider's fetch_workers (0: in the bridge's process)",
-    )
+    add_fetch_workers(parser)
     parser.add_argument("--scenarios", default="unchanged,changing")
     return asyncio.run(main_async(parser.parse_args(argv)))
 

@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from bench.common import Stopwatch, bridge_app, bridge_config, quiet_logs, simulator
+from bench.common import Stopwatch, add_fetch_workers, bridge_app, bridge_config, quiet_logs, simulator
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,12 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--change-every", type=int, default=0)
-    parser.add_argument(
-        "--fetch-workers",
-        type=int,
-        default=0,
-        help="the provider's fetch_workers (0: in the bridge's process)",
-    )
+    add_fetch_workers(parser)
     return asyncio.run(main_async(parser.parse_args(argv)))
 
 
