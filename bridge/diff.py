@@ -34,20 +34,15 @@ VOLATILE: Mapping[str, frozenset[str]] = {
     # Health moves its timestamps on every poll; status and failure counts are what rules watch.
     "bridge.provider": _COMMON_VOLATILE | {"last_success_at", "last_poll_at"},
 }
-VOLATILE_SUFFIXES = ("_last_updated_at",)  # any field named so is volatile too
+_VOLATILE_SUFFIXES = ("_last_updated_at",)
 _CUE = re.compile(r"/cues/([^/?#]+)")
-
-
-def volatile_fields(source: str) -> frozenset[str]:
-    """The fields of `source` that move on every read (besides any `*_last_updated_at`)."""
-    return VOLATILE.get(source, _COMMON_VOLATILE)
 
 
 def is_volatile(name: str, source: str, keep: frozenset[str] = frozenset()) -> bool:
     """True when `name` moves on every read of `source` (and no rule asked to keep it)."""
     if name in keep:
         return False
-    return name in volatile_fields(source) or name.endswith(VOLATILE_SUFFIXES)
+    return name in VOLATILE.get(source, _COMMON_VOLATILE) or name.endswith(_VOLATILE_SUFFIXES)
 
 
 def _is_action_list(value: list[Any]) -> bool:
