@@ -143,7 +143,7 @@ class Stopwatch:
 
 
 def add_fetch_workers(parser: argparse.ArgumentParser) -> None:
-    """`--fetch-workers N`: the benchmarked provider's `fetch_workers` (bridge/fetch_pool.py)."""
+    """`--fetch-workers N`: the benchmarked provider's `fetch_workers` (bridge/poll/fetch_pool.py)."""
     parser.add_argument(
         "--fetch-workers",
         type=int,
@@ -201,7 +201,7 @@ def bridge_config(
     tmp: Path, sim: Sim, *, concurrency: int, rps: float = 1e6, interval: str = "60s", fetch_workers: int = 0
 ) -> Any:
     """A Config polling every simulated wallbox by id and delivering to the simulator's POST sink."""
-    from bridge.config import Config
+    from bridge.config.models import Config
 
     rules_dir = tmp / "rules"
     rules_dir.mkdir(exist_ok=True)

@@ -414,7 +414,7 @@ async def crash_run(
                     driving.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await driving
-    # A killed bridge's fetch workers leave with it (bridge/fetch_pool.py): give them a moment.
+    # A killed bridge's fetch workers leave with it (bridge/poll/fetch_pool.py): give them a moment.
     orphans_by = time.monotonic() + 5.0
     while (
         alive := {p for p in result.workers_seen if Path(f"/proc/{p}").exists()}

@@ -49,8 +49,8 @@ from bridge import __version__, heap, logs
 from bridge.channels.base import RenderContext
 from bridge.channels.webhook import WebhookChannel
 from bridge.clock import SystemClock
-from bridge.config import WebhookChannelConfig
-from bridge.delivery import DeliveryWorker
+from bridge.config.models import WebhookChannelConfig
+from bridge.deliver.worker import DeliveryWorker
 from bridge.model import Change, Delivery, Event, PollResult, ResourceKey, Snapshot, delivery_id, event_id
 from bridge.store.sqlite import SqliteStore
 

@@ -71,7 +71,7 @@ from bench.common import add_fetch_workers, proc_cpu, workers_cpu
 from bridge import heap, logs
 from bridge.app import create_app
 from bridge.app_keys import FETCH_POOLS, POLLER, PROVIDERS
-from bridge.config_loader import load_config
+from bridge.config.loader import load_config
 from bridge.providers.base import FetchResult
 
 HERE = Path(__file__).resolve().parent

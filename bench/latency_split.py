@@ -31,7 +31,7 @@ from delivery import Receiver
 
 from bridge.channels.base import SendResult
 from bridge.channels.webhook import WebhookChannel
-from bridge.delivery import DeliveryWorker
+from bridge.deliver.worker import DeliveryWorker
 from bridge.model import Delivery
 from bridge.store.sqlite import SqliteStore
 

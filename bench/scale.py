@@ -30,7 +30,7 @@ from bench.common import Stopwatch, add_fetch_workers, bridge_app, bridge_config
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from bridge.app_keys import POLLER, PROVIDERS
-    from bridge.scheduler import PollScheduler
+    from bridge.poll.scheduler import PollScheduler
 
     quiet_logs()
     n, interval = args.wallboxes, args.interval

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.cli import main
+from bridge.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

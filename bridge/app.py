@@ -38,24 +38,24 @@ from bridge.app_keys import (
 from bridge.channels.base import Channel
 from bridge.channels.registry import build_channels
 from bridge.clock import Clock, SystemClock
-from bridge.config import Config, WebhookChannelConfig
-from bridge.delivery import DeliveryWorker
-from bridge.digest import Digester
-from bridge.fetch_pool import FetchPool
-from bridge.health import HealthBoard
+from bridge.config.models import Config, WebhookChannelConfig
+from bridge.deliver.retry import DEFAULT_SCHEDULE, RetryPolicy
+from bridge.deliver.worker import DeliveryWorker
 from bridge.lifecycle import Service
 from bridge.logs import register_secrets
 from bridge.metrics import Metrics
 from bridge.model import ResourceKey, Watch
-from bridge.poller import Poller
+from bridge.notify.batches import Digester
+from bridge.notify.rulebook import RuleBook, load_for
+from bridge.poll.cycle import Poller
+from bridge.poll.fetch_pool import FetchPool
+from bridge.poll.health import HealthBoard
+from bridge.poll.scheduler import PollScheduler
+from bridge.poll.timers import timer_loop
 from bridge.providers.base import Provider
 from bridge.providers.registry import make_provider
-from bridge.retry import DEFAULT_SCHEDULE, RetryPolicy
-from bridge.rulebook import RuleBook, load_for
-from bridge.scheduler import PollScheduler
 from bridge.store.base import Store
 from bridge.store.sqlite import SqliteStore
-from bridge.timers import timer_loop
 from bridge.web.status import setup_status_page
 
 log = structlog.get_logger(__name__)

@@ -8,17 +8,17 @@ from aiohttp import web
 
 from bridge.channels.base import Channel
 from bridge.clock import Clock
-from bridge.config import Config
-from bridge.delivery import DeliveryWorker
-from bridge.digest import Digester
-from bridge.fetch_pool import FetchPool
-from bridge.health import HealthBoard
+from bridge.config.models import Config
+from bridge.deliver.worker import DeliveryWorker
 from bridge.lifecycle import Service
 from bridge.metrics import Metrics
-from bridge.poller import Poller
+from bridge.notify.batches import Digester
+from bridge.notify.rulebook import RuleBook
+from bridge.poll.cycle import Poller
+from bridge.poll.fetch_pool import FetchPool
+from bridge.poll.health import HealthBoard
+from bridge.poll.scheduler import PollScheduler
 from bridge.providers.base import Provider
-from bridge.rulebook import RuleBook
-from bridge.scheduler import PollScheduler
 from bridge.store.base import Store
 
 CONFIG = web.AppKey("config", Config)

@@ -17,7 +17,7 @@ from bridge import heap
 from bridge.app import create_app
 from bridge.app_keys import RULEBOOK
 from bridge.clock import Clock
-from bridge.config import Config
+from bridge.config.models import Config
 
 log = structlog.get_logger(__name__)
 

@@ -23,12 +23,12 @@ from bridge import logs
 from bridge.app import _register_static_watches, create_app
 from bridge.app_keys import DELIVERY, DIGESTER, POLLER, PROVIDERS, STORE
 from bridge.clock import Clock, ManualClock
-from bridge.config import Config
-from bridge.health import HealthBoard
+from bridge.config.models import Config
 from bridge.model import ResourceKey
-from bridge.poller import Poller, PollSummary
+from bridge.notify.rulebook import RuleBook, load_for
+from bridge.poll.cycle import Poller, PollSummary
+from bridge.poll.health import HealthBoard
 from bridge.providers.podero import PoderoProvider
-from bridge.rulebook import RuleBook, load_for
 from bridge.simulator.podero import PoderoSimulator
 from bridge.simulator.sinks import MailSink, WebhookSink
 from bridge.store.base import Store

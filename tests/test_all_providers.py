@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from bridge.config import Config
+from bridge.config.models import Config
 from bridge.simulator.realto import RealtoSimulator
 from bridge.simulator.wattshift import DEFAULT_API_KEY, WattShiftSimulator
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge import cli
-from bridge.config_loader import load_config
+from bridge.cli import main as cli
+from bridge.config.loader import load_config
 from bridge.errors import ConfigError
-from bridge.rulebook import load_for
+from bridge.notify.rulebook import load_for
 
 CONFIG_IN_IMAGE = "/etc/wattbridge/config.toml"
 ENV = {  # what an operator's env file holds; the values are placeholders

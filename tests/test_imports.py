@@ -27,8 +27,8 @@ sys.exit(1 if failed else 0)
 
 
 def test_the_package_has_modules():
-    assert "bridge.cli" in MODULES
-    assert "bridge.poller" in MODULES
+    assert "bridge.cli.main" in MODULES
+    assert "bridge.poll.cycle" in MODULES
 
 
 def test_every_module_imports_alone():

@@ -10,7 +10,7 @@ import structlog
 from pydantic import SecretStr
 
 from bridge import logs
-from bridge.cli import main
+from bridge.cli.main import main
 
 
 def test_secret_keys_secretstr_and_registered_values_are_redacted():

@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from bridge.app import create_app
 from bridge.app_keys import POLLER, PROVIDERS, RULEBOOK, STORE
 from bridge.clock import ManualClock
-from bridge.config import Config
+from bridge.config.models import Config
 from bridge.simulator.podero import PoderoSimulator
 
 ORG = "00000000-0000-4000-8000-000000000001"

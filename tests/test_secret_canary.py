@@ -23,9 +23,9 @@ from aiohttp import web
 from bridge import errors
 from bridge.app import create_app
 from bridge.app_keys import DELIVERY, POLLER, PROVIDERS, RULEBOOK, STORE
-from bridge.cli import main
-from bridge.config import Config
-from bridge.config_loader import load_config
+from bridge.cli.main import main
+from bridge.config.loader import load_config
+from bridge.config.models import Config
 from bridge.simulator.podero import PoderoSimulator
 from bridge.simulator.realto import RealtoSimulator
 from bridge.simulator.sinks import WebhookSink

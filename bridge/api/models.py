@@ -23,7 +23,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from bridge.config import parse_duration
+from bridge.config.models import parse_duration
 
 DeliveryStatus = Literal["pending", "delivered", "dead", "suppressed", "held", "digested"]
 HealthStatus = Literal["ok", "degraded", "down"]

@@ -10,7 +10,7 @@ from bridge.api.models import IdPath, SilenceCreate, SilenceList, SilenceListQue
 from bridge.api.registry import ApiRoutes
 from bridge.app_keys import CLOCK, STORE
 from bridge.model import Silence
-from bridge.silences import SilenceError, new_silence
+from bridge.notify.silences import SilenceError, new_silence
 
 log = structlog.get_logger(__name__)
 routes = ApiRoutes()

@@ -26,7 +26,7 @@ from bridge.api.watch_models import (
     WatchOut,
 )
 from bridge.app_keys import CLOCK, CONFIG, STORE
-from bridge.config import Config
+from bridge.config.models import Config
 from bridge.model import JSON, ResourceKey, Watch
 from bridge.store.base import Store
 

@@ -20,8 +20,8 @@ import structlog
 from bridge.channels.base import RenderContext, SendResult
 from bridge.channels.webhook import iso_z
 from bridge.clock import Clock
-from bridge.config import ChannelConfig as AnyChannelConfig
-from bridge.config import Config, EmailChannelConfig, SmtpConfig
+from bridge.config.models import ChannelConfig as AnyChannelConfig
+from bridge.config.models import Config, EmailChannelConfig, SmtpConfig
 from bridge.model import Delivery, Event
 
 log = structlog.get_logger(__name__)

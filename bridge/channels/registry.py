@@ -10,7 +10,7 @@ from bridge.channels.base import Channel
 from bridge.channels.email import EmailChannel
 from bridge.channels.webhook import WebhookChannel
 from bridge.clock import Clock
-from bridge.config import ChannelConfig, Config
+from bridge.config.models import ChannelConfig, Config
 
 
 class ChannelClass(Protocol):

@@ -24,8 +24,8 @@ from standardwebhooks import Webhook
 from bridge import __version__
 from bridge.channels.base import RenderContext, SendResult
 from bridge.clock import Clock
-from bridge.config import ChannelConfig as AnyChannelConfig
-from bridge.config import Config, WebhookChannelConfig
+from bridge.config.models import ChannelConfig as AnyChannelConfig
+from bridge.config.models import Config, WebhookChannelConfig
 from bridge.model import Delivery, Event
 from bridge.providers.http import parse_retry_after
 from bridge.rules.templates import ENV

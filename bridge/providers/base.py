@@ -46,7 +46,7 @@ class FetchResult:
     retry_after: float | None = None  # the provider asked us to wait this long before the next poll
     terminal: dict[str, str] = field(default_factory=dict)  # resource id → why its watch ends
     rejected: int = 0  # observations that failed their deferred schema check (now in `failures`)
-    # Set by a fetch worker (bridge/fetch_pool.py), which sends back only what changed: how many it
+    # Set by a fetch worker (bridge/poll/fetch_pool.py), which sends back only what changed: how many it
     # read unchanged, and the digest of each observation it kept.
     unchanged: int = 0
     digests: dict[str, str] = field(default_factory=dict)

@@ -22,7 +22,7 @@ from yarl import URL
 
 from bridge import errors
 from bridge.clock import Clock
-from bridge.config import PoderoConfig
+from bridge.config.models import PoderoConfig
 from bridge.model import Observation, ResourceKey, Watch
 from bridge.providers.auth import OAuth2Middleware, TokenRequest
 from bridge.providers.base import FetchResult, WatchGroup

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge import errors
 from bridge.clock import Clock
-from bridge.config import RealtoConfig
+from bridge.config.models import RealtoConfig
 from bridge.logs import register_secrets
 from bridge.model import Observation, ResourceKey, Watch
 from bridge.providers.auth import OAuth2Middleware, TokenRequest

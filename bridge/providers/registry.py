@@ -6,7 +6,7 @@ import aiohttp
 
 from bridge import __version__
 from bridge.clock import Clock
-from bridge.config import PoderoConfig, RealtoConfig, WattShiftConfig
+from bridge.config.models import PoderoConfig, RealtoConfig, WattShiftConfig
 from bridge.providers.base import Provider
 from bridge.providers.podero import PoderoProvider
 from bridge.providers.realto import RealtoProvider

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge import errors
 from bridge.clock import Clock
-from bridge.config import WattShiftConfig
+from bridge.config.models import WattShiftConfig
 from bridge.logs import register_secrets
 from bridge.model import Observation, ResourceKey, Watch
 from bridge.providers.base import FetchResult, WatchGroup

@@ -12,8 +12,8 @@ from dataclasses import field as dataclass_field
 from datetime import timedelta
 from typing import Any
 
-from bridge.diff import get_path
 from bridge.model import Change, EventKind, EventStatus
+from bridge.poll.diff import get_path
 from bridge.rules.state import Timing
 from bridge.rules.templates import Expression, Template
 

@@ -17,7 +17,7 @@ from typing import Any, Union
 from jinja2 import nodes
 from pydantic import BaseModel
 
-from bridge.diff import parse_path
+from bridge.poll.diff import parse_path
 
 # A shape: a mapping of known keys (with the shape under each), VALUE (a scalar: no fields under it)
 # or OPEN (an object whose keys are not documented: any path under it is accepted). A list of items

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bridge.config import DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT
+from bridge.config.models import DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT
+from bridge.config.tomlpos import TomlPositions, read_toml, validation_problems
 from bridge.errors import Problem, RuleError
 from bridge.rules.engine import Digest, Rule, RuleSet
 from bridge.rules.fields import field_problem, template_problems
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
 from bridge.rules.templates import Expression, Template, compile_error
-from bridge.tomlpos import TomlPositions, read_toml, validation_problems
 
 
 def _files(patterns: Sequence[str], base_dir: Path, problems: list[Problem]) -> list[Path]:

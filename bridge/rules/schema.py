@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from bridge.config import Duration, GroupField
+from bridge.config.models import Duration, GroupField
 
 SOURCES = (
     "podero.wallbox",

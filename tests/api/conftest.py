@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 
-from bridge.config import Config
+from bridge.config.models import Config
 from bridge.simulator.podero import PoderoSimulator
 from bridge.simulator.wattshift import WattShiftSimulator
 from tests.conftest import DEFAULT_RULES, ORG, Bridge

@@ -8,7 +8,7 @@ from bridge.channels.email import EmailChannel
 from bridge.channels.registry import CHANNEL_KINDS, build_channels
 from bridge.channels.webhook import WebhookChannel
 from bridge.clock import ManualClock
-from bridge.config import Config
+from bridge.config.models import Config
 
 
 async def test_build_channels_makes_each_configured_channel_by_kind():

@@ -18,7 +18,7 @@ from aiosmtpd.smtp import SMTP as SmtpServerProtocol  # the server side, not aio
 from bridge.channels.base import RenderContext
 from bridge.channels.email import EmailChannel
 from bridge.clock import ManualClock
-from bridge.config import EmailChannelConfig, SmtpConfig
+from bridge.config.models import EmailChannelConfig, SmtpConfig
 from bridge.model import Change, Delivery, Event, ResourceKey, delivery_id
 
 OCCURRED = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)

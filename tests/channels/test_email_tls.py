@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from bridge.channels.base import RenderContext
 from bridge.channels.email import EmailChannel
 from bridge.clock import ManualClock
-from bridge.config import EmailChannelConfig, SmtpConfig
+from bridge.config.models import EmailChannelConfig, SmtpConfig
 from tests.channels.test_email_channel import make_delivery
 
 USER, PASSWORD = "bridge", "relay-password-1"

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from bridge.channels.base import RenderContext
 from bridge.channels.webhook import WebhookChannel
 from bridge.clock import ManualClock
-from bridge.config import WebhookChannelConfig
+from bridge.config.models import WebhookChannelConfig
 from bridge.model import Change, Delivery, Event, ResourceKey
 from bridge.simulator.sinks import WebhookSink
 

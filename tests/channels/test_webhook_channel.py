@@ -19,7 +19,7 @@ from bridge import __version__
 from bridge.channels.base import RenderContext
 from bridge.channels.webhook import WebhookChannel
 from bridge.clock import ManualClock
-from bridge.config import WebhookChannelConfig
+from bridge.config.models import WebhookChannelConfig
 from bridge.model import Change, Delivery, Event, ResourceKey, delivery_id
 
 SECRET = "whsec_" + base64.b64encode(b"channel-test-secret-0123456789ab").decode()

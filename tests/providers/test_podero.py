@@ -16,9 +16,9 @@ from aiohttp import web
 
 from bridge import errors
 from bridge.clock import ManualClock
-from bridge.config import PoderoConfig
-from bridge.diff import meaningful_digest
+from bridge.config.models import PoderoConfig
 from bridge.model import ResourceKey, Watch
+from bridge.poll.diff import meaningful_digest
 from bridge.providers.podero import SOURCE_ONBOARDING, SOURCE_WALLBOX, PoderoProvider
 from bridge.simulator.podero import API, PoderoSimulator
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bridge import errors
 from bridge.clock import ManualClock
-from bridge.config import RealtoConfig
+from bridge.config.models import RealtoConfig
 from bridge.providers import realto
 from bridge.providers.realto import SOURCE_SESSION, RealtoProvider
 from bridge.simulator.realto import RealtoSimulator

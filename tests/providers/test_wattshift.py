@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bridge import errors
 from bridge.clock import ManualClock
-from bridge.config import WattShiftConfig
+from bridge.config.models import WattShiftConfig
 from bridge.model import ResourceKey, Watch
 from bridge.providers.wattshift import SOURCE_ONBOARDING, WattShiftProvider, normalise_brand
 from bridge.simulator.wattshift import DEFAULT_API_KEY, OMIT, STATUS_KEYS, WattShiftSimulator

@@ -13,8 +13,8 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from bridge.diff import diff
 from bridge.model import EventKind
+from bridge.poll.diff import diff
 from bridge.rules import templates
 from bridge.rules.engine import Rule, RuleSet
 from bridge.rules.loader import load_rules

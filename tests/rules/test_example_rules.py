@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from bridge.clock import ManualClock
-from bridge.config_loader import load_config
-from bridge.diff import diff
-from bridge.health import HealthBoard
+from bridge.config.loader import load_config
 from bridge.model import Event, EventKind, ResourceKey
-from bridge.notify import template_context
+from bridge.notify.render import template_context
+from bridge.notify.rulebook import load_for
+from bridge.poll.diff import diff
+from bridge.poll.health import HealthBoard
 from bridge.providers.podero import with_status
-from bridge.rulebook import load_for
 from bridge.rules.engine import Firing, RuleSet
 from bridge.rules.state import on_due, on_observation
 from bridge.simulator.podero import PoderoSimulator

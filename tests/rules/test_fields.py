@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bridge.clock import ManualClock
-from bridge.diff import flatten
-from bridge.health import HealthBoard
+from bridge.poll.diff import flatten
+from bridge.poll.health import HealthBoard
 from bridge.providers.podero import with_status
 from bridge.rules.fields import catalog, field_problem
 from bridge.simulator.podero import PoderoSimulator

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bridge.diff import diff
 from bridge.model import EventKind
+from bridge.poll.diff import diff
 from bridge.rules.engine import RuleSet
 from bridge.rules.loader import load_rules
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 
 from bridge.clock import SystemClock
-from bridge.config import PoderoConfig, RealtoConfig, WattShiftConfig
-from bridge.config_loader import load_config
+from bridge.config.loader import load_config
+from bridge.config.models import PoderoConfig, RealtoConfig, WattShiftConfig
 from bridge.model import ResourceKey, Watch
 from bridge.providers.podero import PoderoProvider
 from bridge.providers.realto import RealtoProvider

@@ -1,0 +1,128 @@
+"""The `wattbridge` command line. Exit codes: 0 ok, 1 invalid input, 2 runtime failure."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from bridge import __version__, logs
+from bridge.cli import deliveries as cli_deliveries
+from bridge.cli import rules as cli_rules
+from bridge.cli import silences as cli_silences
+from bridge.errors import BridgeError, ConfigError, ProblemsError, RuleError
+
+EXIT_OK, EXIT_INVALID, EXIT_RUNTIME = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wattbridge", description="Webhook and notification bridge for energy-device APIs"
+    )
+    p.add_argument("--version", action="version", version=f"wattbridge {__version__}")
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: info (demo: warning)",
+    )
+    p.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the bridge: poll, diff, evaluate rules, deliver, serve HTTP")
+    run.add_argument("-c", "--config", required=True, help="path to the TOML config file")
+
+    check = sub.add_parser("check", help="validate the config and every rule file (no network)")
+    check.add_argument("-c", "--config", required=True, help="path to the TOML config file")
+
+    demo = sub.add_parser("demo", help="simulators + sinks + bridge on a temporary store, scripted scenario")
+    demo.add_argument("--forever", action="store_true", help="keep running after the scenario until Ctrl-C")
+
+    cli_silences.add_parsers(sub)
+    cli_deliveries.add_parsers(sub)
+    cli_rules.add_parsers(sub)
+
+    sim = sub.add_parser("simulate", help="serve the provider simulators on loopback")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--podero-port", type=int, default=8801)
+    sim.add_argument("--realto-port", type=int, default=8802)
+    sim.add_argument("--wattshift-port", type=int, default=8803)
+    sim.add_argument("--step", type=float, default=30.0, help="seconds between timeline steps")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # The demo narrates for a person; its logs would drown the story unless asked for.
+    level = args.log_level or {"demo": "warning", "rules": "error"}.get(args.command, "info")
+    logs.configure(level=level, fmt=args.log_format)
+    try:
+        if args.command == "check":
+            return _check(args.config)
+        if args.command == "run":
+            return _run(args.config)
+        if args.command == "demo":
+            from bridge.cli.demo import run_demo
+
+            return asyncio.run(run_demo(forever=args.forever))
+        if args.command == "silences":
+            return cli_silences.run(args)
+        if args.command == "rules":
+            return cli_rules.run(args)
+        if args.command in ("deliveries", "channels"):
+            return cli_deliveries.run(args)
+        if args.command == "simulate":
+            from bridge.simulator.serve import serve_simulators
+
+            return asyncio.run(
+                serve_simulators(
+                    host=args.host,
+                    podero_port=args.podero_port,
+                    realto_port=args.realto_port,
+                    wattshift_port=args.wattshift_port,
+                    step_seconds=args.step,
+                )
+            )
+    except ProblemsError as exc:
+        _print_problems(exc)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BridgeError as exc:
+        print(f"wattbridge: {logs.scrub(str(exc))}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_INVALID
+
+
+def _print_problems(exc: ProblemsError) -> None:
+    what = "config" if isinstance(exc, ConfigError) else "rules" if isinstance(exc, RuleError) else "input"
+    for problem in exc.problems:
+        print(logs.scrub(str(problem)), file=sys.stderr)
+    n = len(exc.problems)
+    print(f"wattbridge: {n} problem{'s' if n != 1 else ''} in the {what}", file=sys.stderr)
+
+
+def _check(path: str) -> int:
+    from bridge.config.loader import load_config
+    from bridge.notify.rulebook import load_for
+
+    config = load_config(path)
+    rules = load_for(config)
+    print(
+        f"{path}: OK ({len(config.providers)} provider(s), {len(config.channels)} channel(s), "
+        f"{len(rules.rules)} rule(s))"
+    )
+    return EXIT_OK
+
+
+def _run(path: str) -> int:
+    from bridge.config.loader import load_config
+    from bridge.serve import serve
+
+    config = load_config(path)
+    try:
+        return asyncio.run(serve(config))
+    except OSError as exc:  # e.g. the listen address is in use
+        print(f"wattbridge: cannot start: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME

@@ -1,0 +1,116 @@
+"""The polling timetable: APScheduler 3.x, one job per provider watch group.
+
+`coalesce` folds missed runs into one, `max_instances=1` forbids overlapping polls of the same group
+(no duplicates from overlapping polls), and first runs are jittered so a restart does not hit every
+provider at the same instant. A provider's `Retry-After` pushes only its own next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bridge.poll.cycle import Poller
+from bridge.providers.base import Provider
+
+log = structlog.get_logger(__name__)
+
+MAX_FIRST_RUN_JITTER = 5.0  # seconds
+
+
+def job_id(provider: str, group: str) -> str:
+    return f"poll:{provider}:{group}"
+
+
+class PollScheduler:
+    """Owns the AsyncIOScheduler and the set of polls in flight (drained on shutdown)."""
+
+    def __init__(
+        self, poller: Poller, providers: Sequence[Provider], *, rng: random.Random | None = None
+    ) -> None:
+        self._poller = poller
+        self._providers = list(providers)
+        self._rng = rng or random.Random()
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._in_flight: set[asyncio.Task[object]] = set()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def plan(self, now: datetime) -> list[dict[str, object]]:
+        """The jobs to add: kept separate from `start` so the timetable itself can be tested."""
+        jobs: list[dict[str, object]] = []
+        for provider in self._providers:
+            for group in provider.watch_groups():
+                interval = group.interval.total_seconds()
+                jitter = self._rng.uniform(0, min(MAX_FIRST_RUN_JITTER, interval))
+                jobs.append(
+                    {
+                        "id": job_id(provider.name, group.name),
+                        "provider": provider,
+                        "group": group.name,
+                        "interval": interval,
+                        "first_run": now + timedelta(seconds=jitter),
+                    }
+                )
+        return jobs
+
+    def start(self) -> None:
+        now = datetime.now(UTC)
+        for job in self.plan(now):
+            self._scheduler.add_job(
+                self._run,
+                IntervalTrigger(seconds=float(job["interval"]), timezone=UTC),  # type: ignore[arg-type]
+                id=str(job["id"]),
+                args=(job["provider"], job["group"]),
+                next_run_time=job["first_run"],
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=None,
+                replace_existing=True,
+            )
+        self._scheduler.start()
+        log.info("scheduler.started", jobs=len(self._scheduler.get_jobs()))
+
+    async def _run(self, provider: Provider, group: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            summary = await self._poller.poll(provider, group)
+        except Exception:
+            # A bug in one poll must not kill the timetable; it is logged with its traceback.
+            log.exception("poll.crashed", provider=provider.name, group=group)
+            return
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+        if summary.retry_after:
+            self._defer(provider.name, group, summary.retry_after)
+
+    def _defer(self, provider: str, group: str, seconds: float) -> None:
+        job = self._scheduler.get_job(job_id(provider, group))
+        if job is None or job.next_run_time is None:
+            return
+        wanted = datetime.now(UTC) + timedelta(seconds=seconds)
+        if wanted > job.next_run_time:
+            job.modify(next_run_time=wanted)
+            log.info("poll.deferred", provider=provider, group=group, seconds=seconds)
+
+    async def stop(self, *, drain: float) -> None:
+        """No new polls, then a bounded wait for the ones in flight (a cancelled poll is still safe)."""
+        if not self._scheduler.running:
+            return
+        self._scheduler.pause()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=drain)
+        self._scheduler.shutdown(wait=False)
+        # APScheduler 3 runs the shutdown via call_soon_threadsafe: let it happen before we return.
+        await asyncio.sleep(0)

@@ -1,0 +1,141 @@
+"""The config file: strict, `${ENV}`-expanded, and every problem reported at FILE:LINE with its key."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bridge.config.loader import load_config
+from bridge.config.models import parse_duration
+from bridge.errors import ConfigError
+
+VALID = """
+[store]
+url = "sqlite:///x.db"
+
+[server]
+listen = "127.0.0.1:9090"
+admin_token = "${ADMIN}"
+
+[providers.podero]
+kind = "podero"
+base_url = "http://127.0.0.1:1"
+client_id = "cid"
+client_secret = "${PODERO_SECRET}"
+org_id = "org"
+poll_interval = "30s"
+
+[[providers.podero.wallboxes]]
+user_id = "u1"
+wallbox_id = "w1"
+
+[[providers.podero.wallboxes]]
+user_id = "u2"
+wallbox_id = "w2"
+
+[channels.partner]
+kind = "webhook"
+url = "http://127.0.0.1:2/hooks"
+secret = "${HOOK_SECRET:-whsec_ZGVmYXVsdA==}"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(exc: pytest.ExceptionInfo[ConfigError]) -> list[str]:
+    return [str(p) for p in exc.value.problems]
+
+
+ENV = {"ADMIN": "admin-canary-1", "PODERO_SECRET": "podero-canary-2"}
+
+
+def test_a_valid_file_loads_with_env_expanded_and_defaults_applied(tmp_path):
+    config = load_config(write(tmp_path, VALID), environ=ENV)
+    podero = config.providers["podero"]
+    assert podero.poll_interval == timedelta(seconds=30)
+    assert podero.client_secret is not None
+    assert podero.client_secret.get_secret_value() == "podero-canary-2"
+    assert "podero-canary-2" not in repr(podero)
+    assert config.channels["partner"].secret.get_secret_value() == "whsec_ZGVmYXVsdA=="  # type: ignore[union-attr]
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 9090)
+    assert config.base_dir == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30), ("5m", 300), ("2h", 7200), ("1d", 86400), (90, 90)],
+)
+def test_durations_take_a_unit(text, seconds):
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+def test_a_missing_environment_variable_is_named_with_its_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, VALID), environ={"ADMIN": "x"})
+    assert problems(info) == [
+        f"{tmp_path / 'config.toml'}:13: providers.podero.client_secret: "
+        "environment variable PODERO_SECRET is not set"
+    ]
+
+
+def test_every_problem_is_reported_at_once_with_file_line_and_key(tmp_path):
+    text = VALID.replace('poll_interval = "30s"', 'poll_interval = "soon"\nbogus = 1').replace(
+        'wallbox_id = "w2"', ""
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ=ENV)
+    found = problems(info)
+    path = tmp_path / "config.toml"
+    assert any(
+        p.startswith(f"{path}:15: providers.podero.poll_interval: ") and "invalid duration" in p
+        for p in found
+    )
+    assert f"{path}:16: providers.podero.bogus: unknown key (check its spelling)" in found
+    # the second [[providers.podero.wallboxes]] lacks wallbox_id: pointed at its header
+    assert f"{path}:22: providers.podero.wallboxes[1].wallbox_id: required key is missing" in found
+    assert len(found) == 3
+
+
+def test_a_syntax_error_names_its_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, '[store]\nurl = "x"\nlisten = \n'), environ={})
+    [problem] = info.value.problems
+    assert problem.line == 3
+    assert "TOML syntax error" in problem.message
+
+
+def test_a_missing_kind_is_explained(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, '[channels.ops]\nto = ["a@b"]\n'), environ={})
+    assert problems(info) == [
+        f"{tmp_path / 'config.toml'}:1: channels.ops.kind: kind is required: one of webhook, email"
+    ]
+
+
+def test_podero_needs_client_credentials_or_a_password(tmp_path):
+    text = VALID.replace('client_id = "cid"\n', "")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ=ENV)
+    assert "client_id + client_secret" in problems(info)[0]
+
+
+def test_a_secret_value_never_appears_in_an_error(tmp_path):
+    text = VALID.replace('client_id = "cid"', "client_id = 12345")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ=ENV)
+    assert "podero-canary-2" not in str(info.value)
+    assert "admin-canary-1" not in str(info.value)
+    assert "12345" not in str(info.value)
+
+
+def test_the_example_config_is_valid_with_an_empty_environment(repo_root):
+    config = load_config(repo_root / "config.example.toml", environ={})
+    assert set(config.providers) == {"podero", "realto", "wattshift"}
+    assert set(config.channels) == {"partner", "ops"}
