@@ -1,18 +1,15 @@
 """The SQLite store's reads for the admin API: filtered, keyset-paged listings and a few counts.
 
-A mixin of `SqliteStore` (it uses the store's `_read()` connection guard), kept apart so the store's
-core file stays about transactions and the outbox.
+A mixin of `SqliteStore` on its connection guards, kept apart so the store's core file stays about
+transactions and the outbox: single rows and short lists for the CLI, keyset pages for the API.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
-import aiosqlite
-
-from bridge.model import Delivery, Event
+from bridge.model import Attempt, Delivery, DeliveryStatus, Event
 from bridge.store.base import DeliveryQuery, EventQuery
 from bridge.store.sqlite_api_sql import (
     Q_DELIVERIES_PAGE,
@@ -21,12 +18,51 @@ from bridge.store.sqlite_api_sql import (
     Q_LAST_FIRINGS,
     Q_RESOURCE_COUNTS,
 )
-from bridge.store.sqlite_sql import _delivery, _dt, _event, _json, _ts
+from bridge.store.sqlite_conn import SqliteConnection
+from bridge.store.sqlite_sql import (
+    Q_ATTEMPTS_OF,
+    Q_DELIVERIES_LIST,
+    Q_DELIVERY_GET,
+    Q_EVENT_GET,
+    Q_EVENTS_LATEST,
+    _attempt,
+    _delivery,
+    _dt,
+    _event,
+    _json,
+    _ts,
+)
 
 
-class SqliteApiReads:
-    def _read(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError  # SqliteStore provides it
+class SqliteApiReads(SqliteConnection):
+    # -- reads for ops ---------------------------------------------------------------------------
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(Q_DELIVERY_GET, (delivery_id,)))
+        return _delivery(rows[0]) if rows else None
+
+    async def list_deliveries(
+        self, *, status: DeliveryStatus | None = None, channel: str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_DELIVERIES_LIST, (status, channel, limit))
+        return [_delivery(row) for row in rows]
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_ATTEMPTS_OF, (delivery_id,))
+        return [_attempt(row) for row in rows]
+
+    async def get_event(self, event_id: str) -> Event | None:
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(Q_EVENT_GET, (event_id,)))
+        return _event(rows[0]) if rows else None
+
+    async def list_events(self, *, limit: int = 100) -> list[Event]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_EVENTS_LATEST, (limit,))
+        return [_event(row) for row in rows]
 
     async def page_events(self, query: EventQuery, *, limit: int) -> list[Event]:
         q = query
