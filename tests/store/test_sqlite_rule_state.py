@@ -1,18 +1,16 @@
-"""The SQLite store keeps what the rule engine must not forget: rule states and silences; and it
-upgrades an older file in place without losing a delivery."""
+"""The SQLite file keeps rule states across a reopen, and an older file is upgraded in place without
+losing a delivery (rule-state and silence promises of every store: test_contract.py)."""
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
-from bridge.model import Change, RuleState, Silence
 from bridge.store.sqlite import SqliteStore
 from bridge.store.sqlite_sql import SCHEMA_VERSION
-from tests.store.test_sqlite import T0, key, result
+from tests.store.factories import pending, result
 
 
 @pytest.fixture
@@ -21,17 +19,6 @@ async def store(tmp_path):
     await s.open()
     yield s
     await s.close()
-
-
-def pending(resource_id: str = "wb-1") -> RuleState:
-    return RuleState(
-        rule_id="action-needed",
-        key=key(resource_id),
-        phase="pending",
-        since=T0,
-        due_at=T0 + timedelta(minutes=2),
-        changes=(Change(field="action_needed", old=False, new=True),),
-    )
 
 
 async def test_rule_states_commit_with_the_poll_result_and_survive_reopening(tmp_path):
@@ -48,48 +35,6 @@ async def test_rule_states_commit_with_the_poll_result_and_survive_reopening(tmp
     finally:
         await second.close()
     assert state == pending()
-
-
-async def test_an_idle_state_without_cooldown_memory_is_deleted_and_one_with_it_is_kept(store):
-    await store.commit([replace(result("wb-1"), rule_states=(pending("wb-1"), pending("wb-2")))])
-    idle = RuleState(rule_id="action-needed", key=key("wb-1"), phase="idle", since=T0)
-    cooling = replace(idle, key=key("wb-2"), last_fired_at=T0)
-    await store.commit([replace(result("wb-1", sequence=2), rule_states=(idle, cooling))])
-
-    assert await store.list_rule_states() == [cooling]
-
-
-async def test_silences_are_listed_while_active_and_expire_on_request(store):
-    silence = Silence(
-        id="sil_1",
-        rule="action-*",
-        resource="wb-1",
-        starts_at=T0,
-        ends_at=T0 + timedelta(hours=2),
-        comment="maintenance",
-        created_by="ops",
-        created_at=T0,
-    )
-    await store.add_silence(silence)
-
-    assert await store.list_silences(active_after=T0 + timedelta(hours=1)) == [silence]
-    assert await store.expire_silence("sil_1", T0 + timedelta(hours=1)) is True
-    assert await store.expire_silence("sil_1", T0 + timedelta(hours=1, minutes=1)) is False
-    assert await store.list_silences(active_after=T0 + timedelta(hours=1)) == []
-    expired = await store.get_silence("sil_1")
-    assert expired is not None
-    assert expired.ends_at == T0 + timedelta(hours=1)
-
-
-async def test_a_suppressed_delivery_is_kept_and_can_be_replayed(store):
-    r = result()
-    [d] = r.deliveries
-    await store.commit([replace(r, deliveries=(replace(d, status="suppressed"),))])
-
-    assert await store.outbox_depth() == 0
-    assert [x.id for x in await store.list_deliveries(status="suppressed")] == [d.id]
-    assert await store.replay([d.id], T0) == 1
-    assert await store.outbox_depth() == 1
 
 
 V2_DELIVERIES = """
