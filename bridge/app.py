@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -55,18 +54,15 @@ from bridge.poll.timers import timer_loop
 from bridge.providers.base import Provider
 from bridge.providers.registry import make_provider
 from bridge.store.base import Store
-from bridge.store.sqlite import SqliteStore
+from bridge.store.factory import store_for_url
 from bridge.web.status import setup_status_page
 
 log = structlog.get_logger(__name__)
 
 
 def open_store_for(config: Config) -> Store:
-    """The store named by `[store] url` (the embedded SQLite default)."""
-    url = config.store.url
-    if url.startswith("sqlite:///"):
-        return SqliteStore(Path(url.removeprefix("sqlite:///")), synchronous=config.store.synchronous)
-    raise ValueError(f"store.url: unsupported store {url.split(':', 1)[0]!r} (supported: sqlite:///PATH)")
+    """The store named by `[store] url`: the embedded SQLite default, or PostgreSQL."""
+    return store_for_url(config.store.url, synchronous=config.store.synchronous)
 
 
 def create_app(

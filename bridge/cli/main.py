@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the bridge: poll, diff, evaluate rules, deliver, serve HTTP")
     run.add_argument("-c", "--config", required=True, help="path to the TOML config file")
 
-    check = sub.add_parser("check", help="validate the config and every rule file (no network)")
+    check = sub.add_parser("check", help="validate the config and rule files; open the store")
     check.add_argument("-c", "--config", required=True, help="path to the TOML config file")
 
     demo = sub.add_parser("demo", help="simulators + sinks + bridge on a temporary store, scripted scenario")
@@ -106,9 +106,11 @@ def _print_problems(exc: ProblemsError) -> None:
 def _check(path: str) -> int:
     from bridge.config.loader import load_config
     from bridge.notify.rulebook import load_for
+    from bridge.store.factory import probe
 
     config = load_config(path)
     rules = load_for(config)
+    asyncio.run(probe(config.store.url))  # what `run` would refuse: an unreachable store
     print(
         f"{path}: OK ({len(config.providers)} provider(s), {len(config.channels)} channel(s), "
         f"{len(rules.rules)} rule(s))"

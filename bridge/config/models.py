@@ -54,6 +54,16 @@ class StoreConfig(Strict):
     # FULL survives power loss, NORMAL (WAL) only process crashes; see README "Operations: delivery".
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
+    @field_validator("url")
+    @classmethod
+    def _known_store(cls, v: str) -> str:
+        from bridge.store.factory import unsupported_reason
+
+        reason = unsupported_reason(v)
+        if reason is not None:
+            raise ValueError(reason)
+        return v
+
 
 class ServerConfig(Strict):
     listen: str = "127.0.0.1:8080"

@@ -1,0 +1,100 @@
+"""The whole pipeline on `postgresql://`: Podero simulator → poll → rules → outbox in PostgreSQL →
+signed webhook; a second bridge on the same database (a restart, or another replica) sees it all;
+`wattbridge run` starts, answers /readyz and drains on PostgreSQL; `check` names a bad store URL."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import timedelta
+
+import aiohttp
+
+from bridge.cli.main import main
+from tests.store.conftest import pg_schema
+from tests.test_serve import read_until, wait_healthy
+
+WB = "00000000-0000-4000-8000-0000000000b1"
+RULE = '[[rule]]\nid = "a"\nsource = "podero.wallbox"\nfield = "is_charging"\nto = true\nchannels = ["ops"]\n'
+CHANNEL = (
+    '[channels.ops]\nkind = "webhook"\nurl = "http://127.0.0.1:9/hooks"\nsecret = "whsec_ZGVmYXVsdA=="\n'
+)
+
+
+def write_config(tmp_path, store_url: str, extra: str = "") -> str:
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    (tmp_path / "rules" / "r.toml").write_text(RULE)
+    (tmp_path / "config.toml").write_text(f'[store]\nurl = "{store_url}"\n{extra}{CHANNEL}')
+    return str(tmp_path / "config.toml")
+
+
+async def test_a_change_becomes_one_webhook_through_a_postgres_outbox(make_config, make_bridge, podero, sink):
+    user = podero.add_user(email="ada@example.com")
+    podero.add_wallbox(user, wallbox_id=WB, is_plugged_in=True, is_charging=False)
+    async with pg_schema() as (url, schema):
+        config = make_config(
+            wallboxes=[{"user_id": user, "wallbox_id": WB}], store={"url": f"{url}?search_path={schema}"}
+        )
+        bridge = await make_bridge(config)
+        await bridge.poll()  # baseline
+        podero.update_wallbox(WB, is_charging=True, charge_rate_w=7200)
+        bridge.clock.advance(timedelta(seconds=60))
+        assert (await bridge.poll()).events == 1
+        await bridge.deliver()
+        await bridge.poll()  # the same state again: nothing new
+        await bridge.deliver()
+
+        assert len(sink.received) == 1
+        assert sink.received[0].verified
+        assert sink.received[0].json["data"]["resource_id"] == WB
+        [delivery] = await bridge.store.list_deliveries(channel="partner")
+        assert delivery.status == "delivered"
+
+        # Another bridge on the same database (a restart or a second replica) knows the baseline,
+        # the event and the delivered outbox: it polls without firing again and sends nothing.
+        again = await make_bridge(config)
+        assert (await again.poll()).events == 0
+        assert await again.deliver() == 0
+        assert len(sink.received) == 1
+        assert [e.id for e in await again.store.list_events()] == [delivery.event_id]
+
+
+async def test_wattbridge_run_serves_and_drains_on_postgres(tmp_path, unused_tcp_port):
+    async with pg_schema() as (url, schema):
+        server = f'[server]\nlisten = "127.0.0.1:{unused_tcp_port}"\n'
+        path = write_config(tmp_path, f"{url}?search_path={schema}", server)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "--log-format", "json", "run", "-c", path,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        try:
+            await wait_healthy(unused_tcp_port, proc)
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{unused_tcp_port}/readyz") as resp,
+            ):
+                assert resp.status == 200
+            proc.send_signal(signal.SIGTERM)
+            await read_until(proc.stderr, "bridge.stopped")
+            assert await asyncio.wait_for(proc.wait(), timeout=15) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def test_check_names_an_unsupported_store_url_with_its_line(tmp_path, capsys):
+    assert main(["check", "-c", write_config(tmp_path, "mysql://db/wattbridge")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'config.toml'}:2: store.url: unsupported store 'mysql'" in err
+    assert "Traceback" not in err
+
+
+def test_check_names_an_unreachable_postgres_without_its_password(tmp_path, capsys):
+    assert main(["check", "-c", write_config(tmp_path, "postgresql://bridge:s3cret@127.0.0.1:1/x")]) == 2
+    err = capsys.readouterr().err
+    assert "wattbridge: cannot open PostgreSQL store postgresql://bridge:***@127.0.0.1:1/x" in err
+    assert "s3cret" not in err
+    assert "Traceback" not in err
