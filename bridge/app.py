@@ -43,7 +43,7 @@ from bridge.deliver.worker import DeliveryWorker
 from bridge.lifecycle import Service
 from bridge.logs import register_secrets
 from bridge.metrics import Metrics
-from bridge.model import ResourceKey, Watch
+from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, ResourceKey, Watch
 from bridge.notify.batches import Digester
 from bridge.notify.rulebook import RuleBook, load_for
 from bridge.poll.cycle import Poller
@@ -156,7 +156,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
 
     async def channel_health(name: str, state: dict[str, Any]) -> None:
         await app[POLLER].observe_internal(
-            ResourceKey(source="bridge.channel", provider="bridge", resource_id=name), state
+            ResourceKey(source=CHANNEL_SOURCE, provider=CHANNEL_PROVIDER, resource_id=name), state
         )
 
     worker = DeliveryWorker(

@@ -18,6 +18,13 @@ EventStatus = Literal["firing", "resolved"]
 DeliveryStatus = Literal["pending", "delivered", "dead", "suppressed", "held", "digested"]
 RulePhase = Literal["pending", "firing", "idle"]
 
+# The bridge's own resources: rules alert on them like on any provider's (`bridge.provider` is a
+# provider's health, `bridge.channel` a channel's delivery health).
+HEALTH_SOURCE = "bridge.provider"
+CHANNEL_SOURCE = "bridge.channel"
+CHANNEL_PROVIDER = "bridge"  # the provider name under which channel resources are keyed
+INTERNAL_SOURCES = (HEALTH_SOURCE, CHANNEL_SOURCE)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResourceKey:

@@ -26,8 +26,9 @@ from bridge.clock import Clock, ManualClock
 from bridge.config.models import Config
 from bridge.model import ResourceKey
 from bridge.notify.rulebook import RuleBook, load_for
-from bridge.poll.cycle import Poller, PollSummary
+from bridge.poll.cycle import Poller
 from bridge.poll.health import HealthBoard
+from bridge.poll.summary import PollSummary
 from bridge.providers.podero import PoderoProvider
 from bridge.simulator.podero import PoderoSimulator
 from bridge.simulator.sinks import MailSink, WebhookSink

@@ -17,7 +17,7 @@ import orjson
 
 from bridge.clock import SystemClock
 from bridge.config.models import Config, parse_duration
-from bridge.model import Delivery, Event, ResourceKey, event_id
+from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, Delivery, Event, ResourceKey, event_id
 from bridge.store.base import Store
 
 EXIT_OK, EXIT_INVALID, EXIT_RUNTIME = 0, 1, 2
@@ -157,7 +157,7 @@ async def _channel_test(config: Config, name: str) -> int:
         return EXIT_INVALID
     clock = SystemClock()
     now = clock.now()
-    key = ResourceKey(source="bridge.channel", provider="bridge", resource_id=name)
+    key = ResourceKey(source=CHANNEL_SOURCE, provider=CHANNEL_PROVIDER, resource_id=name)
     event = Event(
         id=event_id("wattbridge.test", key, 0, now),
         rule_id="wattbridge.test",

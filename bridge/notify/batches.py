@@ -22,7 +22,7 @@ import structlog
 from bridge.channels.webhook import iso_z
 from bridge.clock import Clock
 from bridge.config.models import EmailChannelConfig, WebhookChannelConfig
-from bridge.model import Delivery, Event, ResourceKey, delivery_id, event_id
+from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, Delivery, Event, ResourceKey, delivery_id, event_id
 from bridge.rules.engine import Digest as RuleDigest
 from bridge.rules.engine import RuleSet
 from bridge.store.base import HeldGroup, Store
@@ -100,7 +100,7 @@ class Digester:
 def build_digest(
     group: HeldGroup, members: Sequence[Delivery], now: datetime, *, webhook: bool = False
 ) -> tuple[Event, Delivery]:
-    key = ResourceKey(source="bridge.channel", provider="bridge", resource_id=group.channel)
+    key = ResourceKey(source=CHANNEL_SOURCE, provider=CHANNEL_PROVIDER, resource_id=group.channel)
     event = Event(
         id=event_id(DIGEST_TYPE, key, len(members), now),
         rule_id=DIGEST_TYPE,

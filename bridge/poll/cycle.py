@@ -1,8 +1,9 @@
-"""One poll cycle: provider → observations → diff → rules → one store commit → wake delivery.
+"""One poll cycle: provider → observations → evaluate → one store commit → wake delivery.
 
 Like Home Assistant's DataUpdateCoordinator without HA: a failed fetch changes nothing and only
 updates provider health; a successful one commits each resource's new snapshot together with the
-events it caused and their deliveries (DESIGN.md "one transaction per poll result").
+events it caused and their deliveries (DESIGN.md "one transaction per poll result"). What an
+observation changes is decided by `evaluate.Evaluator`; what a listing means, by `listing`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -21,74 +22,24 @@ from bridge import errors
 from bridge.channels.base import Channel
 from bridge.clock import Clock
 from bridge.metrics import Metrics
-from bridge.model import (
-    Change,
-    Delivery,
-    Event,
-    EventKind,
-    Observation,
-    PollResult,
-    ResourceKey,
-    RuleState,
-    Snapshot,
-    Watch,
-)
-from bridge.notify.render import Notifier
+from bridge.model import HEALTH_SOURCE, Observation, PollResult, ResourceKey, RuleState, Snapshot, Watch
 from bridge.notify.rulebook import RuleBook
-from bridge.poll.diff import diff, digest64, meaningful_digest
+from bridge.poll.diff import digest64, meaningful_digest
+from bridge.poll.evaluate import Evaluator
 from bridge.poll.fetch_pool import FetchPool, PageRequest
 from bridge.poll.health import HealthBoard
+from bridge.poll.listing import complete_listing
+from bridge.poll.summary import PollSummary, Tally
 from bridge.providers.base import FetchResult, Provider
-from bridge.rules.engine import Firing, RuleSet
-from bridge.rules.state import on_due, on_observation
+from bridge.rules.engine import RuleSet
 from bridge.store.base import Store
 
 log = structlog.get_logger(__name__)
 
-HEALTH_SOURCE = "bridge.provider"
-LISTING_MARKER = ""  # resource id of the row that records "a complete listing was baselined"
 # A by-id group is fetched and committed in slices of this many watches: memory stays bounded at any
 # fleet size, and a slice's results (which arrive together) are group-committed in one transaction.
 SLICE = 500
 LANES = 2  # slices in progress at once (fetching, diffing, committing), each lane one after another
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PollSummary:
-    provider: str
-    group: str
-    ok: bool
-    observed: int = 0
-    failed: int = 0
-    changed: int = 0
-    events: int = 0
-    retry_after: float | None = None
-
-
-@dataclass(slots=True)
-class _Tally:
-    """What the slices of one poll saw, summed up for the summary and the provider's health."""
-
-    observed: int = 0
-    failures: int = 0
-    first_failure: str | None = None
-    changed: int = 0
-    events: int = 0
-    retry_after: float | None = None
-
-    errors: dict[str, str] = field(default_factory=dict)  # the first few, for the poll's log line
-
-    def fetched(self, result: FetchResult) -> None:
-        self.observed += result.observed
-        self.failures += len(result.failures)
-        if result.failures and self.first_failure is None:
-            self.first_failure = str(next(iter(result.failures.values())))
-        for resource, failure in result.failures.items():
-            if len(self.errors) >= 5:
-                break
-            self.errors[resource] = str(failure)
-        if result.retry_after is not None:
-            self.retry_after = max(self.retry_after or 0.0, result.retry_after)
 
 
 class Poller:
@@ -114,10 +65,7 @@ class Poller:
         self._on_committed = on_committed
         # The last committed bridge.provider snapshots (loaded lazily; the store has them too).
         self._health_snapshots: dict[str, Snapshot] = {}
-        # Rule states as committed (the store is the truth; this is its cache, loaded at start).
-        self._states: dict[tuple[str, ResourceKey], RuleState] = {}
-        self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
-        self._notify = Notifier(channels, digest_groups=digest_groups or {})
+        self._evaluate = Evaluator(channels, digest_groups=digest_groups or {})
         # From reading snapshots to committing: a timer firing must not interleave with a poll of the
         # same resource (both bump its sequence). Fetching happens outside it.
         self._lock = asyncio.Lock()
@@ -132,29 +80,18 @@ class Poller:
         self._remember(await self._store.list_rule_states())
 
     def _remember(self, states: Iterable[RuleState]) -> None:
-        for st in states:
-            k = (st.rule_id, st.key)
-            if st.forgettable:
-                self._states.pop(k, None)
-            else:
-                self._states[k] = st
-            if st.phase == "idle":
-                self._open[st.key].discard(st.rule_id)
-                if not self._open[st.key]:
-                    del self._open[st.key]
-            else:
-                self._open[st.key].add(st.rule_id)
+        self._evaluate.remember(states)
 
     @property
     def rule_states(self) -> list[RuleState]:
-        return list(self._states.values())
+        return self._evaluate.states
 
     def next_due(self) -> datetime | None:
         """When the earliest hold ends or reminder is due (None: no timer running)."""
-        return min((s.due_at for s in self._states.values() if s.due_at is not None), default=None)
+        return self._evaluate.next_due()
 
     async def _refresh_silences(self, now: datetime) -> None:
-        self._notify.silences = await self._store.list_silences(active_after=now)
+        self._evaluate.set_silences(await self._store.list_silences(active_after=now))
 
     async def load_health(self) -> None:
         """Read stored `bridge.provider` snapshots, so a restart does not re-baseline them."""
@@ -169,7 +106,7 @@ class Poller:
         """Fetch one watch group and commit what changed. Never raises for a provider fault."""
         started = time.perf_counter()
         now = self._clock.now()
-        tally = _Tally()
+        tally = Tally()
         try:
             await self._poll_slices(provider, group, now, tally)
         except errors.ProviderError as exc:
@@ -224,7 +161,7 @@ class Poller:
             self._metrics.poll(provider.name, outcome, elapsed)
         return summary
 
-    async def _poll_slices(self, provider: Provider, group: str, now: datetime, tally: _Tally) -> None:
+    async def _poll_slices(self, provider: Provider, group: str, now: datetime, tally: Tally) -> None:
         """A by-id group slice by slice, reading its watches page by page, in two lanes. Any other
         group (a listing) is one piece."""
         spec = next((g for g in provider.watch_groups() if g.name == group), None)
@@ -284,7 +221,7 @@ class Poller:
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
 
-    async def _settle(self, provider: str, fetched: FetchResult, now: datetime, tally: _Tally) -> None:
+    async def _settle(self, provider: str, fetched: FetchResult, now: datetime, tally: Tally) -> None:
         """Diff, rules and one group commit for what one fetch returned."""
         async with self._lock:
             results = await self._results(provider, fetched, now)
@@ -353,29 +290,10 @@ class Poller:
             known = await self._known_digests(provider, source)
             appears = False
             if source in fetched.complete_sources:
-                # A complete listing: what we stored but no longer see has disappeared. The marker row
-                # (resource id "") says a first listing was taken, so a new id after it has *appeared*.
-                appears = LISTING_MARKER in known
-                seen = {o.key.resource_id for o in observations}
-                gone = digest64("gone")
-                observations = observations + [
-                    Observation(
-                        key=ResourceKey(source=source, provider=provider, resource_id=rid),
-                        state=None,
-                        observed_at=now,
-                    )
-                    for rid, d in known.items()
-                    if rid and rid not in seen and d != gone
-                ]
-                if not appears:
-                    marker = ResourceKey(source=source, provider=provider, resource_id=LISTING_MARKER)
-                    results.append(
-                        PollResult(
-                            snapshot=Snapshot(
-                                key=marker, state=None, digest="listing", sequence=0, updated_at=now
-                            )
-                        )
-                    )
+                listing = complete_listing(provider, source, observations, known, now)
+                observations, appears = listing.observations, listing.appears
+                if listing.marker is not None:
+                    results.append(listing.marker)
             keep = rules.keep_fields(source)
             todo: list[tuple[Observation, str, str | None]] = []
             for obs in observations:
@@ -397,7 +315,9 @@ class Poller:
                 silences_fresh = True
             for obs, digest, end in todo:
                 snapshot = stored.get(obs.key.resource_id)
-                result = self._process(obs, snapshot, rules, appears=appears, end_watch=end, digest=digest)
+                result = self._evaluate.observe(
+                    obs, snapshot, rules, appears=appears, end_watch=end, digest=digest
+                )
                 if result is not None:
                     results.append(result)
         return results
@@ -407,7 +327,8 @@ class Poller:
         obs = Observation(key=key, state=state, observed_at=self._clock.now())
         async with self._lock:
             await self._refresh_silences(obs.observed_at)
-            result = self._process(obs, await self._store.get_snapshot(key), self._rulebook.current)
+            snapshot = await self._store.get_snapshot(key)
+            result = self._evaluate.observe(obs, snapshot, self._rulebook.current)
             if result is not None:
                 await self._commit([result])
 
@@ -416,19 +337,15 @@ class Poller:
         now = self._clock.now()
         if self._rulebook.current is not self._rules_seen:
             await self._forget_removed_rules()
-        if not any(s.due_at is not None and s.due_at <= now for s in self._states.values()):
+        if not self._evaluate.due_now(now):
             return 0
         async with self._lock:
             await self._refresh_silences(now)
             rules = self._rulebook.current
-            due: dict[ResourceKey, list[RuleState]] = defaultdict(list)
-            for st in self._states.values():
-                if st.due_at is not None and st.due_at <= now:
-                    due[st.key].append(st)
             results = []
-            for key, states in due.items():
+            for key, states in self._evaluate.due_now(now).items():
                 snapshot = await self._store.get_snapshot(key)
-                result = self._due(key, snapshot, states, rules, now)
+                result = self._evaluate.due(key, snapshot, states, rules, now)
                 if result is not None:
                     results.append(result)
             await self._commit(results)
@@ -437,160 +354,24 @@ class Poller:
     async def _forget_removed_rules(self) -> None:
         """After a reload: drop the timers of rules that no longer exist (kept ones continue)."""
         rules = self._rulebook.current
-        gone = sorted({st.rule_id for st in self._states.values()} - rules.by_id.keys())
+        gone = sorted({st.rule_id for st in self._evaluate.states} - rules.by_id.keys())
         if gone:
             async with self._lock:
                 await self._store.delete_rule_states(gone)
                 self._remember(
                     replace(st, phase="idle", last_fired_at=None)
-                    for st in list(self._states.values())
+                    for st in self._evaluate.states
                     if st.rule_id in gone
                 )
             log.info("rules.timers_dropped", rules=gone)
         self._rules_seen = rules
 
-    def _due(
-        self,
-        key: ResourceKey,
-        snapshot: Snapshot | None,
-        states: Sequence[RuleState],
-        rules: RuleSet,
-        now: datetime,
-    ) -> PollResult | None:
-        if snapshot is None:  # never stored (cannot happen after a commit): nothing to notify about
-            self._remember(replace(st, phase="idle", last_fired_at=None) for st in states)
-            return None
-        obs = Observation(key=key, state=snapshot.state, observed_at=now)
-        sequence = snapshot.sequence
-        events: list[Event] = []
-        deliveries: list[Delivery] = []
-        moved: list[RuleState] = []
-        for st in sorted(states, key=lambda s: rules.order(s.rule_id)):
-            rule = rules.by_id.get(st.rule_id)
-            if rule is None:  # the rule was removed by a reload: forget its timers
-                moved.append(replace(st, phase="idle", last_fired_at=None))
-                continue
-            decision = on_due(rules.timings[rule.id], prior=st, active=rule.active(snapshot.state), now=now)
-            if decision.state is not None:
-                moved.append(decision.state)
-            if decision.suppressed is not None:
-                log.info("rule.suppressed", rule=rule.id, resource=str(key), reason=decision.suppressed)
-            if decision.emit is not None:
-                sequence += 1
-                firing = Firing(rule=rule, status=decision.emit, changes=st.changes)
-                event = self._notify.event(obs, firing, sequence)
-                events.append(event)
-                deliveries.extend(self._notify.deliveries(event, firing, snapshot.state, rules))
-        return PollResult(
-            snapshot=replace(snapshot, sequence=sequence),
-            events=tuple(events),
-            deliveries=tuple(deliveries),
-            rule_states=tuple(moved),
-        )
-
     def _health_results(self, provider: str, now: datetime) -> list[PollResult]:
         """`bridge.provider` is a resource like any other: rules can alert on it."""
         key = ResourceKey(source=HEALTH_SOURCE, provider=provider, resource_id=provider)
         obs = Observation(key=key, state=self.health.get(provider).as_state(), observed_at=now)
-        snapshot = self._health_snapshots.get(provider)
-        result = self._process(obs, snapshot, self._rulebook.current)
+        result = self._evaluate.observe(obs, self._health_snapshots.get(provider), self._rulebook.current)
         if result is None:
             return []
         self._health_snapshots[provider] = result.snapshot
         return [result]
-
-    def _process(
-        self,
-        obs: Observation,
-        snapshot: Snapshot | None,
-        rules: RuleSet,
-        *,
-        appears: bool = False,
-        end_watch: str | None = None,
-        digest: str | None = None,
-    ) -> PollResult | None:
-        source = obs.key.source
-        keep = rules.keep_fields(source)
-        if digest is None:
-            digest = meaningful_digest(obs.state, source=source, keep=keep)
-        if snapshot is None and not appears:
-            if obs.state is None:
-                return None  # never seen and not there: nothing to baseline
-            # The first observation is the baseline: stored, fires nothing.
-            return PollResult(snapshot=self._snapshot(obs, digest, 0), end_watch=end_watch)
-        if snapshot is None:
-            # New in a listing that was already baselined: it appeared.
-            snapshot = Snapshot(
-                key=obs.key, state=None, digest="gone", sequence=0, updated_at=obs.observed_at
-            )
-        if snapshot.digest == digest:
-            if end_watch is not None:  # terminal and unchanged: still end the watch
-                return PollResult(snapshot=snapshot, end_watch=end_watch)
-            return None  # only volatile fields moved: write nothing
-        kind: EventKind
-        if obs.state is None:
-            kind = "disappeared"
-        elif snapshot.state is None:
-            kind = "appeared"
-        else:
-            kind = "changed"
-        changes = diff(snapshot.state, obs.state, source=source, keep=keep)
-        firings = rules.evaluate(source=source, kind=kind, old=snapshot.state, new=obs.state, changes=changes)
-        moved: list[RuleState] = []
-        if rules.stateful and (obs.key in self._open or any(f.rule.id in rules.stateful for f in firings)):
-            firings, moved = self._through_state(obs, firings, changes, rules)
-        sequence = snapshot.sequence
-        events: list[Event] = []
-        deliveries: list[Delivery] = []
-        for firing in firings:
-            sequence += 1
-            event = self._notify.event(obs, firing, sequence)
-            events.append(event)
-            deliveries.extend(self._notify.deliveries(event, firing, snapshot.state, rules))
-        return PollResult(
-            snapshot=self._snapshot(obs, digest, sequence),
-            events=tuple(events),
-            deliveries=tuple(deliveries),
-            end_watch=end_watch,
-            rule_states=tuple(moved),
-        )
-
-    def _through_state(
-        self, obs: Observation, firings: list[Firing], changes: Sequence[Change], rules: RuleSet
-    ) -> tuple[list[Firing], list[RuleState]]:
-        """Pass stateful rules' triggers through their state machine; check their running holds and
-        firings against the new state (a hold breaks, a firing resolves)."""
-        key, now = obs.key, obs.observed_at
-        out = [f for f in firings if f.rule.id not in rules.stateful]
-        triggered = {f.rule.id: f for f in firings if f.rule.id in rules.stateful}
-        moved: list[RuleState] = []
-        for rule_id in sorted(triggered.keys() | self._open.get(key, set()), key=rules.order):
-            rule = rules.by_id.get(rule_id)
-            if rule is None or rule.source != key.source:
-                continue  # removed by a reload: tick() forgets it
-            prior = self._states.get((rule_id, key))
-            hit = triggered.get(rule_id)
-            relevant = hit.changes if hit is not None else tuple(c for c in changes if rule.watches(c.field))
-            decision = on_observation(
-                rules.timings[rule_id],
-                rule_id=rule_id,
-                key=key,
-                prior=prior,
-                triggered=hit is not None,
-                active=rule.active(obs.state),
-                changes=relevant,
-                now=now,
-            )
-            if decision.state is not None:
-                moved.append(decision.state)
-            if decision.suppressed is not None:
-                log.info("rule.suppressed", rule=rule_id, resource=str(key), reason=decision.suppressed)
-            if decision.emit is not None:
-                out.append(Firing(rule=rule, status=decision.emit, changes=relevant))
-        out.sort(key=lambda f: rules.order(f.rule.id))
-        return out, moved
-
-    def _snapshot(self, obs: Observation, digest: str, sequence: int) -> Snapshot:
-        return Snapshot(
-            key=obs.key, state=obs.state, digest=digest, sequence=sequence, updated_at=obs.observed_at
-        )

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from bridge.model import Change
+from bridge.model import HEALTH_SOURCE, Change
 
 # Fields that change on every read without meaning (SPEC §4, providers.md §1.6), per source.
 _COMMON_VOLATILE = frozenset({"updated_at", "updatedAt"})
@@ -32,7 +32,7 @@ VOLATILE: Mapping[str, frozenset[str]] = {
         "consumption_last_updated_at",
     },
     # Health moves its timestamps on every poll; status and failure counts are what rules watch.
-    "bridge.provider": _COMMON_VOLATILE | {"last_success_at", "last_poll_at"},
+    HEALTH_SOURCE: _COMMON_VOLATILE | {"last_success_at", "last_poll_at"},
 }
 _VOLATILE_SUFFIXES = ("_last_updated_at",)
 _CUE = re.compile(r"/cues/([^/?#]+)")

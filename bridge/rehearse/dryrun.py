@@ -27,7 +27,16 @@ from bridge.channels.registry import build_channels
 from bridge.clock import ManualClock
 from bridge.config.models import Config
 from bridge.errors import ProviderUnavailable
-from bridge.model import Delivery, Event, Observation, PollResult, ResourceKey, RuleState
+from bridge.model import (
+    CHANNEL_PROVIDER,
+    CHANNEL_SOURCE,
+    Delivery,
+    Event,
+    Observation,
+    PollResult,
+    ResourceKey,
+    RuleState,
+)
 from bridge.notify.batches import Digester
 from bridge.notify.rulebook import RuleBook
 from bridge.poll.cycle import Poller
@@ -38,7 +47,6 @@ from bridge.rehearse.timeline import Step, input_problem
 from bridge.rules.engine import RuleSet
 from bridge.store.sqlite import SqliteStore
 
-CHANNEL = "bridge.channel"
 MAX_TIMER_RUNS = 100_000  # a timeline of a year with a 1-minute repeat stays well below
 
 
@@ -235,7 +243,7 @@ class DryRun:
                 polled[provider.name] = provider
                 continue
             source, rid = step.source or "", step.resource_id or ""
-            if source == CHANNEL:
+            if source == CHANNEL_SOURCE:
                 internal.append(step)
                 continue
             provider = self._provider(step.provider, source.split(".", 1)[0], step)
@@ -257,7 +265,9 @@ class DryRun:
             provider.failure = None
             self._collect()
         for step in internal:
-            key = ResourceKey(source=CHANNEL, provider="bridge", resource_id=step.resource_id or "")
+            key = ResourceKey(
+                source=CHANNEL_SOURCE, provider=CHANNEL_PROVIDER, resource_id=step.resource_id or ""
+            )
             self._observed(key, step)
             if step.state is None:
                 raise input_problem(step.file, step.line, "a bridge.channel state cannot be null")

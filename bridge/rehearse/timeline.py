@@ -34,10 +34,10 @@ from typing import Any, Literal
 import orjson
 
 from bridge.errors import Problem, ProblemsError
+from bridge.model import HEALTH_SOURCE
 from bridge.rules.fields import catalog
 from bridge.rules.schema import SOURCES
 
-HEALTH = "bridge.provider"
 Kind = Literal["state", "poll", "wait"]
 
 
@@ -84,7 +84,7 @@ def _source(value: Any, file: str, line: int | None) -> str:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         known = ", ".join(SOURCES)
         raise input_problem(file, line, f"`source`: unknown source {value!r} (known: {known}){hint}")
-    if value == HEALTH:
+    if value == HEALTH_SOURCE:
         raise input_problem(file, line, "`source`: bridge.provider is driven by `poll` lines, not states")
     return str(value)
 
@@ -177,7 +177,7 @@ def guess_source(states: Sequence[dict[str, Any] | None], file: str) -> str:
     keys = {k for s in states if s is not None for k in s}
     scores = []
     for source, shape in catalog().items():
-        if source == HEALTH or isinstance(shape, str):
+        if source == HEALTH_SOURCE or isinstance(shape, str):
             continue
         scores.append((len(keys & shape.keys()) - len(keys - shape.keys()), source))
     scores.sort(reverse=True)
@@ -198,7 +198,7 @@ def pair(
     at: datetime,
 ) -> list[Step]:
     """--old/--new as a two-line timeline, a minute apart."""
-    if source == HEALTH:
+    if source == HEALTH_SOURCE:
         raise input_problem(file, None, "bridge.provider states come from polls: test it with --timeline")
     if old is None and new is None:
         raise input_problem(file, None, "--old and --new are both null: nothing can change")

@@ -1,0 +1,49 @@
+"""What a complete listing means: a stored resource it no longer shows has disappeared, and one it
+shows for the first time after the first listing has appeared (the first listing only baselines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.model import Observation, PollResult, ResourceKey, Snapshot
+from bridge.poll.diff import digest64
+
+# Resource id of the row that records "a complete listing of this source was baselined".
+LISTING_MARKER = ""
+_GONE = digest64("gone")
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    observations: list[Observation]  # what was listed, plus a `state=None` one per disappearance
+    appears: bool  # a resource not stored before has appeared (False on the first listing)
+    marker: PollResult | None  # the marker row to commit with the first listing
+
+
+def complete_listing(
+    provider: str,
+    source: str,
+    observations: Sequence[Observation],
+    known: Mapping[str, int],
+    now: datetime,
+) -> Listing:
+    """`known` maps each stored resource id of the source to its digest in 64 bits."""
+    appears = LISTING_MARKER in known
+    seen = {o.key.resource_id for o in observations}
+    gone = [
+        Observation(
+            key=ResourceKey(source=source, provider=provider, resource_id=rid), state=None, observed_at=now
+        )
+        for rid, d in known.items()
+        if rid and rid not in seen and d != _GONE
+    ]
+    marker = None
+    if not appears:
+        key = ResourceKey(source=source, provider=provider, resource_id=LISTING_MARKER)
+        marker = PollResult(
+            snapshot=Snapshot(key=key, state=None, digest="listing", sequence=0, updated_at=now)
+        )
+    return Listing(observations=[*observations, *gone], appears=appears, marker=marker)
