@@ -54,6 +54,15 @@ class RuleError(ProblemsError):
     """One or more rule files are invalid."""
 
 
+class ConfigAndRulesError(ConfigError):
+    """Both the configuration and the rule files it names are invalid: every problem of both."""
+
+    def __init__(self, config: Sequence[Problem], rules: Sequence[Problem]) -> None:
+        super().__init__([*config, *rules])
+        self.config_count = len(config)
+        self.rules_count = len(rules)
+
+
 class ProviderError(BridgeError):
     """A provider call failed; the poll changes nothing and only updates `bridge.provider`."""
 

@@ -11,7 +11,7 @@ from bridge import __version__, logs
 from bridge.cli import deliveries as cli_deliveries
 from bridge.cli import rules as cli_rules
 from bridge.cli import silences as cli_silences
-from bridge.errors import BridgeError, ConfigError, ProblemsError, RuleError
+from bridge.errors import BridgeError, ConfigAndRulesError, ConfigError, ProblemsError, RuleError
 
 EXIT_OK, EXIT_INVALID, EXIT_RUNTIME = 0, 1, 2
 
@@ -99,16 +99,35 @@ def _print_problems(exc: ProblemsError) -> None:
     what = "config" if isinstance(exc, ConfigError) else "rules" if isinstance(exc, RuleError) else "input"
     for problem in exc.problems:
         print(logs.scrub(str(problem)), file=sys.stderr)
-    n = len(exc.problems)
-    print(f"wattbridge: {n} problem{'s' if n != 1 else ''} in the {what}", file=sys.stderr)
+    if isinstance(exc, ConfigAndRulesError):
+        c, r = exc.config_count, exc.rules_count
+        print(f"wattbridge: {_count(c)} in the config and {_count(r)} in the rules", file=sys.stderr)
+        return
+    print(f"wattbridge: {_count(len(exc.problems))} in the {what}", file=sys.stderr)
+
+
+def _count(n: int) -> str:
+    return f"{n} problem{'s' if n != 1 else ''}"
 
 
 def _check(path: str) -> int:
-    from bridge.config.loader import load_config
+    from bridge.config.loader import load_config, rule_settings
     from bridge.notify.rulebook import load_for
+    from bridge.rules.loader import load_rules
     from bridge.store.factory import probe
 
-    config = load_config(path)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        # Report the rules' problems with the config's: fixing one typo should not reveal ten more.
+        settings = rule_settings(path)
+        if settings is not None:
+            paths, base_dir, channels = settings
+            try:
+                load_rules(paths, base_dir=base_dir, channels=channels)
+            except RuleError as rules_exc:
+                raise ConfigAndRulesError(exc.problems, rules_exc.problems) from None
+        raise
     rules = load_for(config)
     asyncio.run(probe(config.store.url))  # what `run` would refuse: an unreachable store
     print(

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bridge.config.models import Config
+from bridge.config.models import Config, RulesConfig
 from bridge.config.tomlpos import TomlPositions, loc_to_key, read_toml, validation_problems
 from bridge.errors import ConfigError, Problem
 
@@ -116,3 +116,19 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     if problems or config is None:
         raise ConfigError(problems)
     return config.model_copy(update={"base_dir": str(file_path.resolve().parent)})
+
+
+def rule_settings(path: str | Path) -> tuple[list[str], Path, list[str]] | None:
+    """The rule paths and channel names a config names, read without validating the rest of it:
+    `check` still reports the rules' problems when the config has its own. None if unreadable."""
+    file_path = Path(path)
+    data, _, _ = read_toml(file_path)
+    if data is None:
+        return None
+    rules = data.get("rules")
+    paths = rules.get("paths") if isinstance(rules, dict) else None
+    if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)):
+        paths = list(RulesConfig().paths)
+    channels = data.get("channels")
+    names = [str(n) for n in channels] if isinstance(channels, dict) else []
+    return paths, file_path.resolve().parent, names

@@ -186,13 +186,10 @@ def load_file(path: Path, *, base_dir: Path, channels: Collection[str]) -> tuple
     try:
         parsed = RuleFile.model_validate(data)
     except ValidationError as exc:
-        found = validation_problems(file, pos, exc)
-        for p in found:
-            # `rule.0.from` reads better as the user wrote it: aliases, not Python names.
-            object.__setattr__(
-                p, "key", p.key.replace("from_", "from").replace("if_", "if").replace("for_", "for")
-            )
-        return [], found
+        found = _aliased(validation_problems(file, pos, exc))
+        # Every problem at once: the rules (and keys) that did validate are still compiled, so an
+        # invalid `for` does not hide an unknown channel of the same rule or a problem of the next.
+        return [], problems + found + _checked_around(data, exc, file, pos, base_dir, channels)
     rules: list[Rule] = []
     for index, model in enumerate(parsed.rule):
         rule, found = _compile(model, index, file, pos, base_dir, channels)
@@ -200,6 +197,50 @@ def load_file(path: Path, *, base_dir: Path, channels: Collection[str]) -> tuple
         if rule is not None:
             rules.append(rule)
     return rules, problems
+
+
+def _aliased(problems: list[Problem]) -> list[Problem]:
+    for p in problems:
+        # `rule.0.from` reads better as the user wrote it: aliases, not Python names.
+        object.__setattr__(
+            p, "key", p.key.replace("from_", "from").replace("if_", "if").replace("for_", "for")
+        )
+    return problems
+
+
+def _checked_around(
+    data: dict[str, object],
+    exc: ValidationError,
+    file: str,
+    pos: TomlPositions,
+    base_dir: Path,
+    channels: Collection[str],
+) -> list[Problem]:
+    """The compile-time problems of each rule, its invalid keys left out (they are reported already).
+    A rule that is invalid as a whole (a missing key, a contradiction between keys) is not compiled."""
+    raw = data.get("rule")
+    if not isinstance(raw, list):
+        return []
+    bad_keys: dict[int, set[str]] = {}
+    whole: set[int] = set()
+    for error in exc.errors():
+        loc = error["loc"]
+        if len(loc) >= 2 and loc[0] == "rule" and isinstance(loc[1], int):
+            if len(loc) >= 3 and isinstance(loc[2], str):
+                bad_keys.setdefault(loc[1], set()).add(loc[2])
+            else:
+                whole.add(loc[1])
+    problems: list[Problem] = []
+    for index, entry in enumerate(raw):
+        if index in whole or not isinstance(entry, dict):
+            continue
+        rest = {k: v for k, v in entry.items() if k not in bad_keys.get(index, set())}
+        try:
+            model = RuleModel.model_validate(rest)
+        except ValidationError:
+            continue  # without its invalid keys the rule is incomplete: its own errors say why
+        problems += _compile(model, index, file, pos, base_dir, channels)[1]
+    return problems
 
 
 def load_rules(patterns: Sequence[str], *, base_dir: Path, channels: Collection[str]) -> RuleSet:

@@ -167,3 +167,35 @@ def test_a_rule_digest_needs_group_by_and_known_group_fields(tmp_path, repo_root
     assert f"{path}:1: rule[0]: `group_wait` / `group_interval` need `group_by`" in err
     assert f"{path}:14: rule[1].group_by[1]:" in err
     assert "'rule', 'source', 'provider', 'severity', 'type' or 'status'" in err
+
+
+def test_a_rule_with_an_invalid_for_and_an_unknown_channel_reports_both(tmp_path, repo_root, capsys):
+    shutil.copy(repo_root / "config.example.toml", tmp_path / "config.toml")
+    (tmp_path / "rules").mkdir()
+    bad = tmp_path / "rules" / "bad.toml"
+    bad.write_text(
+        '[[rule]]\nid = "x"\nsource = "podero.wallbox"\nfield = "is_charging"\nto = true\n'
+        'for = "soon"\nchannels = ["partner", "nope"]\n'
+        '\n[[rule]]\nid = "y"\nsource = "podero.wallbox"\nfield = "is_chargin"\nchannels = ["ops"]\n'
+    )
+    assert main(["check", "-c", str(tmp_path / "config.toml")]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:6: rule[0].for: " in err
+    assert f"{bad}:7: rule[0].channels: unknown channel 'nope'" in err
+    assert f"{bad}:12: rule[1].field: " in err  # the next rule is checked too
+    assert "3 problems in the rules" in err
+
+
+def test_a_config_typo_does_not_hide_the_rules_problems(tmp_path, repo_root, capsys):
+    config = (repo_root / "config.example.toml").read_text()
+    (tmp_path / "config.toml").write_text(config.replace("[server]", "[server]\nlistn = 1", 1))
+    (tmp_path / "rules").mkdir()
+    bad = tmp_path / "rules" / "bad.toml"
+    bad.write_text(
+        '[[rule]]\nid = "x"\nsource = "podero.wallbox"\nfield = "is_charging"\nchannels = ["nope"]\n'
+    )
+    assert main(["check", "-c", str(tmp_path / "config.toml")]) == 1
+    err = capsys.readouterr().err
+    assert "server.listn: unknown key (check its spelling)" in err
+    assert f"{bad}:5: rule[0].channels: unknown channel 'nope'" in err
+    assert "1 problem in the config and 1 problem in the rules" in err
