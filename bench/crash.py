@@ -118,16 +118,17 @@ class BridgeProcess:
     """`python -m bridge run` as a child whose output goes to a file, never to our stdout or a pipe:
     an orphan holding the CI runner's pipe would hang the job."""
 
-    def __init__(self, config: Path, log: IO[bytes]) -> None:
+    def __init__(self, config: Path, log: IO[bytes], *, log_level: str = "warning") -> None:
         self._config = config
         self._log = log
+        self._level = log_level
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
 
     async def start(self) -> None:
         self.starts += 1
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "--log-format", "json", "--log-level", "warning",
+            sys.executable, "-m", "bridge", "--log-format", "json", "--log-level", self._level,
             "run", "-c", str(self._config),
             stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             cwd=self._config.parent,
@@ -223,7 +224,8 @@ def _receipt(hook: ReceivedWebhook) -> Receipt:
 
 @contextlib.asynccontextmanager
 async def served(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
+    # A short grace: a scripted slow answer still sleeping must not hold the harness at its end.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -10,13 +10,26 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
 LoopFn = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+T = TypeVar("T")
+
+
+async def finish_before_cancel(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to its end even when the caller is cancelled meanwhile; the cancellation then
+    goes on (for a store commit that must not be cut in half by a shutdown)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # its own failure is not the point any more
+            await task
+        raise
 
 
 class Service:

@@ -21,6 +21,7 @@ import structlog
 from bridge import errors
 from bridge.channels.base import Channel
 from bridge.clock import Clock
+from bridge.lifecycle import finish_before_cancel
 from bridge.metrics import Metrics
 from bridge.model import HEALTH_SOURCE, Observation, PollResult, ResourceKey, RuleState, Snapshot, Watch
 from bridge.notify.rulebook import RuleBook
@@ -233,9 +234,15 @@ class Poller:
     async def _commit(self, results: list[PollResult]) -> None:
         """Group commit: the results that arrived together in one transaction. Should that fail, each
         result is committed alone, so one bad result cannot take the others down with it (it is read
-        again by the next poll: nothing is lost)."""
+        again by the next poll: nothing is lost).
+
+        A poll cancelled at shutdown stops at once while it fetches (a read loses nothing), but a
+        commit it has begun runs to its end first, with the mirrors updated to match."""
         if not results:
             return
+        await finish_before_cancel(self._commit_now(results))
+
+    async def _commit_now(self, results: list[PollResult]) -> None:
         try:
             await self._store.commit(results)
             committed = results

@@ -39,6 +39,7 @@ class PollScheduler:
         self._rng = rng or random.Random()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._in_flight: set[asyncio.Task[object]] = set()
+        self._stopping = False
 
     @property
     def running(self) -> bool:
@@ -85,6 +86,13 @@ class PollScheduler:
             self._in_flight.add(task)
         try:
             summary = await self._poller.poll(provider, group)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Cancelled by `stop`: the poll committed nothing it had not finished, and the next start
+            # reads again. Returning (not raising) keeps APScheduler from logging it as a crash.
+            log.info("poll.cancelled", provider=provider.name, group=group)
+            return
         except Exception:
             # A bug in one poll must not kill the timetable; it is logged with its traceback.
             log.exception("poll.crashed", provider=provider.name, group=group)
@@ -105,12 +113,19 @@ class PollScheduler:
             log.info("poll.deferred", provider=provider, group=group, seconds=seconds)
 
     async def stop(self, *, drain: float) -> None:
-        """No new polls, then a bounded wait for the ones in flight (a cancelled poll is still safe)."""
+        """No new polls; the ones in flight are cancelled at once. A poll only reads until it commits,
+        so waiting for a slow provider would hold the shutdown for nothing (a process manager's stop
+        timeout is often 10 s); a commit already begun finishes first (`Poller._commit`), bounded by
+        `drain`."""
         if not self._scheduler.running:
             return
+        self._stopping = True
         self._scheduler.pause()
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=drain)
+        in_flight = set(self._in_flight)
+        for task in in_flight:
+            task.cancel()
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=drain)
         self._scheduler.shutdown(wait=False)
         # APScheduler 3 runs the shutdown via call_soon_threadsafe: let it happen before we return.
         await asyncio.sleep(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -128,3 +129,34 @@ async def test_a_poll_that_crashes_is_logged_and_the_timetable_keeps_running(
         assert not scheduler._in_flight
     finally:
         await scheduler.stop(drain=1.0)
+
+
+class _NoJitter(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+async def test_stop_cancels_a_poll_stuck_on_a_slow_provider_quietly(
+    make_config, make_bridge, podero, monkeypatch, caplog
+):
+    logs = LogCapture()
+    monkeypatch.setattr(scheduler_module, "log", structlog.wrap_logger(None, processors=[logs]))
+    user = podero.add_user(email="a@example.com")
+    wb = podero.add_wallbox(user)
+    bridge = await make_bridge(make_config(wallboxes=[{"user_id": user, "wallbox_id": wb}]))
+    podero.fail("wallbox", kind="slow", delay=3600, times=1000)  # it never answers within the test
+    scheduler = PollScheduler(bridge.app[POLLER], list(bridge.app[PROVIDERS].values()), rng=_NoJitter())
+    scheduler.start()
+    for _ in range(200):  # bounded: until APScheduler has started the poll and it waits on the provider
+        if podero.faults.pending("wallbox") < 1000:
+            break
+        await asyncio.sleep(0.01)
+    assert podero.faults.pending("wallbox") < 1000
+
+    await scheduler.stop(drain=3600.0)  # a long drain: the cancel ends the poll, not its timeout
+
+    assert not scheduler.running
+    assert not scheduler._in_flight
+    assert [e["event"] for e in logs.entries if e["event"].startswith("poll.")] == ["poll.cancelled"]
+    # APScheduler logs a job that raised (CancelledError included) with its traceback; none did.
+    assert [r for r in caplog.records if r.name.startswith("apscheduler") and r.levelno >= 40] == []
