@@ -115,7 +115,8 @@ def test_a_missing_kind_is_explained(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, '[channels.ops]\nto = ["a@b"]\n'), environ={})
     assert problems(info) == [
-        f"{tmp_path / 'config.toml'}:1: channels.ops.kind: kind is required: one of webhook, email"
+        f"{tmp_path / 'config.toml'}:1: channels.ops.kind: kind is required: "
+        "one of webhook, email, mqtt, apprise, alertmanager"
     ]
 
 
