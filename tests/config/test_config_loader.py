@@ -139,4 +139,4 @@ def test_a_secret_value_never_appears_in_an_error(tmp_path):
 def test_the_example_config_is_valid_with_an_empty_environment(repo_root):
     config = load_config(repo_root / "config.example.toml", environ={})
     assert set(config.providers) == {"podero", "realto", "wattshift"}
-    assert set(config.channels) == {"partner", "ops"}
+    assert set(config.channels) == {"partner", "ops", "homeassistant", "chat", "alertmanager"}
