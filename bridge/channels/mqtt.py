@@ -156,6 +156,9 @@ class MqttChannel:
                 timeout=cfg.timeout.total_seconds(),
                 keepalive=cfg.keepalive,
             )
+            # The outbox keeps up to [server] delivery_concurrency sends in flight (at most 1024);
+            # aiomqtt would warn on stderr about every publish beyond 10 awaiting its PUBACK.
+            client.pending_calls_threshold = 1024
             await client.__aenter__()
             self._client = client
             return client, True
