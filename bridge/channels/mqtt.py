@@ -60,7 +60,6 @@ class MqttChannel:
         self._default_topic = ENV.from_string(DEFAULT_MQTT_TOPIC)
         self._client: aiomqtt.Client | None = None
         self._lock = asyncio.Lock()
-        self._tls = _tls_context(cfg) if cfg.tls else None
 
     @classmethod
     def from_config(
@@ -146,13 +145,16 @@ class MqttChannel:
             if self._client is not None:
                 return self._client, False
             cfg = self._cfg
+            # Built per connection, not at start-up: a missing or unreadable ca_file / cert_file is
+            # an OSError here, so an attempt that is retried and says why, not a crash at start.
+            tls = _tls_context(cfg) if cfg.tls else None
             client = aiomqtt.Client(
                 cfg.host,
                 cfg.port,
                 username=cfg.username,
                 password=cfg.password.get_secret_value() if cfg.password is not None else None,
                 identifier=cfg.client_id,
-                tls_context=self._tls,
+                tls_context=tls,
                 timeout=cfg.timeout.total_seconds(),
                 keepalive=cfg.keepalive,
             )

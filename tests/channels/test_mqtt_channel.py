@@ -241,3 +241,15 @@ async def test_the_channel_reconnects_after_its_connection_was_closed(broker, pr
 def test_incoherent_mqtt_options_are_refused(extra, message):
     with pytest.raises(ValueError, match=message):
         MqttChannelConfig.model_validate({"kind": "mqtt", "host": "127.0.0.1", **extra})
+
+
+async def test_a_missing_ca_file_is_a_retried_attempt_that_names_the_problem(tmp_path):
+    cfg = MqttChannelConfig.model_validate(
+        {"kind": "mqtt", "host": "127.0.0.1", "tls": True, "ca_file": str(tmp_path / "missing.pem")}
+    )
+    channel = MqttChannel("ha", cfg, clock=ManualClock())  # start-up does not read the file
+    result = await channel.send(delivery(channel.render(make_event(), RenderContext(old=None))))
+    assert not result.ok
+    assert not result.permanent
+    assert result.error is not None
+    assert "FileNotFoundError" in result.error
