@@ -44,7 +44,7 @@ from bridge.lifecycle import Service
 from bridge.logs import register_secrets
 from bridge.metrics import Metrics
 from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, ResourceKey, Watch
-from bridge.notify.batches import Digester
+from bridge.notify.batches import Digester, digest_configs
 from bridge.notify.rulebook import RuleBook, load_for
 from bridge.poll.cycle import Poller
 from bridge.poll.fetch_pool import FetchPool
@@ -177,13 +177,13 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         clock=app[CLOCK],
         health=app[HEALTH],
         on_committed=worker.notify,
-        digest_groups={name: tuple(c.group_by) for name, c in app[CONFIG].channels.items()},
+        digest_groups={name: tuple(c.group_by) for name, c in digest_configs(app[CONFIG].channels).items()},
         metrics=app[METRICS],
         fetch_pools=app[FETCH_POOLS],
     )
     app[DIGESTER] = Digester(
         app[STORE],
-        app[CONFIG].channels,
+        digest_configs(app[CONFIG].channels),
         clock=app[CLOCK],
         on_committed=worker.notify,
         rules=lambda: app[RULEBOOK].current,

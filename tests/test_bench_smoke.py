@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
-from bench import memory, nodered, poll, scale
+from bench import channels, memory, nodered, poll, scale
 from bench.common import HERE
 
 
@@ -40,3 +41,13 @@ def test_node_red_flow_polls_filters_by_exception_and_posts():
     assert (flow["get-wallbox"]["method"], flow["post-webhook"]["method"]) == ("GET", "POST")
     assert flow["report-by-exception"]["type"] == "rbe"
     assert nodered.node_red_missing() is None or "npm install node-red" in str(nodered.node_red_missing())
+
+
+def test_channels_benchmark_measures_apprise_and_mqtt_beside_their_bare_clients():
+    kinds = ["apprise", "mqtt"] if os.environ.get("WATTBRIDGE_TEST_MQTT") else ["apprise"]
+    figures = channels.main(["--n", "20", "--repeat", "1", "--concurrency", "4", "--kind", *kinds])
+    expected = {"apprise channel", "bare aiohttp POST"}
+    if "mqtt" in kinds:
+        expected |= {"mqtt channel", "bare aiomqtt"}
+    assert set(figures) == expected
+    assert all(f["sends_per_s"] > 0 for f in figures.values())

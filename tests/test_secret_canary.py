@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bridge import errors
+from bridge import errors, logs
 from bridge.app import create_app
 from bridge.app_keys import DELIVERY, POLLER, PROVIDERS, RULEBOOK, STORE
 from bridge.cli.main import main
@@ -50,6 +50,9 @@ C = {
         "webhook",
         "smtp-password",
         "admin-token",
+        "mqtt-password",
+        "apprise-password",
+        "alertmanager-token",
     )
 }
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(C["webhook"].encode()).decode()
@@ -62,6 +65,7 @@ NEEDLES = [
     WEBHOOK_SECRET,
     WEBHOOK_SECRET.removeprefix("whsec_"),
     base64.b64encode(f"{C['podero-client-id']}:{C['podero-client-secret']}".encode()).decode(),
+    base64.b64encode(f"bot:{C['apprise-password']}".encode()).decode(),  # Apprise's json:// Basic auth
 ]
 ECHO = " ".join(C.values()) + " " + WEBHOOK_SECRET  # what a misbehaving peer sends back
 
@@ -72,7 +76,7 @@ source = "podero.wallbox"
 field = "is_charging"
 to = true
 type = "wallbox.charging_started"
-channels = ["partner", "echo", "ops"]
+channels = ["partner", "echo", "ops", "mqtt", "chat", "am"]
 """
 
 
@@ -110,10 +114,14 @@ async def peers(aiohttp_server, clock, mailbox):
 
     async def echo(request: web.Request) -> web.Response:
         # A receiver that refuses everything and quotes the credentials back in its error body.
-        return web.Response(status=500, text=f"bad signature for {ECHO} {dict(request.headers)}")
+        # The Authorization header first, so it is inside the recorded excerpt (Alertmanager's bearer).
+        auth = request.headers.get("Authorization")
+        return web.Response(status=500, text=f"bad signature for {auth} {ECHO} {dict(request.headers)}")
 
     echo_app = web.Application()
     echo_app.router.add_post("/echo", echo)
+    echo_app.router.add_post("/echo-apprise", echo)  # Apprise's json:// posts here
+    echo_app.router.add_post("/api/v2/alerts", echo)  # as an Alertmanager would be
     servers = {}
     for name, app in [
         ("podero", podero.app()),
@@ -193,6 +201,25 @@ def canary_config(tmp_path: Path, peers, mailbox) -> Config:
                     "from": "bridge@example.com",
                     "retry": ["0s"],
                 },
+                "mqtt": {  # nobody listens on port 9 of loopback: a connection error
+                    "kind": "mqtt",
+                    "host": "127.0.0.1",
+                    "port": 9,
+                    "username": "wattbridge",
+                    "password": C["mqtt-password"],
+                    "retry": ["0s"],
+                },
+                "chat": {
+                    "kind": "apprise",
+                    "url": f"json://bot:{C['apprise-password']}@{peers['echo'].removeprefix('http://')}/echo-apprise",
+                    "retry": ["0s"],
+                },
+                "am": {
+                    "kind": "alertmanager",
+                    "url": peers["echo"],
+                    "bearer_token": C["alertmanager-token"],
+                    "retry": ["0s"],
+                },
             },
             "smtp": {
                 "host": "127.0.0.1",
@@ -231,8 +258,11 @@ async def test_no_secret_appears_in_logs_metrics_health_store_or_errors(
     clock.advance(timedelta(seconds=40))
     await app[DELIVERY].run_until_idle()
     dead = {d.channel: d.last_error for d in await store.list_deliveries(status="dead")}
-    assert dead.keys() == {"partner", "echo", "ops"}
+    assert dead.keys() == {"partner", "echo", "ops", "mqtt", "chat", "am"}
     assert "SMTP" in str(dead["ops"])  # the login with the SMTP password was refused
+    [am] = await store.list_deliveries(channel="am")
+    [am_attempt] = await store.list_attempts(am.id)
+    assert str(am_attempt.response_excerpt).startswith(f"bad signature for Bearer {logs.REDACTED} ")
 
     # Failing polls: credentials refused (401) and server errors (500), the bodies echoing secrets.
     echo = ECHO.encode()

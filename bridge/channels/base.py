@@ -20,6 +20,7 @@ class RenderContext:
     email_subject: str | None = None  # rendered subject from the rule's [rule.email]
     email_body: str | None = None  # rendered body from the rule's [rule.email]
     email_html: str | None = None  # rendered HTML alternative from the rule's [rule.email] html
+    mqtt_topic: str | None = None  # rendered topic from the rule's [rule.mqtt] topic
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

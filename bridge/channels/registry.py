@@ -6,8 +6,11 @@ from typing import Protocol
 
 import aiohttp
 
+from bridge.channels.alertmanager import AlertmanagerChannel
+from bridge.channels.apprise import AppriseChannel
 from bridge.channels.base import Channel
 from bridge.channels.email import EmailChannel
+from bridge.channels.mqtt import MqttChannel
 from bridge.channels.webhook import WebhookChannel
 from bridge.clock import Clock
 from bridge.config.models import ChannelConfig, Config
@@ -30,6 +33,9 @@ class ChannelClass(Protocol):
 CHANNEL_KINDS: dict[str, ChannelClass] = {
     "webhook": WebhookChannel,
     "email": EmailChannel,
+    "mqtt": MqttChannel,
+    "apprise": AppriseChannel,
+    "alertmanager": AlertmanagerChannel,
 }
 
 

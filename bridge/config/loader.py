@@ -19,8 +19,9 @@ from bridge.config.tomlpos import TomlPositions, loc_to_key, read_toml, validati
 from bridge.errors import ConfigError, Problem
 
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_KINDS = {"providers": ("podero", "realto", "wattshift"), "channels": ("webhook", "email")}
-_TAGS = {"podero", "realto", "wattshift", "webhook", "email"}
+_CHANNEL_KINDS = ("webhook", "email", "mqtt", "apprise", "alertmanager")
+_KINDS = {"providers": ("podero", "realto", "wattshift"), "channels": _CHANNEL_KINDS}
+_TAGS = {"podero", "realto", "wattshift", *_CHANNEL_KINDS}
 
 
 def _expand(

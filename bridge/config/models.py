@@ -224,7 +224,122 @@ class EmailChannelConfig(ChannelBase):
     group_interval: Duration = DEFAULT_GROUP_INTERVAL
 
 
-ChannelConfig = Annotated[WebhookChannelConfig | EmailChannelConfig, Field(discriminator="kind")]
+# --- Channels where people and systems already are (issue #15): MQTT, Apprise, Alertmanager ---
+
+DEFAULT_MQTT_TOPIC = "wattbridge/{{ event.source }}/{{ event.resource_id }}/{{ event.rule }}"
+
+
+class MqttChannelConfig(ChannelBase):
+    """One MQTT broker. The topic is a template over the event (a rule's `[rule.mqtt] topic` wins)."""
+
+    kind: Literal["mqtt"]
+    host: str
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic: str = DEFAULT_MQTT_TOPIC
+    qos: Literal[0, 1, 2] = 1
+    # Retained: the broker keeps the last message per topic for new subscribers (Home Assistant
+    # dashboards show the current state at once instead of waiting for the next change).
+    retain: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    ca_file: str | None = None  # PEM bundle to trust instead of the system's (a private broker's CA)
+    cert_file: str | None = None  # client certificate (mutual TLS), with key_file
+    key_file: str | None = None
+    client_id: str | None = None
+    keepalive: int = Field(default=60, ge=5)
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_compiles(cls, v: str) -> str:
+        from bridge.rules.templates import compile_error
+
+        problem = compile_error(v, expression=False)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+    @model_validator(mode="after")
+    def _tls_coherent(self) -> MqttChannelConfig:
+        if (self.ca_file or self.cert_file or self.key_file) and not self.tls:
+            raise ValueError("ca_file / cert_file / key_file need tls = true")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS)")
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs a username")
+        return self
+
+
+class AppriseChannelConfig(ChannelBase):
+    """One Apprise service URL (`tgram://…`, `slack://…`, `ntfy://…`): one URL per channel, so each
+    service is retried and dead-lettered on its own. The URL usually holds a token: it is a secret."""
+
+    kind: Literal["apprise"]
+    url: SecretStr
+    timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("url")
+    @classmethod
+    def _apprise_url(cls, v: SecretStr) -> SecretStr:
+        from bridge.channels.apprise import url_problem
+
+        problem = url_problem(v.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+
+class AlertmanagerChannelConfig(ChannelBase):
+    """An existing Prometheus Alertmanager: events become alerts on its v2 API (/api/v2/alerts)."""
+
+    kind: Literal["alertmanager"]
+    url: str  # the Alertmanager base URL, e.g. http://alertmanager:9093
+    # A firing alert that is not resolved by its rule ends after this (Alertmanager needs an end).
+    resolve_timeout: Duration = timedelta(hours=24)
+    # Where an alert links back to (its generatorURL): a template over the event; by default the
+    # bridge's status page at [server] listen.
+    generator_url: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)  # added to every alert (e.g. team = "ops")
+    username: str | None = None  # basic auth, when Alertmanager sits behind a proxy that asks
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("generator_url")
+    @classmethod
+    def _template_compiles(cls, v: str | None) -> str | None:
+        from bridge.rules.templates import compile_error
+
+        problem = None if v is None else compile_error(v, expression=False)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> AlertmanagerChannelConfig:
+        if self.bearer_token is not None and self.username is not None:
+            raise ValueError("use either username/password or bearer_token, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+ChannelConfig = Annotated[
+    WebhookChannelConfig
+    | EmailChannelConfig
+    | MqttChannelConfig
+    | AppriseChannelConfig
+    | AlertmanagerChannelConfig,
+    Field(discriminator="kind"),
+]
 
 
 class SmtpConfig(Strict):

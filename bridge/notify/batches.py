@@ -21,7 +21,7 @@ import structlog
 
 from bridge.channels.webhook import iso_z
 from bridge.clock import Clock
-from bridge.config.models import EmailChannelConfig, WebhookChannelConfig
+from bridge.config.models import ChannelConfig, EmailChannelConfig, WebhookChannelConfig
 from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, Delivery, Event, ResourceKey, delivery_id, event_id
 from bridge.rules.engine import Digest as RuleDigest
 from bridge.rules.engine import RuleSet
@@ -31,6 +31,13 @@ log = structlog.get_logger(__name__)
 
 DIGEST_TYPE = "wattbridge.digest"
 FULL_ENTRIES = 100  # entries shown in full; the rest are listed by subject only (mail size)
+
+
+def digest_configs(
+    channels: Mapping[str, ChannelConfig],
+) -> dict[str, EmailChannelConfig | WebhookChannelConfig]:
+    """The channels that can send digests (email, webhook); MQTT, Apprise and Alertmanager cannot."""
+    return {n: c for n, c in channels.items() if isinstance(c, EmailChannelConfig | WebhookChannelConfig)}
 
 
 class Digester:

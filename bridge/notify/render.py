@@ -63,22 +63,28 @@ class Notifier:
         subject: str | None = None
         body: str | None = None
         html: str | None = None
+        topic: str | None = None
         for name in rule.channels:
             channel = self._channels.get(name)
             if channel is None:
                 # Rules are checked against the config at load; this only happens mid-reload.
                 log.error("delivery.unknown_channel", rule=rule.id, channel=name)
                 continue
-            if channel.kind == "email" and subject is None:
+            # Apprise services show a title and a body, Alertmanager a summary and a description:
+            # the rule's [rule.email] texts serve both.
+            if channel.kind in ("email", "apprise", "alertmanager") and subject is None:
                 context = template_context(event, old)
                 subject, body = rules.render_email(rule, context=context)
                 html = rules.render_email_html(rule, context=context)
+            if channel.kind == "mqtt" and topic is None and rule.mqtt_topic is not None:
+                topic = rule.mqtt_topic.render(template_context(event, old))
             ctx = RenderContext(
                 old=old,
                 rule_description=rule.description,
                 email_subject=subject,
                 email_body=body,
                 email_html=html,
+                mqtt_topic=topic,
             )
             group = self._groups.get(name)
             if rule.digest is not None and channel.kind == "email":

@@ -37,7 +37,7 @@ from bridge.model import (
     ResourceKey,
     RuleState,
 )
-from bridge.notify.batches import Digester
+from bridge.notify.batches import Digester, digest_configs
 from bridge.notify.rulebook import RuleBook
 from bridge.poll.cycle import Poller
 from bridge.poll.diff import diff
@@ -174,9 +174,11 @@ class DryRun:
             channels=channels,
             clock=self.clock,
             health=HealthBoard(),
-            digest_groups={n: tuple(c.group_by) for n, c in config.channels.items()},
+            digest_groups={n: tuple(c.group_by) for n, c in digest_configs(config.channels).items()},
         )
-        self.digester = Digester(store, config.channels, clock=self.clock, rules=lambda: rules)
+        self.digester = Digester(
+            store, digest_configs(config.channels), clock=self.clock, rules=lambda: rules
+        )
         self.providers: dict[str, _ReplayProvider] = {}
         self.notices: list[Notice] = []
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}

@@ -82,6 +82,7 @@ class Rule:
     email_subject: Template | None = None
     email_body: Template | None = None
     email_html: Template | None = None
+    mqtt_topic: Template | None = None
     digest: Digest | None = None
     # `values_match` specialised to the conditions this rule has (set once, in __post_init__).
     _match: Callable[[Any, Any], bool] = dataclass_field(init=False, repr=False, compare=False)

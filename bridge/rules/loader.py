@@ -129,6 +129,18 @@ def _compile(
                         for p in template_problems(model.source, markup, expression=False)
                     ]
                     html = Template(markup, rule_id=model.id, name="email.html", autoescape=True)
+    mqtt_topic = None
+    if model.mqtt is not None and model.mqtt.topic is not None:
+        where, name = line("mqtt", "topic"), f"{key}.mqtt.topic"
+        err = compile_error(model.mqtt.topic, expression=False)
+        if err:
+            problems.append(Problem(file, where, name, err))
+        else:
+            problems += [
+                Problem(file, where, name, p)
+                for p in template_problems(model.source, model.mqtt.topic, expression=False)
+            ]
+            mqtt_topic = Template(model.mqtt.topic, rule_id=model.id, name="mqtt.topic")
     if problems:
         return None, problems
     rule = Rule(
@@ -159,6 +171,7 @@ def _compile(
         email_subject=subject,
         email_body=body,
         email_html=html,
+        mqtt_topic=mqtt_topic,
         digest=_digest(model),
     )
     return rule, []

@@ -41,6 +41,12 @@ class EmailTemplate(BaseModel):
     html: str | None = None  # optional HTML alternative: inline, or a template file path like `body`
 
 
+class MqttTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str | None = None  # this rule's MQTT topic template (instead of the channel's `topic`)
+
+
 class RuleModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -76,6 +82,7 @@ class RuleModel(BaseModel):
     type: str | None = Field(default=None, max_length=200)
     channels: list[str] = Field(min_length=1)
     email: EmailTemplate | None = None
+    mqtt: MqttTemplate | None = None
     # Digest of this rule's emails (overrides its email channels' grouping for its notifications).
     group_by: list[GroupField] | None = None
     group_wait: Duration | None = None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import typing
+
 import aiohttp
 
 from bridge.channels.email import EmailChannel
 from bridge.channels.registry import CHANNEL_KINDS, build_channels
 from bridge.channels.webhook import WebhookChannel
 from bridge.clock import ManualClock
-from bridge.config.models import Config
+from bridge.config.models import ChannelConfig, Config
 
 
 async def test_build_channels_makes_each_configured_channel_by_kind():
@@ -36,4 +38,7 @@ async def test_build_channels_makes_each_configured_channel_by_kind():
 
 
 def test_every_config_kind_has_a_channel_class():
-    assert set(CHANNEL_KINDS) == {"webhook", "email"}
+    union = typing.get_args(typing.get_args(ChannelConfig)[0])
+    config_kinds = {typing.get_args(model.model_fields["kind"].annotation)[0] for model in union}
+    assert config_kinds == {"webhook", "email", "mqtt", "apprise", "alertmanager"}
+    assert set(CHANNEL_KINDS) == config_kinds

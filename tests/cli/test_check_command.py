@@ -27,8 +27,8 @@ def test_a_rule_naming_an_unknown_channel_fails_with_file_line_and_the_known_cha
     assert main(["check", "-c", str(tmp_path / "config.toml")]) == 1
     err = capsys.readouterr().err
     assert (
-        f"{tmp_path / 'rules' / 'bad.toml'}:6: rule[0].channels: unknown channel 'nope' (known: ops, partner)"
-        in err
+        f"{tmp_path / 'rules' / 'bad.toml'}:6: rule[0].channels: unknown channel 'nope' "
+        "(known: alertmanager, chat, homeassistant, ops, partner)" in err
     )
     assert "1 problem in the rules" in err
 

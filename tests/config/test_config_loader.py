@@ -115,7 +115,8 @@ def test_a_missing_kind_is_explained(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, '[channels.ops]\nto = ["a@b"]\n'), environ={})
     assert problems(info) == [
-        f"{tmp_path / 'config.toml'}:1: channels.ops.kind: kind is required: one of webhook, email"
+        f"{tmp_path / 'config.toml'}:1: channels.ops.kind: kind is required: "
+        "one of webhook, email, mqtt, apprise, alertmanager"
     ]
 
 
@@ -138,4 +139,4 @@ def test_a_secret_value_never_appears_in_an_error(tmp_path):
 def test_the_example_config_is_valid_with_an_empty_environment(repo_root):
     config = load_config(repo_root / "config.example.toml", environ={})
     assert set(config.providers) == {"podero", "realto", "wattshift"}
-    assert set(config.channels) == {"partner", "ops"}
+    assert set(config.channels) == {"partner", "ops", "homeassistant", "chat", "alertmanager"}
