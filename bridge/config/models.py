@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     field_validator,
     model_validator,
@@ -353,6 +354,14 @@ class SmtpConfig(Strict):
     timeout: Duration = timedelta(seconds=30)
 
 
+class OutboundConfig(Strict):
+    """Where channels may send (issue #15). Webhook targets in loopback, private, link-local,
+    shared (100.64/10), multicast, reserved or metadata ranges are refused, at load for literal IPs
+    and after DNS resolution at send time, unless a network listed here contains the address."""
+
+    allow: list[IPvAnyNetwork] = Field(default_factory=list)
+
+
 class Config(Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -360,6 +369,7 @@ class Config(Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     # Where relative paths (rule globs, template files) resolve from: the config file's folder.
     base_dir: str = Field(default=".", exclude=True)
 
