@@ -242,6 +242,20 @@ class WebhookChannelConfig(ChannelBase):
             raise ValueError(problem)
         return v
 
+    @field_validator("secret", "previous_secret")
+    @classmethod
+    def _signing_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        from standardwebhooks import Webhook
+
+        try:
+            if v is not None:
+                Webhook(v.get_secret_value())  # the library's own check; its message never has the value
+        except Exception as exc:  # binascii.Error, EmptyWebhookSecretError
+            raise ValueError(
+                f"not a Standard Webhooks secret: expected whsec_ followed by base64 ({type(exc).__name__})"
+            ) from None
+        return v
+
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str) -> str:
