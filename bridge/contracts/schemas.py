@@ -7,6 +7,7 @@ Which event types exist is the rule set's business: a rule's `type` (default: it
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -34,6 +35,7 @@ def models(types: Mapping[str, tuple[str, ...]]) -> dict[str, type[BaseModel]]:
     return {t: envelope_model(t, sources) for t, sources in types.items()}
 
 
+@functools.lru_cache(maxsize=512)  # a few ms each to build; callers only read it
 def schema_document(event_type: str, sources: tuple[str, ...]) -> dict[str, Any]:
     """A standalone schema for one event type (its own `$defs`), as `/api/schemas/{type}` serves it."""
     schema = envelope_model(event_type, sources).model_json_schema(mode="validation")
