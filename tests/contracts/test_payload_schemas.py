@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from jsonschema import Draft202012Validator, ValidationError
 
+from bridge.app_keys import RULEBOOK
 from bridge.channels.base import RenderContext
 from bridge.channels.webhook import WebhookChannel
 from bridge.config.models import WebhookChannelConfig
@@ -175,3 +176,19 @@ async def test_the_channel_test_notification_validates_against_its_schema(bridge
     assert result.ok, result.error
     [received] = await sink.wait_for(1)
     validator(schema).validate(received.json)
+
+
+async def test_a_rule_reload_that_adds_a_type_adds_its_schema_and_webhook(bridge, tmp_path):
+    before = await get_json(bridge, "/api/openapi.json")
+    assert "wallbox.unplugged" not in before["webhooks"]
+    await get_json(bridge, "/api/schemas/wallbox.unplugged", status=404)
+    with (tmp_path / "rules" / "more.toml").open("w") as f:
+        f.write(
+            '[[rule]]\nid = "unplugged"\nsource = "podero.wallbox"\nfield = "is_plugged_in"\nto = false\n'
+            'type = "wallbox.unplugged"\nchannels = ["partner"]\n'
+        )
+    assert bridge.app[RULEBOOK].reload() is None
+    after = await get_json(bridge, "/api/openapi.json")
+    assert "wallbox.unplugged" in after["webhooks"]
+    schema = await get_json(bridge, "/api/schemas/wallbox.unplugged")
+    assert schema["properties"]["type"]["const"] == "wallbox.unplugged"
