@@ -97,6 +97,20 @@ def test_a_literal_private_url_is_refused_at_load_with_file_line_and_key(tmp_pat
     assert str(problem).startswith(f"{path}:9: channels.lan.url: {what}: refused unless [outbound] allow")
 
 
+def test_an_alertmanager_url_is_guarded_like_a_webhook(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "b.db"}"\n\n[channels.am]\nkind = "alertmanager"\n'
+        'url = "http://192.168.1.20:9093"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert [str(p) for p in raised.value.problems] == [
+        f"{path}:6: channels.am.url: 192.168.1.20 is private: refused unless [outbound] allow lists it "
+        '(e.g. allow = ["192.168.1.20/32"])'
+    ]
+
+
 def test_a_listed_network_and_a_dns_name_pass_at_load(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(CONFIG.format(db=tmp_path / "b.db", allow='["10.0.0.0/8"]', url="http://10.0.0.5/h"))

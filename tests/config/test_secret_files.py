@@ -59,7 +59,8 @@ def write(tmp_path, text: str = CONFIG, values: dict[str, str] = VALUES) -> str:
 
 def test_every_secret_key_of_the_models_has_a_file_form():
     expected = {"admin_token", "client_id", "client_secret", "username", "password", "api_key", "secret"}
-    assert expected | {"previous_secret"} <= secret_keys()
+    # The other channel kinds' secrets too: an Apprise URL, an Alertmanager bearer token.
+    assert expected | {"previous_secret", "url", "bearer_token"} <= secret_keys()
 
 
 def test_secrets_are_read_from_files_relative_to_the_config_without_the_trailing_newline(tmp_path):
