@@ -16,7 +16,8 @@ from bridge.app_keys import RULEBOOK
 from bridge.channels.base import RenderContext
 from bridge.channels.webhook import WebhookChannel
 from bridge.config.models import WebhookChannelConfig
-from bridge.contracts.samples import channel_test_event
+from bridge.contracts.samples import channel_test_event, sample_event
+from bridge.contracts.schemas import schema_document
 from bridge.model import Delivery
 from tests.conftest import DEFAULT_RULES, WEBHOOK_SECRET
 
@@ -192,3 +193,36 @@ async def test_a_rule_reload_that_adds_a_type_adds_its_schema_and_webhook(bridge
     assert "wallbox.unplugged" in after["webhooks"]
     schema = await get_json(bridge, "/api/schemas/wallbox.unplugged")
     assert schema["properties"]["type"]["const"] == "wallbox.unplugged"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "podero.wallbox",
+        "podero.onboarding_session",
+        "realto.guided_onboarding_session",
+        "wattshift.onboarding",
+        "bridge.provider",
+        "bridge.channel",
+    ],
+)
+async def test_every_sources_state_as_its_simulator_serves_it_meets_the_schema_when_delivered(
+    sink, clock, source
+):
+    event = sample_event(source, event_type="any.type")
+    cfg = WebhookChannelConfig(kind="webhook", url=sink.url, secret=WEBHOOK_SECRET)
+    async with aiohttp.ClientSession() as session:
+        channel = WebhookChannel("partner", cfg, session=session, clock=clock)  # the sink's clock
+        body = channel.render(event, RenderContext(old=None))
+        result = await channel.send(
+            Delivery(id=f"msg_{source}", event_id=event.id, channel="partner", body=body,
+                     next_attempt_at=event.occurred_at, created_at=event.occurred_at)
+        )  # fmt: skip
+    assert result.ok, result.error
+    [received] = await sink.wait_for(1)
+    check = validator(schema_document("any.type", (source,)))
+    check.validate(received.json)
+    # The same body claimed for another source is refused: `data.source` keys the state's schema.
+    other = "bridge.channel" if source != "bridge.channel" else "bridge.provider"
+    with pytest.raises(ValidationError):
+        validator(schema_document("any.type", (other,))).validate(received.json)
