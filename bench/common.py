@@ -226,6 +226,7 @@ def bridge_config(
         "channels": {
             "partner": {"kind": "webhook", "url": f"{sim.base_url}/hooks/energy", "secret": WEBHOOK_SECRET}
         },
+        "outbound": {"allow": ["127.0.0.0/8"]},  # the receiver is the local simulator
     }
     return Config.model_validate(data).model_copy(update={"base_dir": str(tmp)})
 

@@ -290,6 +290,8 @@ client_secret = "sim-secret"
 org_id = "{ORG}"
 discover = {"false" if watches else "true"}
 {podero}
+[outbound]
+allow = ["127.0.0.0/8"]
 [channels.partner]
 kind = "webhook"
 url = "{hook_url}"

@@ -14,7 +14,6 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bridge import __version__
 from bridge.api import health, setup_admin_api
 from bridge.api import metrics as metrics_api
 from bridge.app_keys import (
@@ -35,9 +34,10 @@ from bridge.app_keys import (
     STORE,
 )
 from bridge.channels.base import Channel
-from bridge.channels.registry import build_channels
+from bridge.channels.registry import build_channels, channel_session
 from bridge.clock import Clock, SystemClock
 from bridge.config.models import Config, WebhookChannelConfig
+from bridge.deliver.ratelimit import rate_limits
 from bridge.deliver.retry import DEFAULT_SCHEDULE, RetryPolicy
 from bridge.deliver.worker import DeliveryWorker
 from bridge.lifecycle import Service
@@ -141,7 +141,7 @@ async def _register_static_watches(store: Store, providers: Iterable[Provider], 
 
 
 async def _channels(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(headers={"User-Agent": f"Wattbridge/{__version__}"}) as session:
+    async with channel_session(app[CONFIG]) as session:
         channels = build_channels(app[CONFIG], session=session, clock=app[CLOCK])
         app[CHANNELS] = channels
         try:
@@ -165,6 +165,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         clock=app[CLOCK],
         lease=_lease(app[CONFIG]),
         policies=retry_policies(app[CONFIG]),
+        limits=rate_limits(app[CONFIG].channels),
         concurrency=app[CONFIG].server.delivery_concurrency,
         on_health=channel_health,
         metrics=app[METRICS],
@@ -180,6 +181,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         digest_groups={name: tuple(c.group_by) for name, c in digest_configs(app[CONFIG].channels).items()},
         metrics=app[METRICS],
         fetch_pools=app[FETCH_POOLS],
+        event_types={n: c.accepts for n, c in app[CONFIG].channels.items() if c.event_types is not None},
     )
     app[DIGESTER] = Digester(
         app[STORE],

@@ -35,6 +35,7 @@ from bridge.simulator.sinks import MailSink, WebhookSink
 from bridge.store.base import Store
 
 ORG = "00000000-0000-4000-8000-000000000001"
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"wattbridge-test-secret-0123456789").decode()
 
 
@@ -162,6 +163,7 @@ def make_config(tmp_path, podero, sink, mailbox) -> Callable[..., Config]:
                 "ops": {"kind": "email", "to": ["ops@example.com"], "from": "wattbridge@example.com"},
             },
             "smtp": {"host": "127.0.0.1", "port": mailbox.port},
+            "outbound": {"allow": LOOPBACK},  # the sinks are on loopback, refused unless allowed
         }
         data.update(extra)
         return Config.model_validate(data).model_copy(update={"base_dir": str(tmp_path)})

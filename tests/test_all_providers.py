@@ -78,6 +78,7 @@ async def bridge(tmp_path, make_bridge, realto, wattshift, sink, webhook_secret)
                 },
             },
             "channels": {"partner": {"kind": "webhook", "url": sink.url, "secret": webhook_secret}},
+            "outbound": {"allow": ["127.0.0.0/8"]},
         }
     ).model_copy(update={"base_dir": str(tmp_path)})
     return await make_bridge(config)

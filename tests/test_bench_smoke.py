@@ -51,3 +51,10 @@ def test_channels_benchmark_measures_apprise_and_mqtt_beside_their_bare_clients(
         expected |= {"mqtt channel", "bare aiomqtt"}
     assert set(figures) == expected
     assert all(f["sends_per_s"] > 0 for f in figures.values())
+
+
+def test_contracts_benchmark_reports_each_cost():
+    from bench import contracts
+
+    figures = contracts.main(["--n", "20"])
+    assert {"sign_1_secret_us", "sign_2_secrets_us", "guard_check_us", "schema_build_us"} <= set(figures)

@@ -18,6 +18,7 @@ from tests.test_serve import read_until, wait_healthy
 WB = "00000000-0000-4000-8000-0000000000b1"
 RULE = '[[rule]]\nid = "a"\nsource = "podero.wallbox"\nfield = "is_charging"\nto = true\nchannels = ["ops"]\n'
 CHANNEL = (
+    '[outbound]\nallow = ["127.0.0.0/8"]\n'
     '[channels.ops]\nkind = "webhook"\nurl = "http://127.0.0.1:9/hooks"\nsecret = "whsec_ZGVmYXVsdA=="\n'
 )
 

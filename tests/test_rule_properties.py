@@ -101,6 +101,7 @@ class PipelineMachine(RuleBasedStateMachine):
                         "secret": "whsec_ZGVmYXVsdA==",
                     }
                 },
+                "outbound": {"allow": ["127.0.0.0/8"]},
             }
         ).model_copy(update={"base_dir": str(self.tmp)})
         self.runner = self.run(self._start_app())

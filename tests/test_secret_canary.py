@@ -227,6 +227,7 @@ def canary_config(tmp_path: Path, peers, mailbox) -> Config:
                 "username": "ops",
                 "password": C["smtp-password"],
             },
+            "outbound": {"allow": ["127.0.0.0/8"]},
         }
     ).model_copy(update={"base_dir": str(tmp_path)})
 

@@ -50,6 +50,8 @@ async def test_sighup_reloads_rules_keeping_the_last_good_set_and_sigterm_exits_
         url = "sqlite:///{tmp_path / "b.db"}"
         [server]
         listen = "127.0.0.1:{unused_tcp_port}"
+        [outbound]
+        allow = ["127.0.0.0/8"]
         [channels.partner]
         kind = "webhook"
         url = "http://127.0.0.1:9/hooks"

@@ -15,13 +15,16 @@ from aiohttp.typedefs import Handler
 from bridge.api.json_errors import ApiError, is_api
 from bridge.app_keys import CONFIG
 
-PUBLIC_PATHS = frozenset({"/api/openapi.json"})
+# The documents a partner codes against (no state in them): the OpenAPI and the payload schemas.
+PUBLIC_PATHS = frozenset({"/api/openapi.json", "/api/schemas"})
+PUBLIC_PREFIXES = ("/api/schemas/",)
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="wattbridge"'}
 
 
 @web.middleware
 async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if is_api(request.path) and request.path not in PUBLIC_PATHS:
+    public = request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES)
+    if is_api(request.path) and not public:
         check_bearer(request)
     return await handler(request)
 

@@ -3,12 +3,14 @@
 Schemas come from the very pydantic models the handlers validate with (requests in validation mode,
 responses in serialization mode), collected into `components.schemas`; query and path parameters
 are the fields of the handler's `query` / `path` models. OpenAPI 3.1 is JSON Schema 2020-12, which
-is what pydantic emits, so nothing is translated by hand.
+is what pydantic emits, so nothing is translated by hand. The webhook bodies the bridge sends are
+OpenAPI 3.1 `webhooks`, one per event type of the running rules, their schemas generated from the
+envelope models (`bridge.contracts`) into the same `components.schemas`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +21,8 @@ from bridge import __version__
 from bridge.api.json_errors import json_response
 from bridge.api.models import ErrorBody
 from bridge.api.registry import Operation
+from bridge.app_keys import RULEBOOK
+from bridge.contracts import schemas as contracts
 
 REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {
@@ -34,7 +38,9 @@ _ERROR_TEXT = {
 }
 
 
-def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
+def build_document(
+    operations: Sequence[Operation], event_types: Mapping[str, tuple[str, ...]] | None = None
+) -> dict[str, Any]:
     wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorBody, "serialization")]
     for op in operations:
         wanted.append((op.response, "serialization"))
@@ -72,6 +78,20 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
         if not op.auth:
             item["security"] = []
         paths.setdefault(op.path, {})[op.method.lower()] = item
+    webhooks: dict[str, Any] = {}
+    if event_types:
+        by_type, defs = contracts.components(event_types, REF)
+        schemas.update(defs)
+        for event_type, ref in by_type.items():
+            webhooks[event_type] = {
+                "post": {
+                    "operationId": f"webhook:{event_type}",
+                    "summary": f"The {event_type!r} event (Standard Webhooks signed)",
+                    "tags": ["webhooks"],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
+                    "responses": {"200": {"description": "any 2xx acknowledges the event"}},
+                }
+            }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -81,6 +101,7 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
             "Every error is JSON: {error, detail}.",
         },
         "paths": paths,
+        "webhooks": webhooks,
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "admin_token"}},
@@ -136,14 +157,18 @@ def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def routes(operations: Sequence[Operation]) -> web.RouteTableDef:
-    """The document's route. It is built on first request, not with the app: tests build many apps."""
+    """The document's route. It is built on first request, not with the app (tests build many apps),
+    and again after a rule reload changed the event types."""
     table = web.RouteTableDef()
-    built: list[dict[str, Any]] = []
+    built: dict[tuple[tuple[str, tuple[str, ...]], ...], dict[str, Any]] = {}
 
     @table.get("/api/openapi.json")
     async def openapi(request: web.Request) -> web.Response:
-        if not built:
-            built.append(build_document(operations))
-        return json_response(built[0])
+        types = contracts.event_types(request.app[RULEBOOK].current.rules)
+        key = tuple(types.items())
+        if key not in built:
+            built.clear()
+            built[key] = build_document(operations, types)
+        return json_response(built[key])
 
     return table

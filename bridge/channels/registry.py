@@ -6,11 +6,13 @@ from typing import Protocol
 
 import aiohttp
 
+from bridge import __version__
 from bridge.channels.alertmanager import AlertmanagerChannel
 from bridge.channels.apprise import AppriseChannel
 from bridge.channels.base import Channel
 from bridge.channels.email import EmailChannel
 from bridge.channels.mqtt import MqttChannel
+from bridge.channels.outbound import GuardedResolver, OutboundGuard
 from bridge.channels.webhook import WebhookChannel
 from bridge.clock import Clock
 from bridge.config.models import ChannelConfig, Config
@@ -37,6 +39,13 @@ CHANNEL_KINDS: dict[str, ChannelClass] = {
     "apprise": AppriseChannel,
     "alertmanager": AlertmanagerChannel,
 }
+
+
+def channel_session(config: Config) -> aiohttp.ClientSession:
+    """The HTTP session channels share; its resolver refuses private addresses (`outbound.py`)."""
+    guard = OutboundGuard(config.outbound.allow)
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(guard))
+    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": f"Wattbridge/{__version__}"})
 
 
 def build_channels(config: Config, *, session: aiohttp.ClientSession, clock: Clock) -> dict[str, Channel]:

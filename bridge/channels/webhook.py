@@ -19,10 +19,12 @@ import aiohttp
 import orjson
 import structlog
 from multidict import CIMultiDict
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from bridge import __version__
 from bridge.channels.base import RenderContext, SendResult
+from bridge.channels.outbound import OutboundGuard, OutboundRefused
 from bridge.clock import Clock
 from bridge.config.models import ChannelConfig as AnyChannelConfig
 from bridge.config.models import Config, WebhookChannelConfig
@@ -68,18 +70,26 @@ class WebhookChannel:
     kind: str = "webhook"
 
     def __init__(
-        self, name: str, cfg: WebhookChannelConfig, *, session: aiohttp.ClientSession, clock: Clock
+        self,
+        name: str,
+        cfg: WebhookChannelConfig,
+        *,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        outbound: OutboundGuard | None = None,
     ) -> None:
         self.name = name
         self._cfg = cfg
         self._session = session
         self._clock = clock
         # Standard Webhooks signing (`Webhook.sign`), keyed once: each attempt copies the keyed HMAC
-        # and feeds it the body bytes as stored, instead of decoding and re-encoding them.
-        secret = cfg.secret.get_secret_value()
-        Webhook(secret)  # the library's own check of the secret (whsec_ + base64, not empty)
-        raw_key = base64.b64decode(secret.removeprefix("whsec_") + "==")  # as Webhook.__init__ decodes it
-        self._mac = hmac.new(raw_key, digestmod=hashlib.sha256)
+        # and feeds it the body bytes as stored, instead of decoding and re-encoding them. During a
+        # rotation both secrets sign, and `webhook-signature` lists both (space-separated, as the
+        # spec has it), so a receiver verifying with either the old or the new secret accepts.
+        self._macs = [_keyed(s) for s in (cfg.secret, cfg.previous_secret) if s is not None]
+        # A literal-IP URL is checked here (names are checked by the session's resolver, #15); the
+        # config cannot change under a running channel, so a refused one fails every send at once.
+        self._refused = outbound.url_problem(cfg.url, localhost=False) if outbound is not None else None
         # Every header but the three per-attempt ones, built once (user headers replace ours
         # case-insensitively; they may not replace the signature's).
         static: CIMultiDict[str] = CIMultiDict({"user-agent": f"Wattbridge/{__version__}"})
@@ -107,7 +117,7 @@ class WebhookChannel:
     ) -> WebhookChannel:
         if not isinstance(cfg, WebhookChannelConfig):
             raise TypeError(f"channels.{name}: expected a webhook channel config, got kind {cfg.kind!r}")
-        return cls(name, cfg, session=session, clock=clock)
+        return cls(name, cfg, session=session, clock=clock, outbound=OutboundGuard(config.outbound.allow))
 
     def render(self, event: Event, ctx: RenderContext) -> bytes:
         body = envelope(event)
@@ -124,13 +134,17 @@ class WebhookChannel:
         """Every header of one attempt; the signature covers `id.timestamp.body` (Standard Webhooks)."""
         delivery.body.decode()  # Standard Webhooks signs text: refuse bytes that are not UTF-8
         timestamp = str(math.floor(when.timestamp()))
-        mac = self._mac.copy()
-        mac.update(f"{delivery.id}.{timestamp}.".encode())
-        mac.update(delivery.body)
+        prefix = f"{delivery.id}.{timestamp}.".encode()
+        signatures = []
+        for keyed in self._macs:
+            mac = keyed.copy()
+            mac.update(prefix)
+            mac.update(delivery.body)
+            signatures.append("v1," + base64.b64encode(mac.digest()).decode())
         headers = self._static_headers.copy()
         headers["webhook-id"] = delivery.id
         headers["webhook-timestamp"] = timestamp
-        headers["webhook-signature"] = "v1," + base64.b64encode(mac.digest()).decode()
+        headers["webhook-signature"] = " ".join(signatures)
         return headers
 
     async def send(self, delivery: Delivery) -> SendResult:
@@ -138,6 +152,8 @@ class WebhookChannel:
             return SendResult(
                 ok=False, permanent=True, error="channel disabled: the receiver answered 410 Gone"
             )
+        if self._refused is not None:
+            return SendResult(ok=False, permanent=True, error=f"outbound refused: {self._refused}")
         try:
             headers = self.headers(delivery, self._clock.now())
         except UnicodeDecodeError:
@@ -159,6 +175,14 @@ class WebhookChannel:
                 ok=False,
                 error=f"timeout after {self._timeout.total:g}s",
                 latency_ms=_ms(started),
+            )
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, OutboundRefused):  # retried: a DNS answer may change
+                return SendResult(
+                    ok=False, error=f"outbound refused: {exc.os_error}", latency_ms=_ms(started)
+                )
+            return SendResult(
+                ok=False, error=f"connection error: {type(exc).__name__}: {exc}", latency_ms=_ms(started)
             )
         except aiohttp.ClientError as exc:
             return SendResult(
@@ -215,6 +239,13 @@ class WebhookChannel:
 
     async def close(self) -> None:
         """The session belongs to the app; nothing of our own to release."""
+
+
+def _keyed(secret: SecretStr) -> hmac.HMAC:
+    value = secret.get_secret_value()
+    Webhook(value)  # the library's own check of the secret (whsec_ + base64, not empty)
+    raw_key = base64.b64decode(value.removeprefix("whsec_") + "==")  # as Webhook.__init__ decodes it
+    return hmac.new(raw_key, digestmod=hashlib.sha256)
 
 
 def _ms(started: float) -> float:

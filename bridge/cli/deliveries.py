@@ -12,7 +12,6 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
-import aiohttp
 import orjson
 
 from bridge.clock import SystemClock
@@ -149,7 +148,7 @@ async def _replay(store: Store, args: argparse.Namespace) -> int:
 
 async def _channel_test(config: Config, name: str) -> int:
     from bridge.channels.base import RenderContext
-    from bridge.channels.registry import build_channels
+    from bridge.channels.registry import build_channels, channel_session
 
     if name not in config.channels:
         known = ", ".join(sorted(config.channels)) or "none"
@@ -170,7 +169,7 @@ async def _channel_test(config: Config, name: str) -> int:
         state={"channel": name, "message": "A test notification from `wattbridge channels test`."},
         occurred_at=now,
     )
-    async with aiohttp.ClientSession() as session:
+    async with channel_session(config) as session:
         channel = build_channels(config, session=session, clock=clock)[name]
         try:
             ctx = RenderContext(

@@ -139,6 +139,8 @@ def _config(tmp: Path, podero_port: int, hook_url: str, secret: str, smtp_port: 
                 "ops": {"kind": "email", "to": ["ops@example.com"], "from": "wattbridge@example.com"},
             },
             "smtp": {"host": "127.0.0.1", "port": smtp_port},
+            # The demo's sinks are on loopback, which webhooks may only reach when allowed.
+            "outbound": {"allow": ["127.0.0.0/8", "::1/128"]},
         }
     ).model_copy(update={"base_dir": base_dir})
 

@@ -6,12 +6,17 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bridge import __version__, logs
 from bridge.cli import deliveries as cli_deliveries
 from bridge.cli import rules as cli_rules
 from bridge.cli import silences as cli_silences
 from bridge.errors import BridgeError, ConfigAndRulesError, ConfigError, ProblemsError, RuleError
+
+if TYPE_CHECKING:
+    from bridge.config.models import Config
+    from bridge.rules.engine import RuleSet
 
 EXIT_OK, EXIT_INVALID, EXIT_RUNTIME = 0, 1, 2
 
@@ -129,12 +134,27 @@ def _check(path: str) -> int:
                 raise ConfigAndRulesError(exc.problems, rules_exc.problems) from None
         raise
     rules = load_for(config)
+    _check_body_templates(path, config, rules)
     asyncio.run(probe(config.store.url))  # what `run` would refuse: an unreachable store
     print(
         f"{path}: OK ({len(config.providers)} provider(s), {len(config.channels)} channel(s), "
         f"{len(rules.rules)} rule(s))"
     )
     return EXIT_OK
+
+
+def _check_body_templates(path: str, config: Config, rules: RuleSet) -> None:
+    """Every webhook body template rendered against a sample event of its rules' sources (#15)."""
+    from pathlib import Path
+
+    from bridge.config.tomlpos import TomlPositions, read_toml
+    from bridge.contracts.template_check import body_template_problems
+
+    _, text, _ = read_toml(Path(path))
+    pos = TomlPositions(text)
+    problems = body_template_problems(config, rules.rules, file=path, line_of=pos.line_of)
+    if problems:
+        raise ConfigError(problems)
 
 
 def _run(path: str) -> int:

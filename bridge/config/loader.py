@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bridge.channels.outbound import OutboundGuard
 from bridge.config.models import Config, RulesConfig
+from bridge.config.secret_files import resolve_secret_files
 from bridge.config.tomlpos import TomlPositions, loc_to_key, read_toml, validation_problems
 from bridge.errors import ConfigError, Problem
 
@@ -87,6 +89,19 @@ def _credential_problems(file: str, pos: TomlPositions, config: Config) -> list[
     return problems
 
 
+def _outbound_problems(file: str, pos: TomlPositions, config: Config) -> list[Problem]:
+    """Webhook URLs whose literal address is refused (names are checked after DNS, at send time)."""
+    guard = OutboundGuard(config.outbound.allow)
+    problems = []
+    for name, channel in config.channels.items():
+        url = getattr(channel, "url", None)
+        problem = guard.url_problem(url) if isinstance(url, str) else None
+        if problem is not None:
+            loc = ("channels", name, "url")
+            problems.append(Problem(file, pos.line_of(loc) or pos.line_of(loc[:2]), loc_to_key(loc), problem))
+    return problems
+
+
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read, expand and validate a config file; raise ConfigError listing every problem."""
     file_path = Path(path)
@@ -101,6 +116,10 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         problems.append(
             Problem(file, pos.line_of(loc), loc_to_key(loc), f"environment variable {name} is not set")
         )
+    expanded, file_problems = resolve_secret_files(
+        expanded, file=file, pos=pos, base_dir=file_path.resolve().parent
+    )
+    problems.extend(file_problems)
     kind_problems = _kind_problems(file, pos, expanded)
     problems.extend(kind_problems)
     config: Config | None = None
@@ -114,6 +133,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         problems.extend(found)
     if config is not None:
         problems.extend(_credential_problems(file, pos, config))
+        problems.extend(_outbound_problems(file, pos, config))
     if problems or config is None:
         raise ConfigError(problems)
     return config.model_copy(update={"base_dir": str(file_path.resolve().parent)})

@@ -5,6 +5,7 @@ Loading (TOML → env expansion → validation with FILE:LINE errors) lives in `
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -14,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     field_validator,
     model_validator,
@@ -154,10 +156,45 @@ DEFAULT_GROUP_WAIT = timedelta(seconds=30)
 DEFAULT_GROUP_INTERVAL = timedelta(minutes=5)
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_RATE_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(value: Any) -> float:
+    """`"10/s"`, `"30/m"`, `"100/h"` → sends per second."""
+    m = _RATE.match(value) if isinstance(value, str) else None
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(
+            f"invalid rate {value!r}: use a positive count per unit, like '10/s', '30/m', '100/h'"
+        )
+    return float(m.group(1)) / _RATE_SECONDS[m.group(2)]
+
+
+Rate = Annotated[float, BeforeValidator(parse_rate)]
+
+
 class ChannelBase(Strict):
     # Waits before each attempt (the first is normally "0s"); after the last, the delivery is dead.
     retry: list[Duration] | None = None
     retry_after_cap: Duration = timedelta(hours=1)  # a receiver's Retry-After is honoured up to this
+    # At most this many sends ("10/s", "30/m"), with bursts of rate_limit_burst; the rest wait in the
+    # outbox, due again when their turn comes (no attempt spent). Unset: as fast as the worker goes.
+    rate_limit: Rate | None = None
+    rate_limit_burst: int = Field(default=1, ge=1, le=10_000)
+    # Only events whose type matches one of these globs ("wallbox.*") get a delivery on this channel;
+    # unset: every event of the rules that name it.
+    event_types: list[str] | None = None
+
+    @field_validator("event_types")
+    @classmethod
+    def _some_types(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or any(not t.strip() for t in v)):
+            raise ValueError("list at least one event type or glob, e.g. ['wallbox.*']")
+        return v
+
+    def accepts(self, event_type: str) -> bool:
+        """Whether an event of this type gets a delivery on this channel."""
+        return self.event_types is None or any(fnmatch.fnmatchcase(event_type, t) for t in self.event_types)
 
     @field_validator("retry")
     @classmethod
@@ -171,6 +208,9 @@ class WebhookChannelConfig(ChannelBase):
     kind: Literal["webhook"]
     url: str
     secret: SecretStr  # whsec_… (Standard Webhooks)
+    # Rotation: the secret being replaced. Both sign each attempt (both signatures in
+    # webhook-signature) until it is removed, so receivers can switch secrets in their own time.
+    previous_secret: SecretStr | None = None
     timeout: Duration = timedelta(seconds=10)
     headers: dict[str, str] = Field(default_factory=dict)
     # Replaces the SPEC §6 envelope (Slack, Teams, …): a Jinja2 template over `type`, `timestamp`,
@@ -200,6 +240,20 @@ class WebhookChannelConfig(ChannelBase):
         problem = None if v is None else compile_error(v, expression=False)
         if problem is not None:
             raise ValueError(problem)
+        return v
+
+    @field_validator("secret", "previous_secret")
+    @classmethod
+    def _signing_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        from standardwebhooks import Webhook
+
+        try:
+            if v is not None:
+                Webhook(v.get_secret_value())  # the library's own check; its message never has the value
+        except Exception as exc:  # binascii.Error, EmptyWebhookSecretError
+            raise ValueError(
+                f"not a Standard Webhooks secret: expected whsec_ followed by base64 ({type(exc).__name__})"
+            ) from None
         return v
 
     @field_validator("url")
@@ -353,6 +407,14 @@ class SmtpConfig(Strict):
     timeout: Duration = timedelta(seconds=30)
 
 
+class OutboundConfig(Strict):
+    """Where channels may send (issue #15). Webhook targets in loopback, private, link-local,
+    shared (100.64/10), multicast, reserved or metadata ranges are refused, at load for literal IPs
+    and after DNS resolution at send time, unless a network listed here contains the address."""
+
+    allow: list[IPvAnyNetwork] = Field(default_factory=list)
+
+
 class Config(Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -360,6 +422,7 @@ class Config(Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     # Where relative paths (rule globs, template files) resolve from: the config file's folder.
     base_dir: str = Field(default=".", exclude=True)
 

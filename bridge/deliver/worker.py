@@ -26,6 +26,7 @@ from bridge import errors
 from bridge.channels.base import Channel, SendResult
 from bridge.clock import Clock
 from bridge.deliver.breaker import Breakers
+from bridge.deliver.ratelimit import RateLimit
 from bridge.deliver.retry import RetryPolicy
 from bridge.logs import scrub
 from bridge.metrics import Metrics
@@ -97,6 +98,7 @@ class DeliveryWorker:
         breakers: Breakers | None = None,
         on_health: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
         metrics: Metrics | None = None,
+        limits: Mapping[str, RateLimit] | None = None,
     ) -> None:
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be at least 1")
@@ -105,6 +107,7 @@ class DeliveryWorker:
         self._clock = clock
         self._policy = policy or RetryPolicy()
         self._policies = dict(policies or {})  # per-channel schedules; others use `policy`
+        self._limits = dict(limits or {})  # per-channel send rates; others are unlimited
         self._batch = batch
         self._lease = lease
         self._concurrency = self.concurrency = concurrency
@@ -296,6 +299,10 @@ class DeliveryWorker:
                 log.warning("delivery.channel_missing", delivery_id=delivery.id, channel=delivery.channel)
             return
         at = self._clock.now()
+        limit = self._limits.get(delivery.channel)
+        if limit is not None and not limit.try_take(at):
+            await self._defer(delivery, limit.defer_until(at))
+            return
         if not self.breakers.allow(delivery.channel, at):
             # Circuit open: not sent, no attempt spent; the claim lease runs out and it is tried later.
             return
@@ -356,6 +363,20 @@ class DeliveryWorker:
             **({"next_attempt_at": next_at.isoformat()} if next_at else {}),
         )
         self._attempts.add(AttemptOutcome(attempt=attempt, status=status, next_attempt_at=next_at))
+
+    async def _defer(self, delivery: Delivery, until: datetime) -> None:
+        """Over the channel's rate: back in the outbox, due at its turn, no attempt spent."""
+        try:
+            await self._store.defer([(delivery.id, until)])
+        except errors.StoreError as exc:  # the lease runs out instead, and the limit defers it again
+            log.error("delivery.defer_failed", delivery_id=delivery.id, error=str(exc))
+            return
+        log.debug(
+            "delivery.rate_limited",
+            delivery_id=delivery.id,
+            channel=delivery.channel,
+            until=until.isoformat(),
+        )
 
 
 def _scrubbed(result: SendResult) -> SendResult:

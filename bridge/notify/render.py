@@ -8,7 +8,7 @@ the digest that batches it is due (`digest.py`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -33,10 +33,16 @@ GROUP_FIELDS = ("rule", "source", "provider", "severity", "type", "status")
 
 class Notifier:
     def __init__(
-        self, channels: Mapping[str, Channel], *, digest_groups: Mapping[str, Sequence[str]]
+        self,
+        channels: Mapping[str, Channel],
+        *,
+        digest_groups: Mapping[str, Sequence[str]],
+        event_types: Mapping[str, Callable[[str], bool]] | None = None,
     ) -> None:
         self._channels = channels
         self._groups = {name: tuple(by) for name, by in digest_groups.items() if by}
+        # A channel's event-type filter (`event_types` globs): no delivery for a type it does not take.
+        self._accepts = dict(event_types or {})
         self.silences: list[Silence] = []  # the active ones, refreshed by the poller
 
     def event(self, obs: Observation, firing: Firing, sequence: int) -> Event:
@@ -65,6 +71,9 @@ class Notifier:
         html: str | None = None
         topic: str | None = None
         for name in rule.channels:
+            accepts = self._accepts.get(name)
+            if accepts is not None and not accepts(event.type):
+                continue
             channel = self._channels.get(name)
             if channel is None:
                 # Rules are checked against the config at load; this only happens mid-reload.

@@ -56,6 +56,7 @@ class Poller:
         digest_groups: Mapping[str, tuple[str, ...]] | None = None,
         metrics: Metrics | None = None,
         fetch_pools: Mapping[str, FetchPool] | None = None,
+        event_types: Mapping[str, Callable[[str], bool]] | None = None,
     ) -> None:
         self._store = store
         self._pools = fetch_pools or {}  # provider → its fetch workers, when it has any
@@ -66,7 +67,7 @@ class Poller:
         self._on_committed = on_committed
         # The last committed bridge.provider snapshots (loaded lazily; the store has them too).
         self._health_snapshots: dict[str, Snapshot] = {}
-        self._evaluate = Evaluator(channels, digest_groups=digest_groups or {})
+        self._evaluate = Evaluator(channels, digest_groups=digest_groups or {}, event_types=event_types)
         # From reading snapshots to committing: a timer firing must not interleave with a poll of the
         # same resource (both bump its sequence). Fetching happens outside it.
         self._lock = asyncio.Lock()

@@ -8,7 +8,7 @@ state machine needs a resource's open rules on every observation; the store stay
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -37,11 +37,15 @@ log = structlog.get_logger(__name__)
 
 class Evaluator:
     def __init__(
-        self, channels: Mapping[str, Channel], *, digest_groups: Mapping[str, tuple[str, ...]]
+        self,
+        channels: Mapping[str, Channel],
+        *,
+        digest_groups: Mapping[str, tuple[str, ...]],
+        event_types: Mapping[str, Callable[[str], bool]] | None = None,
     ) -> None:
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
         self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
-        self._notify = Notifier(channels, digest_groups=digest_groups)
+        self._notify = Notifier(channels, digest_groups=digest_groups, event_types=event_types)
 
     def set_silences(self, silences: Sequence[Silence]) -> None:
         self._notify.silences = list(silences)

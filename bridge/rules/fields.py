@@ -120,6 +120,7 @@ def _model(model: type[BaseModel], **extra: Shape) -> dict[str, Shape]:
 @functools.cache
 def catalog() -> dict[str, Shape]:
     """Every source's shape (built once, on first use: `check` and rule loading only)."""
+    from bridge.contracts.envelope import ChannelState, ProviderState
     from bridge.providers import podero, realto, wattshift
 
     wallbox = _model(podero.WallboxDetail, **dict.fromkeys(_WALLBOX_DOCUMENTED, VALUE))
@@ -138,13 +139,9 @@ def catalog() -> dict[str, Shape]:
         "podero.onboarding_session": session,
         "realto.guided_onboarding_session": guided,
         "wattshift.onboarding": _model(wattshift.OnboardingStatus),
-        # ProviderHealth.as_state() and DeliveryWorker.channel_state().
-        "bridge.provider": dict.fromkeys(
-            ("provider", "status", "consecutive_failures", "last_error", "last_success_at"), VALUE
-        ),
-        "bridge.channel": dict.fromkeys(
-            ("channel", "status", "consecutive_failures", "last_error", "paused_until"), VALUE
-        ),
+        # ProviderHealth.as_state() and DeliveryWorker.channel_state(), as the payload contract says.
+        "bridge.provider": _model(ProviderState),
+        "bridge.channel": _model(ChannelState),
     }
 
 

@@ -113,6 +113,11 @@ class Store(Protocol):
         """Pending deliveries due at `now`, oldest first; each is leased until `now + lease`."""
         ...
 
+    async def defer(self, due: Sequence[tuple[str, datetime]]) -> None:
+        """Put claimed, unsent pending deliveries back, each due at its time; no attempt is counted
+        (a channel's rate limit said "not yet"). Others (delivered, dead, gone) are left alone."""
+        ...
+
     async def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery is due (None if the outbox is empty)."""
         ...

@@ -199,6 +199,10 @@ class PostgresStore:
         claimed.sort(key=lambda r: (r["was"], r["created_at"], r["id"]))  # RETURNING has no order
         return [rows_.delivery(r) for r in claimed]
 
+    async def defer(self, due: Sequence[tuple[str, datetime]]) -> None:
+        async with self._transaction() as conn:
+            await conn.executemany(q.Q_DEFER, [(rows_.aware(at), delivery_id) for delivery_id, at in due])
+
     async def next_due_at(self) -> datetime | None:
         async with self._conn() as conn:
             at: datetime | None = await conn.fetchval(q.Q_NEXT_DUE)

@@ -167,6 +167,7 @@ UPDATE deliveries d SET next_attempt_at = $2 FROM due WHERE d.id = due.id
 RETURNING d.id, d.event_id, d.channel, d.body, d.status, d.attempts, d.next_attempt_at, d.created_at,
     d.last_error, due.was"""
 Q_NEXT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'"
+Q_DEFER = "UPDATE deliveries SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending'"
 Q_DEPTH = "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
 Q_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'"
 Q_PENDING_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'pending' GROUP BY channel"

@@ -24,6 +24,7 @@ from bridge.store.sqlite_rule_sql import (
 from bridge.store.sqlite_sql import (
     Q_ATTEMPT_INSERT,
     Q_DEAD_BY_CHANNEL,
+    Q_DEFER,
     Q_DELIVERY_AFTER_ATTEMPT,
     Q_DELIVERY_EXISTS,
     Q_DELIVERY_INSERT,
@@ -62,6 +63,16 @@ class SqliteOutbox(SqliteConnection):
         # commit syncs the WAL, lease included.
         rows: list[Row] = await self._in_one_hop(claim, durable=False)
         return [_delivery(row, next_attempt_at=leased_until) for row in rows]
+
+    async def defer(self, due: Sequence[tuple[str, datetime]]) -> None:
+        rows = [(_ts(at), delivery_id) for delivery_id, at in due]
+
+        def put_back(conn: sqlite3.Connection) -> None:
+            conn.executemany(Q_DEFER, rows)
+
+        # Like a lease, a deferral need not survive a power cut: lost, the delivery is due at its
+        # lease's end instead, and the rate limit defers it again.
+        await self._in_one_hop(put_back, durable=False)
 
     async def next_due_at(self) -> datetime | None:
         return await self._scalar_time(Q_NEXT_DUE)

@@ -179,6 +179,7 @@ SELECT id, event_id, channel, body, status, attempts, next_attempt_at, created_a
 FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?
 ORDER BY next_attempt_at LIMIT ?"""
 Q_LEASE = "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?"
+Q_DEFER = "UPDATE deliveries SET next_attempt_at = ? WHERE id = ? AND status = 'pending'"
 Q_NEXT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'"
 Q_DEPTH = "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
 Q_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'"

@@ -13,7 +13,7 @@ from aiohttp import ClientResponse
 from bridge.config.models import Config
 from bridge.simulator.podero import PoderoSimulator
 from bridge.simulator.wattshift import WattShiftSimulator
-from tests.conftest import DEFAULT_RULES, ORG, Bridge
+from tests.conftest import DEFAULT_RULES, LOOPBACK, ORG, Bridge
 
 ADMIN_TOKEN = "canary-admin-token-5b1e7c0d9a"
 PODERO_CLIENT_SECRET = "canary-podero-secret-3f9a1d"
@@ -103,6 +103,7 @@ def api_config(tmp_path, podero, wattshift, sink, mailbox, webhook_secret):
                 "ops": {"kind": "email", "to": ["ops@example.com"], "from": "wattbridge@example.com"},
             },
             "smtp": {"host": "127.0.0.1", "port": mailbox.port},
+            "outbound": {"allow": LOOPBACK},
         }
         return Config.model_validate(data).model_copy(update={"base_dir": str(tmp_path)})
 

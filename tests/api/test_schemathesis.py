@@ -24,6 +24,8 @@ from schemathesis.specs.openapi import checks as openapi_checks  # noqa: E402
 from tests.api.conftest import AUTH, Api  # noqa: E402
 
 EXAMPLES = 12  # per operation and generation mode: about 360 cases
+# Operations with no input at all (no parameter, no body, no token): nothing to make invalid.
+NO_NEGATIVE = {"GET /api/schemas"}
 
 
 @dataclass
@@ -53,6 +55,8 @@ def _fuzz(base_url: str) -> Run:
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            if mode is GenerationMode.NEGATIVE and operation.label in NO_NEGATIVE:
+                continue
 
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(

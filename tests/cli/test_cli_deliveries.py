@@ -33,6 +33,8 @@ def config(tmp_path, receiver) -> str:
         textwrap.dedent(f"""
         [store]
         url = "sqlite:///{tmp_path / "b.db"}"
+        [outbound]
+        allow = ["127.0.0.0/8"]
         [channels.partner]
         kind = "webhook"
         url = "{receiver.url}"

@@ -36,6 +36,9 @@ wallbox_id = "w1"
 user_id = "u2"
 wallbox_id = "w2"
 
+[outbound]
+allow = ["127.0.0.0/8"]
+
 [channels.partner]
 kind = "webhook"
 url = "http://127.0.0.1:2/hooks"

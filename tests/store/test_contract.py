@@ -137,6 +137,28 @@ async def test_claim_due_skips_future_work_and_respects_the_limit(store):
     assert await store.outbox_depth() == 3
 
 
+async def test_defer_puts_claimed_deliveries_back_due_at_their_turn_without_an_attempt(store):
+    await store.commit([result("a"), result("b"), result("c")])
+    a, b, c = await store.claim_due(T0, limit=10, lease=timedelta(seconds=60))
+    ok = Attempt(delivery_id=c.id, number=1, at=T0, ok=True, status_code=204)
+    await store.record_attempt(ok, status="delivered", next_attempt_at=None)
+
+    await store.defer([(a.id, T0 + timedelta(seconds=1)), (b.id, T0 + timedelta(seconds=2)),
+                       (c.id, T0 + timedelta(seconds=3))])  # fmt: skip
+
+    assert await store.next_due_at() == T0 + timedelta(seconds=1)
+    assert [
+        d.id for d in await store.claim_due(T0 + timedelta(seconds=1), limit=10, lease=timedelta(seconds=60))
+    ] == [a.id]
+    later = await store.get_delivery(b.id)
+    assert later is not None
+    assert (later.status, later.attempts, later.next_attempt_at) == ("pending", 0, T0 + timedelta(seconds=2))
+    done = await store.get_delivery(c.id)
+    assert done is not None
+    assert done.status == "delivered"  # a delivered one is not made pending again
+    assert await store.list_attempts(b.id) == []
+
+
 async def test_record_attempt_moves_the_delivery_and_keeps_the_attempt(store):
     r = result()
     await store.commit([r])

@@ -1,0 +1,167 @@
+"""The webhook envelope (SPEC §6) as pydantic models, specialised per source and per event type.
+
+These models are the contract: the JSON Schemas served at `/api/schemas` and in the OpenAPI
+document are generated from them, never written by hand. `channels.webhook.envelope()` still builds
+the dict directly (it runs once per delivery, and a model instance per body would cost the hot path);
+tests validate the bodies a real receiver got against the generated schemas, so the two cannot drift.
+A state model is the provider's own payload model (the same one a poll validates with).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from bridge.poll.health import HealthStatus
+
+Severity = Literal["info", "warning", "critical"]
+DIGEST_TYPE = "wattbridge.digest"
+TEST_TYPE = "wattbridge.test"
+
+
+class Contract(BaseModel):
+    """A payload we emit: every key is documented, so an extra key is a contract break."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvelopeChange(Contract):
+    """One changed field, by dotted path (`device_model.model`, `actions[reauthenticate]`)."""
+
+    field: str
+    old: Any = Field(description="the value before (null when absent)")
+    new: Any = Field(description="the value after (null when absent)")
+
+
+class EventData(Contract):
+    """`data` of an event envelope; `state` is the resource's current state (null once it is gone)."""
+
+    event_id: str
+    rule: str
+    status: Literal["firing", "resolved"]
+    severity: Severity
+    source: str
+    provider: str = Field(description="the provider instance name from the config")
+    resource_id: str
+    sequence: int = Field(ge=0, description="increases per resource: order events by it")
+    changes: list[EnvelopeChange]
+    state: dict[str, Any] | None
+
+
+class Envelope(Contract):
+    """Any event envelope (a digest lists these)."""
+
+    type: str
+    timestamp: datetime
+    data: EventData
+
+
+class ProviderState(Contract):
+    """The state of a `bridge.provider` resource (`ProviderHealth.as_state()`)."""
+
+    provider: str
+    status: HealthStatus
+    consecutive_failures: int = Field(ge=0)
+    last_error: str | None
+    last_success_at: datetime | None
+
+
+class ChannelState(Contract):
+    """The state of a `bridge.channel` resource (`DeliveryWorker.channel_state()`)."""
+
+    channel: str
+    status: Literal["ok", "paused", "probing", "disabled"]
+    consecutive_failures: int = Field(ge=0)
+    last_error: str | None
+    paused_until: datetime | None
+
+
+class TestState(Contract):
+    """The state `wattbridge channels test` sends."""
+
+    __test__ = False  # not a pytest class, despite the name
+    channel: str
+    message: str
+
+
+class DigestData(Contract):
+    """`data` of a `wattbridge.digest` webhook: what fired together, in firing order."""
+
+    group: dict[str, str] = Field(description="the group_by fields and their values")
+    count: int = Field(ge=1)
+    events: list[Envelope]
+
+
+def _state_models() -> dict[str, type[BaseModel]]:
+    from bridge.providers import podero, realto, wattshift
+
+    return {
+        "podero.wallbox": podero.WallboxDetail,
+        "podero.onboarding_session": podero.OnboardingSession,
+        "realto.guided_onboarding_session": realto.GuidedOnboardingSession,
+        "wattshift.onboarding": wattshift.OnboardingStatus,
+        "bridge.provider": ProviderState,
+        "bridge.channel": ChannelState,
+    }
+
+
+@functools.cache
+def state_model(source: str) -> type[BaseModel]:
+    """The model of a source's state; KeyError for an unknown source."""
+    return _state_models()[source]
+
+
+def _camel(text: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", text) if part)
+
+
+@functools.cache
+def data_model(source: str, *, state: type[BaseModel] | None = None) -> type[EventData]:
+    """`data` of an event from `source`: the source is a constant and the state is its model."""
+    st = state or state_model(source)
+    # Types made at run time are values to mypy: they go in as Any.
+    source_type: Any = Literal[source]
+    state_type: Any = st | None
+    return create_model(
+        f"{_camel(source)}{'' if state is None else _camel(st.__name__)}EventData",
+        __base__=EventData,
+        __doc__=f"`data` of an event from {source}",
+        source=(source_type, ...),
+        state=(state_type, ...),
+    )
+
+
+def schema_name(event_type: str) -> str:
+    """A model (and schema component) name for an event type: `wallbox.action_needed` →
+    `WallboxActionNeededEvent` (pydantic cuts a dotted name at its last dot)."""
+    return _camel(event_type) + "Event"
+
+
+@functools.cache
+def envelope_model(event_type: str, sources: tuple[str, ...]) -> type[BaseModel]:
+    """The envelope of `event_type` as sent for rules on `sources` (one `data` variant per source)."""
+    if event_type == DIGEST_TYPE:
+        data: Any = DigestData
+    elif event_type == TEST_TYPE:
+        data = data_model("bridge.channel", state=TestState)
+    else:
+        variants = tuple(data_model(s) for s in sources)
+        if not variants:
+            raise ValueError(f"event type {event_type!r}: no source emits it")
+        # A union built at run time (`A | B | …`), keyed by `data.source` in the schema.
+        union: Any = functools.reduce(operator.or_, variants)
+        data = variants[0] if len(variants) == 1 else Annotated[union, Field(discriminator="source")]
+    type_type: Any = Literal[event_type]
+    return create_model(
+        schema_name(event_type),
+        __base__=Contract,
+        __doc__=f"The webhook body of a {event_type!r} event (SPEC §6).",
+        type=(type_type, ...),
+        timestamp=(datetime, Field(description="when it happened, RFC 3339 in UTC")),
+        data=(data, ...),
+    )
