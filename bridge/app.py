@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bridge.api import health, setup_admin_api
 from bridge.api import metrics as metrics_api
+from bridge.api.limits import request_timeout
 from bridge.app_keys import (
     CHANNELS,
     CLOCK,
@@ -74,7 +75,10 @@ def create_app(
 ) -> web.Application:
     """Build the bridge. Rules are loaded (and validated) now, so a bad rule set fails before start."""
     register_secrets(config.secret_values())
-    app = web.Application()
+    app = web.Application(
+        client_max_size=config.server.max_body_size,
+        middlewares=[request_timeout(config.server.request_timeout.total_seconds())],
+    )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[RULEBOOK] = RuleBook(config, load_for(config), clock=app[CLOCK])

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from bridge import heap
+from bridge.api.limits import server_settings
 from bridge.app import create_app
 from bridge.app_keys import RULEBOOK
 from bridge.clock import Clock
@@ -51,7 +52,9 @@ async def started(config: Config, *, clock: Clock | None = None) -> AsyncIterato
         stop.set()
 
     app = create_app(config, clock=clock, on_crash=on_crash)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=5.0, **server_settings(config.server)
+    )
     await runner.setup()
     running = Running(app, runner, stop)
     running.crashed = crashed

@@ -58,3 +58,13 @@ def test_contracts_benchmark_reports_each_cost():
 
     figures = contracts.main(["--n", "20"])
     assert {"sign_1_secret_us", "sign_2_secrets_us", "guard_check_us", "schema_build_us"} <= set(figures)
+
+
+def test_slowloris_benchmark_sees_every_attacking_socket_cut_off_and_healthz_answering():
+    from bench import slowloris
+
+    result = slowloris.main(
+        ["--slow", "5", "--idle", "5", "--seconds", "1.5", "--trickle", "0.2", "--keepalive", "1s"]
+    )
+    assert (result.opened, result.closed, result.exit_code) == (10, 10, 0)
+    assert all(p.latencies and p.failures == 0 for p in result.phases)

@@ -74,6 +74,22 @@ class ServerConfig(Strict):
     # Sends in flight at once, every channel together (bench/README.md "Where it stands": 16 kept
     # the worker waiting on round trips, 3,500/s; 64 reaches ~5,000/s at 25 % less CPU each).
     delivery_concurrency: int = Field(default=64, ge=1, le=1024)
+    # The HTTP surface's limits (README "Exposure and limits"). aiohttp starts the keep-alive timer
+    # when a connection opens and only a complete request stops it, so `keepalive_timeout` also
+    # bounds a client that trickles its request headers (slowloris); `request_timeout` bounds one
+    # that trickles its body, or a handler stuck on the store.
+    max_body_size: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_header_size: int = Field(default=8190, ge=1024, le=65536)
+    max_headers: int = Field(default=64, ge=8, le=1024)
+    keepalive_timeout: Duration = timedelta(seconds=15)
+    request_timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("keepalive_timeout", "request_timeout")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be longer than 0s (an unbounded wait is what this limit prevents)")
+        return v
 
     @field_validator("listen")
     @classmethod
