@@ -68,10 +68,20 @@ class ProviderError(BridgeError):
 
     kind = "error"
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        retry_after_asked: float | None = None,
+    ) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds, already clamped to the provider's retry_after_cap
         self.status = status
+        # What the peer's Retry-After asked for before clamping (may be inf): more than `retry_after`
+        # means the cap cut it short, which bridge.provider reports.
+        self.retry_after_asked = retry_after_asked if retry_after_asked is not None else retry_after
 
 
 class ProviderAuthError(ProviderError):
@@ -87,13 +97,14 @@ class ProviderNotFound(ProviderError):
 
 
 class ProviderUnavailable(ProviderError):
-    """The provider is down or rate limiting us; the next poll waits at least `retry_after` seconds."""
+    """The provider (or one resource of it) is down; it is read again after a back-off (`retry_after`
+    when a 503 said so)."""
 
     kind = "unavailable"
 
 
 class ProviderRateLimited(ProviderUnavailable):
-    """The provider answered 429."""
+    """The provider answered 429: its credential's requests wait (`retry_after`, when it said so)."""
 
     kind = "rate_limited"
 
