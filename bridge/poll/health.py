@@ -12,7 +12,7 @@ from typing import Literal
 
 import structlog
 
-from bridge.poll.backoff import ProviderBackoff
+from bridge.poll.backoff import Deferral, ProviderBackoff
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +31,15 @@ class ProviderHealth:
     last_poll_at: datetime | None = None
     # Set by the app from the provider's config (or by the poller from the group's interval).
     backoff: ProviderBackoff | None = field(default=None, repr=False)
+
+    def deferral(self, now: datetime) -> Deferral | None:
+        """The credential's deferral running at `now`, if any."""
+        return self.backoff.deferred(now) if self.backoff is not None else None
+
+    def backing_off(self, now: datetime) -> dict[str, Deferral]:
+        """The resources backing off at `now`, soonest back first."""
+        found = self.backoff.backing_off(now) if self.backoff is not None else {}
+        return dict(sorted(found.items(), key=lambda item: item[1].until))
 
     def as_state(self, now: datetime | None = None) -> dict[str, object]:
         deferred = self.backoff.deferred(now) if self.backoff is not None and now is not None else None
