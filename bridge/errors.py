@@ -10,6 +10,7 @@ BridgeError
 │   ├── ProviderTimeout          no answer in time
 │   └── ProviderMalformed        body is not JSON, too large, or violates the schema
 ├── DeliveryError          a channel could not send (the outbox retries it)
+│   └── ReplayRefused            a replay that would not deliver (unknown, not replayable, channel disabled)
 └── StoreError             the store is unreachable or corrupt
 """
 
@@ -129,6 +130,18 @@ class ProviderSchemaViolation(ProviderMalformed):
 
 class DeliveryError(BridgeError):
     """A channel could not send a notification; the outbox keeps it and retries."""
+
+
+class ReplayRefused(DeliveryError):
+    """A replay was refused: it names the deliveries and says what to do (`reason` for callers)."""
+
+    def __init__(
+        self, message: str, *, reason: str, ids: Sequence[str] = (), channel: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason  # not_found | not_replayable | channel_disabled
+        self.ids = list(ids)
+        self.channel = channel
 
 
 class StoreError(BridgeError):

@@ -208,6 +208,17 @@ class ReplayResult(Response):
     delivery: DeliveryOut
 
 
+class ChannelPath(Request):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ChannelEnabled(Response):
+    channel: str
+    status: str = Field(description="the channel's status now: ok")
+    was_disabled: bool = Field(description="false: it was not disabled, nothing changed")
+    detail: str
+
+
 # -- silences --------------------------------------------------------------------------------------
 
 
