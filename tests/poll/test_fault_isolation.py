@@ -260,3 +260,46 @@ async def test_a_huge_429_for_every_home_waits_only_the_cap_and_fires_one_event(
         await bridge.store.get_snapshot(ResourceKey(source=HEALTH_SOURCE, provider="ws", resource_id="ws"))
     ).state
     assert state["deferred_cause"] == "HTTP 429, Retry-After 99999s capped to 300s"
+
+
+async def test_a_podero_fleet_read_by_id_reads_every_good_wallbox_on_time(make_config, make_bridge, podero):
+    user = podero.add_user(email="fleet@example.com")
+    boxes = [podero.add_wallbox(user) for _ in range(6)]
+    bad = boxes[2]
+    bridge = await make_bridge(make_config(wallboxes=[{"user_id": user, "wallbox_id": b} for b in boxes]))
+    await bridge.poll()
+    podero.fail("wallbox", status=502, times=None, resource=bad)
+    start = len(podero.requests)
+
+    summaries = []
+    for _ in range(10):
+        bridge.clock.advance(timedelta(seconds=60))
+        summaries.append(await bridge.poll())
+
+    asked = [p for _, p in podero.requests[start:]]
+    for b in boxes:
+        n = sum(p.endswith(f"/wallboxes/{b}") for p in asked)
+        assert n == (4 if b == bad else 10), b  # bad: after 1, 2, 4 (then 8) intervals
+    assert sum(s.skipped for s in summaries) == 6
+    assert all(s.observed == 5 for s in summaries)
+    assert await fired(bridge) == []
+    assert bridge.app[HEALTH].get("podero").status == "degraded"
+
+
+async def test_the_status_page_shows_who_is_deferred_until_when_and_why(ws, ws_config, make_bridge):
+    bad, _good = ws.add_home(), ws.add_home()
+    bridge = await make_bridge(ws_config())
+    await poll(bridge)
+    ws.fail("status", resource=bad, times=None, status=503, headers=HUGE)
+    bridge.clock.advance(INTERVAL)
+    await poll(bridge)
+    until = bridge.app[HEALTH].get("ws").backing_off(bridge.clock.now())[bad].until
+
+    client = bridge.client
+    assert (await client.post("/login", data={"token": ADMIN_TOKEN}, allow_redirects=False)).status == 303
+    html = await (await client.get("/")).text()
+    assert (
+        f"<code>{bad}</code> deferred until {until.strftime('%Y-%m-%d %H:%M:%SZ')} "
+        "(HTTP 503, Retry-After 99999s capped to 300s)"
+    ) in html
+    assert '<span class="badge degraded">degraded</span>' in html
