@@ -147,8 +147,8 @@ class ProviderBackoff:
             capped=capped,
         )
         self.resources[rid] = d
-        if n == 1 or capped:
-            log.info(
+        if n == 1:  # debug: a fleet with many bad devices must not flood the log (poll.completed names 5)
+            log.debug(
                 "provider.resource_backoff",
                 provider=self.provider,
                 resource=rid,
