@@ -104,6 +104,8 @@ async def test_cli_replay_reads_the_disabled_channel_from_the_store_and_says_how
         textwrap.dedent(f"""
         [store]
         url = "sqlite:///{tmp_path / "bridge.db"}"
+        [outbound]
+        allow = ["127.0.0.0/8"]
         [channels.partner]
         kind = "webhook"
         url = "{sink.url}"
