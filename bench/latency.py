@@ -53,6 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,8 +193,10 @@ async def run_once(
                 # Every by-id page and every listing goes through exactly one of these two.
                 real_fetch = provider.fetch
 
-                async def stamped_fetch(group: str, watches: Sequence[Any] = ()) -> FetchResult:
-                    return record(await real_fetch(group, watches))
+                async def stamped_fetch(
+                    group: str, watches: Sequence[Any] = (), *, skip: AbstractSet[str] = frozenset()
+                ) -> FetchResult:
+                    return record(await real_fetch(group, watches, skip=skip))
 
                 provider.fetch = stamped_fetch  # type: ignore[method-assign]
                 pool = app[FETCH_POOLS].get("podero")

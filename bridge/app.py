@@ -114,7 +114,7 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
             provider, session = make_provider(name, cfg, app[CLOCK])
             providers[name] = provider
             sessions.append(session)
-            app[HEALTH].get(name)
+            app[HEALTH].configure(name, interval=cfg.poll_interval, cap=cfg.backoff_cap)
             if cfg.fetch_workers:
                 secrets = app[CONFIG].secret_values()
                 pools[name] = FetchPool(name, cfg, workers=cfg.fetch_workers, secrets=secrets)

@@ -10,6 +10,7 @@ BridgeError
 │   ├── ProviderTimeout          no answer in time
 │   └── ProviderMalformed        body is not JSON, too large, or violates the schema
 ├── DeliveryError          a channel could not send (the outbox retries it)
+│   └── ReplayRefused            a replay that would not deliver (unknown, not replayable, channel disabled)
 └── StoreError             the store is unreachable or corrupt
 """
 
@@ -68,10 +69,20 @@ class ProviderError(BridgeError):
 
     kind = "error"
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        retry_after_asked: float | None = None,
+    ) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds, already clamped to the provider's retry_after_cap
         self.status = status
+        # What the peer's Retry-After asked for before clamping (may be inf): more than `retry_after`
+        # means the cap cut it short, which bridge.provider reports.
+        self.retry_after_asked = retry_after_asked if retry_after_asked is not None else retry_after
 
 
 class ProviderAuthError(ProviderError):
@@ -87,13 +98,14 @@ class ProviderNotFound(ProviderError):
 
 
 class ProviderUnavailable(ProviderError):
-    """The provider is down or rate limiting us; the next poll waits at least `retry_after` seconds."""
+    """The provider (or one resource of it) is down; it is read again after a back-off (`retry_after`
+    when a 503 said so)."""
 
     kind = "unavailable"
 
 
 class ProviderRateLimited(ProviderUnavailable):
-    """The provider answered 429."""
+    """The provider answered 429: its credential's requests wait (`retry_after`, when it said so)."""
 
     kind = "rate_limited"
 
@@ -118,6 +130,18 @@ class ProviderSchemaViolation(ProviderMalformed):
 
 class DeliveryError(BridgeError):
     """A channel could not send a notification; the outbox keeps it and retries."""
+
+
+class ReplayRefused(DeliveryError):
+    """A replay was refused: it names the deliveries and says what to do (`reason` for callers)."""
+
+    def __init__(
+        self, message: str, *, reason: str, ids: Sequence[str] = (), channel: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason  # not_found | not_replayable | channel_disabled
+        self.ids = list(ids)
+        self.channel = channel
 
 
 class StoreError(BridgeError):

@@ -60,6 +60,9 @@ class ProviderView:
     status: str
     consecutive_failures: int
     last_success_at: datetime | None
+    deferred_until: datetime | None = None  # the credential's requests wait until then
+    deferred_kind: str | None = None  # rate_limited, unavailable, ... (a bounded label)
+    resources_backing_off: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +207,17 @@ class _Collector:
             "When the provider was last read successfully (Unix time; absent before the first success).",
             labels=["provider"],
         )
+        deferred = GaugeMetricFamily(
+            "wattbridge_provider_deferred_until_timestamp_seconds",
+            "Until when the provider's requests wait (a 429, or a 503 with Retry-After; Unix time), "
+            "labelled with the cause; absent while nothing is deferred.",
+            labels=["provider", "cause"],
+        )
+        backing_off = GaugeMetricFamily(
+            "wattbridge_provider_resources_backing_off",
+            "Resources of the provider skipped by their own back-off after failed reads.",
+            labels=["provider"],
+        )
         channel = StateSetMetricFamily(
             "wattbridge_channel_state",
             "Channel circuit: ok, paused, probing or disabled.",
@@ -238,6 +252,9 @@ class _Collector:
                 failures.add_metric([name], p.consecutive_failures)
                 if p.last_success_at is not None:
                     last_ok.add_metric([name], p.last_success_at.timestamp())
+                if p.deferred_until is not None:
+                    deferred.add_metric([name, p.deferred_kind or "unknown"], p.deferred_until.timestamp())
+                backing_off.add_metric([name], p.resources_backing_off)
             for name, status in sorted(s.channels.items()):
                 channel.add_metric([name], {v: status == v for v in CHANNEL_STATUSES})
             rules.add_metric([], s.rules_loaded)
@@ -246,5 +263,6 @@ class _Collector:
             if s.rules_loaded_at is not None:
                 reloaded_at.add_metric([], s.rules_loaded_at.timestamp())
             last_reload.add_metric([], 1 if s.last_reload_ok else 0)
-        yield from (store_up, pending, dead, oldest, up, health, failures, last_ok, channel)
+        yield from (store_up, pending, dead, oldest, up, health, failures, last_ok, deferred, backing_off)
+        yield channel
         yield from (rules, reloads, reloaded_at, last_reload)

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.api import deliveries, events, openapi, providers, rules, schemas, silences, watches
+from bridge.api import (
+    channel_enable,
+    deliveries,
+    events,
+    openapi,
+    providers,
+    rules,
+    schemas,
+    silences,
+    watches,
+)
 from bridge.api.auth import admin_auth
 from bridge.api.json_errors import json_errors
 from bridge.api.registry import ApiRoutes
@@ -17,7 +27,7 @@ from bridge.api.registry import ApiRoutes
 def admin_operations() -> ApiRoutes:
     """Every admin API operation, in the order the OpenAPI document lists them."""
     api = ApiRoutes()
-    for module in (events, deliveries, silences, rules, providers, watches, schemas):
+    for module in (events, deliveries, channel_enable, silences, rules, providers, watches, schemas):
         api.extend(module.routes)
     return api
 

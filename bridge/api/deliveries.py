@@ -1,7 +1,8 @@
 """`/api/deliveries`: the outbox (with every attempt), and replay with the same webhook-id.
 
-Replay is the store's, shared with `wattbridge deliveries replay`: the delivery becomes pending again
-with its id and bytes unchanged, and the running worker is woken to send it now.
+Replay is `bridge/deliver/replay.py`, shared with `wattbridge deliveries replay` and the status page:
+the delivery becomes pending again with its id and bytes unchanged, and the running worker is woken
+to send it now. A delivery whose channel a 410 disabled is refused with 409 and how to re-enable it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
+from bridge import errors
 from bridge.api.events import event_out
 from bridge.api.json_errors import ApiError
 from bridge.api.models import (
@@ -24,12 +26,12 @@ from bridge.api.models import (
 )
 from bridge.api.registry import ApiRoutes
 from bridge.app_keys import CLOCK, DELIVERY, STORE
+from bridge.deliver.replay import replay
 from bridge.model import Delivery
 from bridge.store.base import DeliveryQuery, Store
 
 log = structlog.get_logger(__name__)
 routes = ApiRoutes()
-REPLAYABLE = ("delivered", "dead", "suppressed")
 
 
 def delivery_out(d: Delivery) -> DeliveryOut:
@@ -105,16 +107,15 @@ async def get_delivery(request: web.Request, path: IdPath) -> DeliveryDetail:
 async def replay_delivery(request: web.Request, path: IdPath) -> ReplayResult:
     store = request.app[STORE]
     d = await _get(store, path.id)
-    if d.status not in REPLAYABLE:
-        raise ApiError(
-            409,
-            "not replayable",
-            f"delivery {d.id!r} is {d.status}; only {', '.join(REPLAYABLE)} deliveries can be replayed",
-        )
-    if await store.replay([d.id], request.app[CLOCK].now()) == 0:  # it moved on since we read it
-        raise ApiError(409, "not replayable", f"delivery {d.id!r} changed state; read it again")
-    log.info("delivery.replay_requested", delivery_id=d.id, channel=d.channel, was=d.status)
     worker = request.app.get(DELIVERY)
+    disabled = worker.disabled_channels() if worker is not None else {}
+    try:
+        replayed = await replay(store, [d.id], request.app[CLOCK].now(), disabled=disabled, by="api")
+    except errors.ReplayRefused as exc:
+        title = "channel disabled" if exc.reason == "channel_disabled" else "not replayable"
+        raise ApiError(409, title, str(exc)) from exc
+    if replayed == 0:  # it moved on since we read it
+        raise ApiError(409, "not replayable", f"delivery {d.id!r} changed state; read it again")
     if worker is not None:
         worker.notify()
     return ReplayResult(delivery=delivery_out(await _get(store, d.id)))

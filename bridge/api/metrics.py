@@ -38,14 +38,18 @@ async def bridge_state(app: web.Application) -> BridgeState:
         outbox = None
     rulebook = app[RULEBOOK]
     worker = app[DELIVERY]
+    now = app[CLOCK].now()
     return BridgeState(
-        now=app[CLOCK].now(),
+        now=now,
         outbox=outbox,
         providers={
             name: ProviderView(
                 status=h.status,
                 consecutive_failures=h.consecutive_failures,
                 last_success_at=h.last_success_at,
+                deferred_until=d.until if (d := h.deferral(now)) is not None else None,
+                deferred_kind=d.kind if d is not None else None,
+                resources_backing_off=len(h.backing_off(now)),
             )
             for name, h in app[HEALTH].providers.items()
         },

@@ -208,6 +208,17 @@ class ReplayResult(Response):
     delivery: DeliveryOut
 
 
+class ChannelPath(Request):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ChannelEnabled(Response):
+    channel: str
+    status: str = Field(description="the channel's status now: ok")
+    was_disabled: bool = Field(description="false: it was not disabled, nothing changed")
+    detail: str
+
+
 # -- silences --------------------------------------------------------------------------------------
 
 
@@ -288,6 +299,15 @@ class ReloadResult(Response):
 
 # -- providers -------------------------------------------------------------------------------------
 
+BACKOFF_SHOWN = 50
+
+
+class BackoffOut(Response):
+    resource_id: str
+    until: datetime
+    cause: str = Field(description="e.g. 'HTTP 500', or 'HTTP 503, Retry-After 99999s capped to 300s'")
+    failures: int = Field(description="failed reads in a row")
+
 
 class ProviderHealthOut(Response):
     status: HealthStatus
@@ -295,6 +315,19 @@ class ProviderHealthOut(Response):
     last_error: str | None
     last_success_at: datetime | None
     last_poll_at: datetime | None
+    deferred_until: datetime | None = Field(
+        default=None, description="every request of the provider waits until then (a 429); null: none"
+    )
+    deferred_cause: str | None = None
+    deferred: str | None = Field(default=None, description="'deferred until T (cause)', for people")
+    retry_after_capped: bool = Field(
+        default=False, description="a Retry-After asked for longer than retry_after_cap (it was cut)"
+    )
+    resources_backing_off: int = 0
+    backing_off: list[BackoffOut] = Field(
+        default_factory=list,
+        description=f"resources skipped by their own back-off, soonest back first (at most {BACKOFF_SHOWN})",
+    )
 
 
 class ProviderOut(Response):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from bridge import errors
 from bridge.clock import SystemClock
 from bridge.config.models import Config, parse_duration
 from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, Delivery, Event, ResourceKey, event_id
@@ -124,25 +125,34 @@ async def _show(store: Store, delivery_id: str) -> int:
 
 
 async def _replay(store: Store, args: argparse.Namespace) -> int:
+    """The same replay as the API and the status page (bridge/deliver/replay.py). This process cannot
+    see the service's channels, so a disabled one is read from the `bridge.channel` state it stores."""
+    from bridge.deliver.replay import disabled_in_store, replay, replay_deliveries
+
     ids: list[str] = list(args.ids)
     if ids and (args.channel or args.since):
         print("wattbridge: give delivery ids, or --channel with --since, not both", file=sys.stderr)
         return EXIT_INVALID
-    if not ids:
-        if not (args.channel and args.since):
-            print("wattbridge: give delivery ids, or --channel C --since T", file=sys.stderr)
-            return EXIT_INVALID
-        found = await store.list_deliveries(status=args.status, channel=args.channel, limit=REPLAY_ALL)
-        ids = [d.id for d in found if d.created_at >= args.since]
-    else:
-        missing = [i for i in ids if await store.get_delivery(i) is None]
-        if missing:
-            print(f"wattbridge: no such delivery: {', '.join(missing)}", file=sys.stderr)
-            return EXIT_INVALID
-    replayed = await store.replay(ids, SystemClock().now())
-    print(
-        f"{replayed} delivery(ies) pending again" + (f" of {len(ids)} asked" if replayed != len(ids) else "")
-    )
+    now = SystemClock().now()
+    try:
+        if ids:
+            channels = [d.channel for i in ids if (d := await store.get_delivery(i)) is not None]
+            disabled = await disabled_in_store(store, channels)
+            asked = len(dict.fromkeys(ids))
+            replayed = await replay(store, ids, now, disabled=disabled, by="cli")
+        else:
+            if not (args.channel and args.since):
+                print("wattbridge: give delivery ids, or --channel C --since T", file=sys.stderr)
+                return EXIT_INVALID
+            found = await store.list_deliveries(status=args.status, channel=args.channel, limit=REPLAY_ALL)
+            chosen = [d for d in found if d.created_at >= args.since]
+            disabled = await disabled_in_store(store, [args.channel])
+            asked = len(chosen)
+            replayed = await replay_deliveries(store, chosen, now, disabled=disabled, by="cli")
+    except errors.ReplayRefused as exc:
+        print(f"wattbridge: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{replayed} delivery(ies) pending again" + (f" of {asked} asked" if replayed != asked else ""))
     return EXIT_OK
 
 

@@ -117,6 +117,9 @@ class WallboxWatch(Strict):
     wallbox_id: str
 
 
+DEFAULT_RETRY_AFTER_CAP = timedelta(minutes=5)  # the floor of a provider's default retry_after_cap
+
+
 class ProviderBase(Strict):
     base_url: str
     poll_interval: Duration = timedelta(seconds=60)
@@ -128,6 +131,23 @@ class ProviderBase(Strict):
     # Processes that fetch, check and digest this provider's by-id polls (0: in the main process).
     # The rate limit and concurrency are shared out among them; see README "How far one process goes".
     fetch_workers: int = Field(default=0, ge=0, le=32)
+    # The longest back-off: a Retry-After (429/503) is honoured up to this, and a failing resource's
+    # own exponential back-off stops growing here. Unset: max(5 min, 3 * poll_interval) (#18).
+    retry_after_cap: Duration | None = None
+
+    @field_validator("retry_after_cap")
+    @classmethod
+    def _positive_cap(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v <= timedelta(0):
+            raise ValueError("retry_after_cap must be longer than 0s")
+        return v
+
+    @property
+    def backoff_cap(self) -> timedelta:
+        """`retry_after_cap`, or its documented default."""
+        if self.retry_after_cap is not None:
+            return self.retry_after_cap
+        return max(DEFAULT_RETRY_AFTER_CAP, 3 * self.poll_interval)
 
 
 class PoderoConfig(ProviderBase):

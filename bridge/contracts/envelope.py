@@ -69,6 +69,14 @@ class ProviderState(Contract):
     consecutive_failures: int = Field(ge=0)
     last_error: str | None
     last_success_at: datetime | None
+    deferred_until: datetime | None = Field(
+        description="every request of the provider waits until then (a 429); null: none (#18)"
+    )
+    deferred_cause: str | None = Field(description="why, e.g. 'HTTP 429, Retry-After 30s'")
+    resources_backing_off: int = Field(ge=0, description="resources skipped by their own back-off")
+    retry_after_capped: bool = Field(
+        description="a Retry-After asked for longer than retry_after_cap (true once per episode)"
+    )
 
 
 class ChannelState(Contract):

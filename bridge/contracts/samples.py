@@ -29,6 +29,7 @@ def _json(value: Any) -> dict[str, Any]:
 @functools.cache
 def _states() -> dict[str, tuple[dict[str, Any], dict[str, Any], Change]]:
     """source → (old state, new state, the change between them)."""
+    from bridge.poll.health import ProviderHealth
     from bridge.providers.podero import with_status
     from bridge.providers.wattshift import normalise_brand
     from bridge.simulator.podero import PoderoSimulator
@@ -56,13 +57,8 @@ def _states() -> dict[str, tuple[dict[str, Any], dict[str, Any], Change]]:
     new_home = _json(normalise_brand(wattshift.status(home)))
     new_session = _json(with_status(podero.onboarding_session(session), AT))
     new_guided = _json(realto.session(guided))
-    provider_ok = {
-        "provider": "podero",
-        "status": "ok",
-        "consecutive_failures": 0,
-        "last_error": None,
-        "last_success_at": AT.isoformat(),
-    }
+    # Built by the code that builds it in a poll, so the sample cannot drift from what is sent.
+    provider_ok = ProviderHealth(provider="podero", last_success_at=AT, last_poll_at=AT).as_state(AT)
     channel_ok = {
         "channel": "partner",
         "status": "ok",

@@ -141,6 +141,32 @@ class DeliveryWorker:
             "paused_until": c.open_until.isoformat() if c.open_until and c.state == "open" else None,
         }
 
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self._channels)
+
+    def disabled_channels(self) -> dict[str, str]:
+        """Channels disabled by a 410 Gone → why: a replay to them is refused (bridge/deliver/replay.py)."""
+        return {
+            name: self.breakers.get(name).last_error or "the receiver answered 410 Gone"
+            for name, channel in self._channels.items()
+            if getattr(channel, "disabled", False)
+        }
+
+    async def enable_channel(self, name: str, *, by: str) -> bool:
+        """Re-enable a channel a 410 disabled: the operator's explicit act once the receiver is fixed.
+        Its circuit starts closed; returns False when it was not disabled (nothing to do)."""
+        channel = self._channels[name]
+        if not getattr(channel, "disabled", False):
+            return False
+        channel.disabled = False  # type: ignore[attr-defined]  # checked just above; not in the Protocol
+        self.breakers.circuits.pop(name, None)
+        self._disabled_told.discard(name)
+        log.warning("channel.enabled", channel=name, by=by)
+        await self._channel_health(name, channel)
+        self.notify()
+        return True
+
     async def _channel_health(self, name: str, channel: Channel) -> None:
         state = self.channel_state(name)
         if state["status"] == "disabled":

@@ -12,8 +12,9 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -21,10 +22,12 @@ import structlog
 from bridge import errors
 from bridge.channels.base import Channel
 from bridge.clock import Clock
+from bridge.config.models import DEFAULT_RETRY_AFTER_CAP
 from bridge.lifecycle import finish_before_cancel
 from bridge.metrics import Metrics
 from bridge.model import HEALTH_SOURCE, Observation, PollResult, ResourceKey, RuleState, Snapshot, Watch
 from bridge.notify.rulebook import RuleBook
+from bridge.poll.backoff import ProviderBackoff
 from bridge.poll.diff import digest64, meaningful_digest
 from bridge.poll.evaluate import Evaluator
 from bridge.poll.fetch_pool import FetchPool, PageRequest
@@ -104,14 +107,39 @@ class Poller:
             if snap is not None:
                 self._health_snapshots[provider] = snap
 
+    def _backoff(self, provider: Provider, group: str) -> ProviderBackoff:
+        h = self.health.get(provider.name)
+        if h.backoff is None:  # not configured by the app (tests): the group's interval, default cap
+            spec = next((g for g in provider.watch_groups() if g.name == group), None)
+            interval = spec.interval if spec is not None else timedelta(minutes=1)
+            h.backoff = ProviderBackoff(
+                provider.name, interval=interval, cap=max(DEFAULT_RETRY_AFTER_CAP, 3 * interval)
+            )
+        return h.backoff
+
     async def poll(self, provider: Provider, group: str) -> PollSummary:
         """Fetch one watch group and commit what changed. Never raises for a provider fault."""
         started = time.perf_counter()
         now = self._clock.now()
+        backoff = self._backoff(provider, group)
+        deferral = backoff.deferred(now)
+        if deferral is not None:
+            # The credential is rate limited: ask nothing; the timetable itself stays as it is.
+            log.info(
+                "poll.deferred",
+                provider=provider.name,
+                group=group,
+                until=deferral.until.isoformat(),
+                cause=deferral.cause,
+            )
+            if self._metrics is not None:
+                self._metrics.poll(provider.name, "deferred", 0.0)
+            return PollSummary(provider=provider.name, group=group, ok=False, deferred_until=deferral.until)
         tally = Tally()
         try:
-            await self._poll_slices(provider, group, now, tally)
+            await self._poll_slices(provider, group, now, tally, backoff)
         except errors.ProviderError as exc:
+            backoff.failed(exc, now)
             self.health.failure(provider.name, str(exc), now)
             async with self._lock:
                 await self._commit(self._health_results(provider.name, now))
@@ -126,7 +154,13 @@ class Poller:
             )
             if self._metrics is not None:
                 self._metrics.poll(provider.name, "failed", elapsed)
-            return PollSummary(provider=provider.name, group=group, ok=False, retry_after=exc.retry_after)
+            deferred = backoff.deferred(now)
+            return PollSummary(
+                provider=provider.name,
+                group=group,
+                ok=False,
+                deferred_until=deferred.until if deferred is not None else None,
+            )
 
         if tally.first_failure is not None:
             self.health.failure(provider.name, tally.first_failure, now, partial=bool(tally.observed))
@@ -143,7 +177,8 @@ class Poller:
             failed=tally.failures,
             changed=tally.changed,
             events=tally.events + sum(len(r.events) for r in health),
-            retry_after=tally.retry_after,
+            skipped=tally.skipped,
+            deferred_until=deferred.until if (deferred := backoff.deferred(now)) is not None else None,
         )
         elapsed = time.perf_counter() - started
         # One line per poll: a partial failure names (a few of) its failed resources here.
@@ -156,6 +191,7 @@ class Poller:
             failed=summary.failed,
             changes=summary.changed,
             events=summary.events,
+            **({"skipped": tally.skipped} if tally.skipped else {}),
             **({"errors": tally.errors} if tally.errors else {}),
         )
         if self._metrics is not None:
@@ -163,30 +199,39 @@ class Poller:
             self._metrics.poll(provider.name, outcome, elapsed)
         return summary
 
-    async def _poll_slices(self, provider: Provider, group: str, now: datetime, tally: Tally) -> None:
+    async def _poll_slices(
+        self, provider: Provider, group: str, now: datetime, tally: Tally, backoff: ProviderBackoff
+    ) -> None:
         """A by-id group slice by slice, reading its watches page by page, in two lanes. Any other
-        group (a listing) is one piece."""
+        group (a listing) is one piece. Resources backing off are not asked (#18)."""
         spec = next((g for g in provider.watch_groups() if g.name == group), None)
+        skip = backoff.skip(now)
         if spec is None or not spec.by_id:
             watches = await self._store.list_watches(provider=provider.name)
-            await self._settle(provider.name, await provider.fetch(group, watches), now, tally)
+            fetched = await provider.fetch(group, watches, skip=skip)
+            await self._settle(provider.name, fetched, now, tally, backoff)
             return
         cursor: list[tuple[str, str] | None] = [None]  # where the next page starts; None: at the start
         turn = asyncio.Lock()  # pages are read in order, one at a time
         finished = False
 
-        async def next_page() -> list[Watch]:
+        async def next_page() -> list[Watch] | None:
             nonlocal finished
             async with turn:
-                if finished:
-                    return []
+                # A 429 that deferred the credential mid-poll stops the rest of the fleet too.
+                if finished or backoff.deferred(self._clock.now()) is not None:
+                    return None
                 page = await self._store.list_watches_page(
                     provider.name, source=spec.source, after=cursor[0], limit=SLICE
                 )
                 finished = len(page) < SLICE
                 if page:
                     cursor[0] = (page[-1].key.source, page[-1].key.resource_id)
-                return page
+                else:
+                    return None
+                asked = [w for w in page if w.key.resource_id not in skip]
+                tally.skipped += len(page) - len(asked)
+                return asked
 
         pool = self._pools.get(provider.name)
 
@@ -208,8 +253,10 @@ class Poller:
             )
 
         async def lane() -> None:
-            while page := await next_page():
-                await self._settle(provider.name, await fetch(page), now, tally)
+            while (page := await next_page()) is not None:
+                if page:
+                    asked = {w.key.resource_id for w in page}
+                    await self._settle(provider.name, await fetch(page), now, tally, backoff, asked)
 
         # Two lanes: one page's tail of slow requests and its commit overlap the other's fetch (one lane
         # left ~10 % of a paced rate idle, bench/scale.py); with fetch workers, one more lane than
@@ -223,11 +270,29 @@ class Poller:
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
 
-    async def _settle(self, provider: str, fetched: FetchResult, now: datetime, tally: Tally) -> None:
-        """Diff, rules and one group commit for what one fetch returned."""
+    async def _settle(
+        self,
+        provider: str,
+        fetched: FetchResult,
+        now: datetime,
+        tally: Tally,
+        backoff: ProviderBackoff,
+        asked: AbstractSet[str] | None = None,
+    ) -> None:
+        """Diff, rules and one group commit for what one fetch returned; then the back-off learns
+        which resources were read and which failed (`asked`: the ids a by-id page asked for, since a
+        fetch worker sends back only what changed)."""
         async with self._lock:
             results = await self._results(provider, fetched, now)
             await self._commit(results)
+        read = asked if asked is not None else {o.key.resource_id for o in fetched.observations}
+        backoff.fetched(
+            dict.fromkeys(r for r in read if r not in fetched.failures and r not in fetched.skipped),
+            fetched.failures,
+            now,
+        )
+        if asked is None:
+            tally.skipped += len(fetched.skipped - read)
         tally.fetched(fetched)  # after the deferred checks; failures are named in the poll's log line
         tally.changed += len(results)
         tally.events += sum(len(r.events) for r in results)
@@ -298,7 +363,9 @@ class Poller:
             known = await self._known_digests(provider, source)
             appears = False
             if source in fetched.complete_sources:
-                listing = complete_listing(provider, source, observations, known, now)
+                # A failed or skipped resource is still there: only its read is missing.
+                kept = fetched.failures.keys() | fetched.skipped
+                listing = complete_listing(provider, source, observations, known, now, kept=kept)
                 observations, appears = listing.observations, listing.appears
                 if listing.marker is not None:
                     results.append(listing.marker)
@@ -377,7 +444,7 @@ class Poller:
     def _health_results(self, provider: str, now: datetime) -> list[PollResult]:
         """`bridge.provider` is a resource like any other: rules can alert on it."""
         key = ResourceKey(source=HEALTH_SOURCE, provider=provider, resource_id=provider)
-        obs = Observation(key=key, state=self.health.get(provider).as_state(), observed_at=now)
+        obs = Observation(key=key, state=self.health.get(provider).as_state(now), observed_at=now)
         result = self._evaluate.observe(obs, self._health_snapshots.get(provider), self._rulebook.current)
         if result is None:
             return []

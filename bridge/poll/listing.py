@@ -5,6 +5,7 @@ shows for the first time after the first listing has appeared (the first listing
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,10 +30,13 @@ def complete_listing(
     observations: Sequence[Observation],
     known: Mapping[str, int],
     now: datetime,
+    *,
+    kept: AbstractSet[str] = frozenset(),
 ) -> Listing:
-    """`known` maps each stored resource id of the source to its digest in 64 bits."""
+    """`known` maps each stored resource id of the source to its digest in 64 bits; `kept` are ids
+    listed but not read this time (failed, or backing off): they have not disappeared."""
     appears = LISTING_MARKER in known
-    seen = {o.key.resource_id for o in observations}
+    seen = {o.key.resource_id for o in observations} | kept
     gone = [
         Observation(
             key=ResourceKey(source=source, provider=provider, resource_id=rid), state=None, observed_at=now

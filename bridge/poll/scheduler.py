@@ -2,7 +2,9 @@
 
 `coalesce` folds missed runs into one, `max_instances=1` forbids overlapping polls of the same group
 (no duplicates from overlapping polls), and first runs are jittered so a restart does not hit every
-provider at the same instant. A provider's `Retry-After` pushes only its own next run.
+provider at the same instant. The timetable never moves for a fault: a `Retry-After` or a failing
+resource is the poller's back-off (bridge/poll/backoff.py, on the injected clock), which asks less,
+or nothing, at the runs it covers (#18: a deferred job once silenced a provider for 28 hours).
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ class PollScheduler:
         if task is not None:
             self._in_flight.add(task)
         try:
-            summary = await self._poller.poll(provider, group)
+            # Back-off is the poller's (bridge/poll/backoff.py): the timetable never moves for a fault.
+            await self._poller.poll(provider, group)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
@@ -100,17 +103,6 @@ class PollScheduler:
         finally:
             if task is not None:
                 self._in_flight.discard(task)
-        if summary.retry_after:
-            self._defer(provider.name, group, summary.retry_after)
-
-    def _defer(self, provider: str, group: str, seconds: float) -> None:
-        job = self._scheduler.get_job(job_id(provider, group))
-        if job is None or job.next_run_time is None:
-            return
-        wanted = datetime.now(UTC) + timedelta(seconds=seconds)
-        if wanted > job.next_run_time:
-            job.modify(next_run_time=wanted)
-            log.info("poll.deferred", provider=provider, group=group, seconds=seconds)
 
     async def stop(self, *, drain: float) -> None:
         """No new polls; the ones in flight are cancelled at once. A poll only reads until it commits,

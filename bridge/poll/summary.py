@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from bridge.providers.base import FetchResult
 
@@ -16,7 +17,8 @@ class PollSummary:
     failed: int = 0
     changed: int = 0
     events: int = 0
-    retry_after: float | None = None
+    skipped: int = 0  # resources backing off, not asked this time
+    deferred_until: datetime | None = None  # the provider's requests wait until then (a 429)
 
 
 @dataclass(slots=True)
@@ -28,7 +30,7 @@ class Tally:
     first_failure: str | None = None
     changed: int = 0
     events: int = 0
-    retry_after: float | None = None
+    skipped: int = 0
 
     errors: dict[str, str] = field(default_factory=dict)  # the first few, for the poll's log line
 
@@ -41,5 +43,3 @@ class Tally:
             if len(self.errors) >= 5:
                 break
             self.errors[resource] = str(failure)
-        if result.retry_after is not None:
-            self.retry_after = max(self.retry_after or 0.0, result.retry_after)

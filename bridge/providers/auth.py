@@ -114,7 +114,9 @@ class OAuth2Middleware:
             raise errors.ProviderAuthError(
                 f"{where}: HTTP {status}: credentials refused; check client_id/client_secret", status=status
             )
-        if status >= 500 or status == 429:
+        if status == 429:  # the credential's own endpoint: every request of it waits
+            raise errors.ProviderRateLimited(f"{where}: HTTP {status}", status=status)
+        if status >= 500:
             raise errors.ProviderUnavailable(f"{where}: HTTP {status}", status=status)
         if not 200 <= status < 300:
             raise errors.ProviderError(f"{where}: HTTP {status}", status=status)

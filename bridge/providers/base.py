@@ -8,6 +8,7 @@ never read as a change.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -43,7 +44,9 @@ class FetchResult:
     observations: list[Observation] = field(default_factory=list)
     failures: dict[str, ProviderError] = field(default_factory=dict)
     complete_sources: frozenset[str] = frozenset()
-    retry_after: float | None = None  # the provider asked us to wait this long before the next poll
+    # Resources deliberately not read this time (backing off): like failures, they keep their last
+    # snapshot, and a complete listing does not count them as gone.
+    skipped: frozenset[str] = frozenset()
     terminal: dict[str, str] = field(default_factory=dict)  # resource id → why its watch ends
     rejected: int = 0  # observations that failed their deferred schema check (now in `failures`)
     # Set by a fetch worker (bridge/poll/fetch_pool.py), which sends back only what changed: how many it
@@ -86,8 +89,11 @@ class Provider(Protocol):
         """Watches from the config as (source, resource id, params); stored at start-up."""
         ...
 
-    async def fetch(self, group: str, watches: Sequence[Watch] = ()) -> FetchResult:
-        """Poll one group; `watches` are the active stored watches of this provider."""
+    async def fetch(
+        self, group: str, watches: Sequence[Watch] = (), *, skip: AbstractSet[str] = frozenset()
+    ) -> FetchResult:
+        """Poll one group; `watches` are the active stored watches of this provider. Resources in
+        `skip` are backing off: not requested (a listing that shows them anyway may keep them)."""
         ...
 
     async def close(self) -> None: ...

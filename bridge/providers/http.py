@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,21 +22,38 @@ from bridge import errors
 from bridge.clock import Clock, SystemClock
 from bridge.providers.pacing import GridLimiter
 
+# Retry-After is clamped to this when nobody says otherwise (a provider's is its `retry_after_cap`):
+# a header is the peer's wish, and no wish may stop us for longer than a day.
+RETRY_AFTER_LIMIT = 86400.0
+_DELTA_SECONDS = re.compile(r"[+-]?\d+(?:\.\d+)?")
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """`Retry-After` as seconds: either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+
+def requested_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """What a `Retry-After` asks for, in seconds (delta-seconds or an HTTP date, RFC 9110 §10.2.3).
+
+    None when absent or malformed (then it is ignored). Never raises, whatever the peer sent: a
+    negative or past value is 0, and a huge one may be `inf` (callers clamp it, see parse_retry_after).
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _DELTA_SECONDS.fullmatch(value):
+        return max(0.0, float(value))  # float() of any digit string is finite or inf, never an error
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def parse_retry_after(
+    value: str | None, *, now: datetime | None = None, cap: float = RETRY_AFTER_LIMIT
+) -> float | None:
+    """`Retry-After` as seconds within [0, cap]: huge, negative or far-future values are clamped."""
+    asked = requested_retry_after(value, now=now)
+    return None if asked is None else min(asked, cap)
 
 
 FINE_PACING_MAX_RATE = 200.0  # requests/s; above this a bucket of one cannot keep up (see _limiter)
@@ -67,8 +85,10 @@ class ProviderHttp:
         max_requests_per_second: float,
         max_concurrency: int,
         clock: Clock | None = None,
+        retry_after_cap: float = RETRY_AFTER_LIMIT,
     ) -> None:
         self.provider = provider
+        self._retry_after_cap = retry_after_cap
         # An HTTP-date Retry-After is measured against the injected clock, like every other wait.
         self._clock: Clock = clock or SystemClock()
         self._session = session
@@ -131,7 +151,6 @@ class ProviderHttp:
         status = resp.status
         if 200 <= status < 300:
             return
-        retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=self._clock.now())
         msg = f"{where}: HTTP {status}"
         if status == 401 or status == 403:
             raise errors.ProviderAuthError(
@@ -139,11 +158,22 @@ class ProviderHttp:
             )
         if status == 404:
             raise errors.ProviderNotFound(f"{msg}: not found", status=status)
+        # Retry-After is honoured on 429 and 503 only (README "Back-off"); any other 5xx backs off
+        # on our own schedule, whatever it says (#18: a 500 with Retry-After: 99999 stopped a provider).
+        asked = retry_after = None
+        if status in (429, 503):
+            asked = requested_retry_after(resp.headers.get("Retry-After"), now=self._clock.now())
+            retry_after = None if asked is None else min(asked, self._retry_after_cap)
         if status == 429:
-            raise errors.ProviderRateLimited(f"{msg}: rate limited", status=status, retry_after=retry_after)
+            raise errors.ProviderRateLimited(
+                f"{msg}: rate limited", status=status, retry_after=retry_after, retry_after_asked=asked
+            )
         if status >= 500 or status == 408:
             raise errors.ProviderUnavailable(
-                f"{msg}: provider unavailable", status=status, retry_after=retry_after
+                f"{msg}: provider unavailable",
+                status=status,
+                retry_after=retry_after,
+                retry_after_asked=asked,
             )
         raise errors.ProviderError(f"{msg}: unexpected status", status=status)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime, time
 from functools import partial
 from typing import Any, Literal
@@ -159,8 +160,6 @@ def _collect(
     for resource_id, outcome in zip(ids, outcomes, strict=True):
         if isinstance(outcome, errors.ProviderError):
             result.failures[resource_id] = outcome
-            if outcome.retry_after is not None:
-                result.retry_after = max(result.retry_after or 0.0, outcome.retry_after)
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
@@ -186,6 +185,7 @@ class PoderoProvider:
             max_requests_per_second=cfg.max_requests_per_second,
             max_concurrency=cfg.max_concurrency,
             clock=clock,
+            retry_after_cap=cfg.backoff_cap.total_seconds(),
         )
 
     @staticmethod
@@ -241,12 +241,20 @@ class PoderoProvider:
         out += [(SOURCE_ONBOARDING, sid, {}) for sid in self.cfg.onboarding_sessions]
         return out
 
-    async def fetch(self, group: str, watches: Sequence[Watch] = ()) -> FetchResult:
+    async def fetch(
+        self, group: str, watches: Sequence[Watch] = (), *, skip: AbstractSet[str] = frozenset()
+    ) -> FetchResult:
+        # A resource backing off (bridge/poll/backoff.py) is not read by id this time; a listing
+        # still shows it (one request reads them all).
+        watches = [w for w in watches if w.key.resource_id not in skip]
         if group == "wallboxes":
-            return await self._fetch_wallboxes([w for w in watches if w.key.source == SOURCE_WALLBOX])
-        if group == "onboarding":
-            return await self._fetch_onboarding([w for w in watches if w.key.source == SOURCE_ONBOARDING])
-        raise ValueError(f"unknown watch group {group!r}")
+            result = await self._fetch_wallboxes([w for w in watches if w.key.source == SOURCE_WALLBOX])
+        elif group == "onboarding":
+            result = await self._fetch_onboarding([w for w in watches if w.key.source == SOURCE_ONBOARDING])
+        else:
+            raise ValueError(f"unknown watch group {group!r}")
+        result.skipped = frozenset(skip)
+        return result
 
     async def _fetch_wallboxes(self, watches: Sequence[Watch]) -> FetchResult:
         result = FetchResult()

@@ -9,6 +9,7 @@ everything but `id` optional and nullable); what is stored is each session's bod
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import aiohttp
@@ -130,6 +131,7 @@ class RealtoProvider:
             max_requests_per_second=cfg.max_requests_per_second,
             max_concurrency=cfg.max_concurrency,
             clock=clock,
+            retry_after_cap=cfg.backoff_cap.total_seconds(),
         )
 
     @staticmethod
@@ -155,7 +157,9 @@ class RealtoProvider:
         # The listing covers every session: nothing is watched by id.
         return []
 
-    async def fetch(self, group: str, watches: Sequence[Watch] = ()) -> FetchResult:
+    async def fetch(
+        self, group: str, watches: Sequence[Watch] = (), *, skip: AbstractSet[str] = frozenset()
+    ) -> FetchResult:
         if group != "sessions":
             raise ValueError(f"unknown watch group {group!r}")
         sessions = await self._list_sessions()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import aiohttp
@@ -112,6 +113,7 @@ class WattShiftProvider:
             max_requests_per_second=cfg.max_requests_per_second,
             max_concurrency=cfg.max_concurrency,
             clock=clock,
+            retry_after_cap=cfg.backoff_cap.total_seconds(),
         )
 
     def _headers(self) -> dict[str, str]:
@@ -125,7 +127,9 @@ class WattShiftProvider:
         # Configured homes are polled straight from the config; they never end like a watch does.
         return []
 
-    async def fetch(self, group: str, watches: Sequence[Watch] = ()) -> FetchResult:
+    async def fetch(
+        self, group: str, watches: Sequence[Watch] = (), *, skip: AbstractSet[str] = frozenset()
+    ) -> FetchResult:
         if group != "homes":
             raise ValueError(f"unknown watch group {group!r}")
         home_ids = list(dict.fromkeys(self.cfg.home_ids))
@@ -140,20 +144,22 @@ class WattShiftProvider:
                 if w.key.source == SOURCE_ONBOARDING and w.key.resource_id not in known
             )
         )
-        ids = home_ids + watched
+        # A home backing off (bridge/poll/backoff.py) is not asked this time: it keeps its snapshot.
+        ids = [hid for hid in home_ids + watched if hid not in skip]
         outcomes = await asyncio.gather(*(self._status(hid) for hid in ids), return_exceptions=True)
         result = FetchResult()
         for home_id, outcome in zip(ids, outcomes, strict=True):
             if isinstance(outcome, errors.ProviderError):
                 result.failures[home_id] = outcome
-                if outcome.retry_after is not None:
-                    result.retry_after = max(result.retry_after or 0.0, outcome.retry_after)
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
                 result.observations.append(outcome)
-        if self.cfg.discover and not result.failures:
+        if self.cfg.discover:
+            # The listing was read whole: a home it no longer shows is gone. One that failed or was
+            # skipped is still listed, so it is not (the poller leaves out `failures` and `skipped`).
             result.complete_sources = frozenset({SOURCE_ONBOARDING})
+        result.skipped = frozenset(skip)
         self._end_watches(result, set(watched))
         return result
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -110,7 +111,9 @@ class _ReplayProvider:
     def static_watches(self) -> list[tuple[str, str, dict[str, Any]]]:
         return []
 
-    async def fetch(self, group: str, watches: Sequence[Any] = ()) -> FetchResult:
+    async def fetch(
+        self, group: str, watches: Sequence[Any] = (), *, skip: AbstractSet[str] = frozenset()
+    ) -> FetchResult:
         if self.failure is not None:
             raise ProviderUnavailable(self.failure)
         now = self.clock.now()

@@ -1,8 +1,9 @@
 """Fake peers for tests, `wattbridge demo` and `wattbridge simulate`, plus what every fake server shares.
 
 The shared part is fault injection (providers.md §4 "Common" 3): a per-route queue of scripted
-failures, none of them documented by a provider, so they are test knobs rather than fidelity claims;
-and the `/_sim/…` admin routes that let a person drive a simulator with curl.
+failures, optionally for one resource of the route only (one home of two, #18), none of them
+documented by a provider, so they are test knobs rather than fidelity claims; and the `/_sim/…`
+admin routes that let a person drive a simulator with curl.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal, get_args
 import orjson
 from aiohttp import web
 
-FaultKind = Literal["status", "garbage", "truncated", "html", "slow"]
+FaultKind = Literal["status", "garbage", "truncated", "html", "slow", "endless"]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 
 GARBAGE_BODY = b"\x00\x17 this is not JSON {{{ \xff"
@@ -41,11 +42,11 @@ def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | Non
 
 @dataclass(slots=True, kw_only=True)
 class Fault:
-    """One scripted failure, served `remaining` more times."""
+    """One scripted failure, served `remaining` more times (None: until the plan is cleared)."""
 
     kind: FaultKind
     status: int
-    remaining: int
+    remaining: int | None
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 1.0
@@ -54,64 +55,82 @@ class Fault:
 Handler = Callable[[], Awaitable[web.Response]]
 # An admin action: (path parameters, JSON body) -> anything JSON-serialisable (None → 204).
 AdminAction = Callable[[dict[str, str], dict[str, Any]], Any]
+# An endless body stops after this much (a client without a body cap would otherwise read forever).
+ENDLESS_LIMIT = 256 * 1024 * 1024
+ENDLESS_CHUNK = b'{"padding": "' + b"x" * 65536
 
 
 class FaultPlan:
-    """Per-route queues of faults, consumed one per request, first in first out."""
+    """Per-route queues of faults, consumed one per request, first in first out. A fault may be for
+    one resource of the route (a home id, a wallbox id): it is served before the route's own."""
 
     def __init__(self, routes: Iterable[str]) -> None:
-        self._queues: dict[str, deque[Fault]] = {name: deque() for name in routes}
+        self._names = tuple(routes)
+        self._queues: dict[tuple[str, str | None], deque[Fault]] = {(n, None): deque() for n in self._names}
 
     @property
     def routes(self) -> tuple[str, ...]:
-        return tuple(self._queues)
+        return self._names
 
     def add(
         self,
         route: str,
         *,
         status: int = 500,
-        times: int = 1,
+        times: int | None = 1,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         kind: FaultKind = "status",
         delay: float = 1.0,
+        resource: str | None = None,
     ) -> None:
-        if route not in self._queues:
-            raise ValueError(f"unknown route {route!r}; expected one of {', '.join(self._queues)}")
+        if route not in self._names:
+            raise ValueError(f"unknown route {route!r}; expected one of {', '.join(self._names)}")
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(sorted(FAULT_KINDS))}")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        self._queues[route].append(
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1 (or null: until cleared)")
+        self._queues.setdefault((route, resource), deque()).append(
             Fault(
                 kind=kind, status=status, remaining=times, body=body, headers=dict(headers or {}), delay=delay
             )
         )
 
-    def take(self, route: str) -> Fault | None:
+    def take(self, route: str, resource: str | None = None) -> Fault | None:
         """The fault to serve on this request, if any (counts it as served)."""
-        queue = self._queues[route]
+        queue = self._queues.get((route, resource)) if resource is not None else None
+        if not queue:
+            queue = self._queues[(route, None)]
         if not queue:
             return None
         fault = queue[0]
-        fault.remaining -= 1
-        if fault.remaining <= 0:
-            queue.popleft()
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                queue.popleft()
         return fault
 
-    def pending(self, route: str) -> int:
-        """How many more requests on `route` will be failed."""
-        return sum(f.remaining for f in self._queues[route])
+    def pending(self, route: str, resource: str | None = None) -> int:
+        """How many more requests on `route` (for `resource`) will be failed (-1: until cleared)."""
+        faults = self._queues.get((route, resource), deque())
+        if any(f.remaining is None for f in faults):
+            return -1
+        return sum(f.remaining or 0 for f in faults)
 
-    def clear(self) -> None:
-        for queue in self._queues.values():
-            queue.clear()
+    def clear(self, route: str | None = None, resource: str | None = None) -> None:
+        """Forget scripted faults: all of them, a route's, or one resource's of a route."""
+        for (name, rid), queue in self._queues.items():
+            if route is None or (name == route and (resource is None or rid == resource)):
+                queue.clear()
 
 
-async def serve_fault(fault: Fault, normal: Handler) -> web.Response:
+async def serve_fault(
+    fault: Fault, normal: Handler, request: web.Request | None = None
+) -> web.StreamResponse:
     """Answer one request according to `fault`; `normal` produces the unfaulted answer when needed."""
     headers = dict(fault.headers)
+    if fault.kind == "endless" and request is not None:
+        return await _endless(request, fault.status, headers)
     if fault.kind == "slow":
         # Real time on purpose: this exercises the client's own timeout, which runs on the event loop.
         await asyncio.sleep(fault.delay)
@@ -128,6 +147,21 @@ async def serve_fault(fault: Fault, normal: Handler) -> web.Response:
         return _raw(fault.status, fault.body, ctype, headers)
     reason = web.Response(status=fault.status).reason
     return json_response({"detail": reason}, status=fault.status, headers=headers)
+
+
+async def _endless(request: web.Request, status: int, headers: dict[str, str]) -> web.StreamResponse:
+    """A chunked body that never ends (up to ENDLESS_LIMIT, or until the client hangs up)."""
+    resp = web.StreamResponse(status=status if status < 300 else 200, headers=headers)
+    resp.content_type = "application/json"
+    await resp.prepare(request)
+    sent = 0
+    try:
+        while sent < ENDLESS_LIMIT:
+            await resp.write(ENDLESS_CHUNK)
+            sent += len(ENDLESS_CHUNK)
+    except (ConnectionResetError, ConnectionError):
+        return resp  # the client stopped reading: what a capped client does
+    return resp
 
 
 def _raw(status: int, body: bytes, content_type: str, headers: dict[str, str]) -> web.Response:

@@ -330,15 +330,24 @@ class PoderoSimulator:
         route_name: str,
         *,
         status: int = 500,
-        times: int = 1,
+        times: int | None = 1,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         kind: FaultKind = "status",
         delay: float = 1.0,
+        resource: str | None = None,
     ) -> None:
-        """Fail the next `times` requests on a route (see ROUTES); `delay` is for `kind="slow"`."""
+        """Fail the next `times` requests on a route (see ROUTES; None: until `faults.clear()`), or
+        only those for one resource (a wallbox or onboarding session id); `delay` is for `kind="slow"`."""
         self.faults.add(
-            route_name, status=status, times=times, body=body, headers=headers, kind=kind, delay=delay
+            route_name,
+            status=status,
+            times=times,
+            body=body,
+            headers=headers,
+            kind=kind,
+            delay=delay,
+            resource=resource,
         )
 
     def state(self) -> dict[str, Any]:
@@ -522,8 +531,8 @@ class PoderoSimulator:
 
     def _route(
         self, name: str, handler: Callable[[web.Request], Awaitable[web.Response]], *, bearer: bool = True
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def wrapped(request: web.Request) -> web.Response:
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
             self.requests.append((request.method, request.path))
             if name == "token":
                 self.token_requests += 1
@@ -537,8 +546,9 @@ class PoderoSimulator:
                 except _Unprocessable as exc:
                     return json_response({"detail": exc.items}, status=422)
 
-            fault = self.faults.take(name)
-            return await (serve_fault(fault, normal) if fault is not None else normal())
+            resource = request.match_info.get("wallbox_id") or request.match_info.get("session_id")
+            fault = self.faults.take(name, resource)
+            return await (serve_fault(fault, normal, request) if fault is not None else normal())
 
         return wrapped
 

@@ -384,8 +384,8 @@ class RealtoSimulator:
 
     def _route(
         self, name: str, handler: Callable[[web.Request], Awaitable[web.Response]], *, bearer: bool = True
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def wrapped(request: web.Request) -> web.Response:
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
             self.requests.append((request.method, request.path))
             if name == "auth":
                 self.token_requests += 1
@@ -395,7 +395,7 @@ class RealtoSimulator:
                 return failure if failure is not None else await handler(request)
 
             fault = self._take_fault(name, request)
-            return await (serve_fault(fault, normal) if fault is not None else normal())
+            return await (serve_fault(fault, normal, request) if fault is not None else normal())
 
         return wrapped
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -92,6 +93,7 @@ class WattShiftSimulator:
         self.session_token_lifetime = session_token_lifetime  # ASSUME: the lifetime is undocumented
         self.base_url = ""  # set by whoever serves the app, for convenience only
         self.requests: list[tuple[str, str]] = []
+        self.asked: Counter[str] = Counter()  # status requests per homeId (faulted ones included)
         self.faults = FaultPlan(ROUTES)
         self._session_tokens: dict[str, datetime] = {}
         self._homes: dict[str, _Home] = {}
@@ -188,15 +190,24 @@ class WattShiftSimulator:
         route_name: str,
         *,
         status: int = 500,
-        times: int = 1,
+        times: int | None = 1,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         kind: FaultKind = "status",
         delay: float = 1.0,
+        resource: str | None = None,
     ) -> None:
-        """Fail the next `times` requests on a route (see ROUTES); `delay` is for `kind="slow"`."""
+        """Fail the next `times` requests on a route (see ROUTES; None: until `faults.clear()`), or
+        only those for one resource (a home id); `delay` is for `kind="slow"`."""
         self.faults.add(
-            route_name, status=status, times=times, body=body, headers=headers, kind=kind, delay=delay
+            route_name,
+            status=status,
+            times=times,
+            body=body,
+            headers=headers,
+            kind=kind,
+            delay=delay,
+            resource=resource,
         )
 
     def status(self, home_id: str) -> dict[str, Any]:
@@ -294,8 +305,8 @@ class WattShiftSimulator:
         handler: Callable[[web.Request, Any], Awaitable[web.Response]],
         *,
         session_token_ok: bool = True,
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def wrapped(request: web.Request) -> web.Response:
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
             self.requests.append((request.method, request.path))
 
             async def normal() -> web.Response:
@@ -312,8 +323,11 @@ class WattShiftSimulator:
                 except _BadRequest as exc:
                     return _nest_error(400, exc.messages, "Bad Request")
 
-            fault = self.faults.take(name)
-            return await (serve_fault(fault, normal) if fault is not None else normal())
+            home = _home_asked(await request.read()) if name == "status" else None
+            if home is not None:
+                self.asked[home] += 1
+            fault = self.faults.take(name, home)
+            return await (serve_fault(fault, normal, request) if fault is not None else normal())
 
         return wrapped
 
@@ -336,6 +350,16 @@ class WattShiftSimulator:
         token = secrets.token_urlsafe(32)
         self._session_tokens[token] = self.clock.now() + timedelta(seconds=self.session_token_lifetime)
         return json_response({"sessionToken": token}, status=201)
+
+
+def _home_asked(raw: bytes) -> str | None:
+    """The `homeId` a request body asks about, for faults scripted for one home."""
+    try:
+        body = orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        return None
+    home = body.get("homeId") if isinstance(body, dict) else None
+    return home if isinstance(home, str) else None
 
 
 @web.middleware

@@ -1,4 +1,5 @@
-"""`/` (the status page), `/login`, `/logout` and `/replay`: HTML for ops, behind `[server] admin_token`.
+"""`/` (the status page), `/login`, `/logout`, `/replay` and `/channels/enable`: HTML for ops, behind
+`[server] admin_token`.
 
 Without a token the page says it is disabled: it is never open. Every form posts a CSRF token derived
 from the session; the session cookie is HttpOnly and SameSite=Strict.
@@ -9,13 +10,15 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 import structlog
 from aiohttp import web
 
-from bridge import __version__
+from bridge import __version__, errors
 from bridge.app_keys import CLOCK, CONFIG, DELIVERY, STORE
+from bridge.deliver.replay import replay as replay_deliveries_by_id
 from bridge.web.session import SESSION_TTL, Sessions
 from bridge.web.view import build_view
 
@@ -25,6 +28,7 @@ COOKIE = "wattbridge_session"
 SESSIONS = web.AppKey("status_sessions", Sessions)
 # Only what a delivery id looks like goes back into a notice on the page.
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")  # a channel name, as it may go back into a notice
 # No script at all; the inline <style> is the only thing allowed beyond the page itself.
 _HEADERS = {
     "Content-Security-Policy": (
@@ -92,6 +96,7 @@ def setup_status_page(app: web.Application) -> None:
             web.post("/login", login),
             web.post("/logout", logout),
             web.post("/replay", replay),
+            web.post("/channels/enable", enable_channel),
         ]
     )
 
@@ -123,13 +128,19 @@ async def status_page(request: web.Request) -> web.Response:
     if session is None:
         raise _see_other("/login")
     notice_id = request.query.get("id", "")
-    notice = request.query.get("notice") if _DELIVERY_ID.match(notice_id) else None
+    channel = request.query.get("channel", "")
+    notice = request.query.get("notice")
+    if notice in ("channel_enabled", "channel_not_disabled"):
+        notice = notice if _NAME.match(channel) else None
+    elif not _DELIVERY_ID.match(notice_id) or (notice == "channel_disabled" and not _NAME.match(channel)):
+        notice = None
     return _render(
         "status.html",
         view=await build_view(request.app),
         csrf=request.app[SESSIONS].csrf(session),
         notice=notice,
         notice_id=notice_id,
+        notice_channel=channel,
     )
 
 
@@ -181,8 +192,10 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def replay(request: web.Request) -> web.Response:
-    """Send a dead (or delivered) delivery again, exactly like `wattbridge deliveries replay`: the same
-    id (webhook-id) and body, pending again with a fresh retry schedule; the worker is woken."""
+    """Send a dead (or delivered) delivery again, exactly like `wattbridge deliveries replay` (one
+    implementation, bridge/deliver/replay.py): the same id (webhook-id) and body, pending again with a
+    fresh retry schedule; the worker is woken. A disabled channel's delivery is refused with how to
+    re-enable it."""
     if SESSIONS not in request.app:
         return _disabled()
     await _checked_post(request)
@@ -191,11 +204,37 @@ async def replay(request: web.Request) -> web.Response:
     if not isinstance(delivery_id, str) or not _DELIVERY_ID.match(delivery_id):
         return _render("error.html", status=400, message="The form named no delivery to replay.")
     app = request.app
-    replayed = await app[STORE].replay([delivery_id], app[CLOCK].now())
+    worker = app[DELIVERY]
+    try:
+        replayed = await replay_deliveries_by_id(
+            app[STORE], [delivery_id], app[CLOCK].now(), disabled=worker.disabled_channels(), by="status_page"
+        )
+    except errors.ReplayRefused as exc:
+        log.info("status_page.replay", delivery_id=delivery_id, replayed=0, reason=exc.reason)
+        if exc.reason == "channel_disabled" and exc.channel is not None and _NAME.match(exc.channel):
+            where = urlencode({"notice": "channel_disabled", "id": delivery_id, "channel": exc.channel})
+            raise _see_other(f"/?{where}") from exc
+        raise _see_other(f"/?notice=not_replayed&id={delivery_id}") from exc
     if replayed:
-        app[DELIVERY].notify()
+        worker.notify()
     log.info("status_page.replay", delivery_id=delivery_id, replayed=replayed)
     raise _see_other(f"/?notice={'replayed' if replayed else 'not_replayed'}&id={delivery_id}")
+
+
+async def enable_channel(request: web.Request) -> web.Response:
+    """Re-enable a channel a 410 disabled (the operator says the receiver is fixed), like
+    `POST /api/channels/{name}/enable`; its dead deliveries can then be replayed."""
+    if SESSIONS not in request.app:
+        return _disabled()
+    await _checked_post(request)
+    form = await request.post()
+    name = form.get("channel")
+    worker = request.app[DELIVERY]
+    if not isinstance(name, str) or name not in worker.channel_names:
+        return _render("error.html", status=400, message="The form named no configured channel.")
+    was = await worker.enable_channel(name, by="status_page")
+    notice = "channel_enabled" if was else "channel_not_disabled"
+    raise _see_other("/?" + urlencode({"notice": notice, "channel": name}))
 
 
 async def _checked_post(request: web.Request) -> str:

@@ -15,6 +15,7 @@ from bridge.logs import scrub
 from bridge.model import Delivery, Event
 
 PENDING_SHOWN = 25
+BACKOFF_SHOWN = 5  # resources backing off named per provider; the rest are counted
 DEAD_SHOWN = 25
 DELIVERED_SHOWN = 10
 EVENTS_SHOWN = 25
@@ -31,6 +32,17 @@ class ProviderRow:
     last_poll_at: datetime | None
     last_success_at: datetime | None
     last_error: str | None
+    deferred_until: datetime | None = None  # every request waits until then (a 429)
+    deferred_cause: str | None = None
+    backing_off: tuple[BackoffRow, ...] = ()  # the first few, soonest back first
+    resources_backing_off: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackoffRow:
+    resource_id: str
+    until: datetime
+    cause: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +108,7 @@ async def build_view(app: web.Application) -> StatusView:
 
     return StatusView(
         now=now,
-        providers=_providers(app),
+        providers=_providers(app, now),
         channels=_channels(app),
         outbox_depth=await store.outbox_depth(),
         oldest_pending_at=await store.oldest_pending_at(),
@@ -108,11 +120,12 @@ async def build_view(app: web.Application) -> StatusView:
     )
 
 
-def _providers(app: web.Application) -> list[ProviderRow]:
+def _providers(app: web.Application, now: datetime) -> list[ProviderRow]:
     config = app[CONFIG]
     out = []
     for name, health in sorted(app[HEALTH].providers.items()):
         cfg = config.providers.get(name)
+        deferred, backing_off = health.deferral(now), health.backing_off(now)
         out.append(
             ProviderRow(
                 name=name,
@@ -122,6 +135,13 @@ def _providers(app: web.Application) -> list[ProviderRow]:
                 last_poll_at=health.last_poll_at,
                 last_success_at=health.last_success_at,
                 last_error=scrub(health.last_error) if health.last_error else None,
+                deferred_until=deferred.until if deferred is not None else None,
+                deferred_cause=deferred.cause if deferred is not None else None,
+                backing_off=tuple(
+                    BackoffRow(resource_id=rid, until=d.until, cause=d.cause)
+                    for rid, d in list(backing_off.items())[:BACKOFF_SHOWN]
+                ),
+                resources_backing_off=len(backing_off),
             )
         )
     return out

@@ -232,6 +232,12 @@ async def test_providers_show_health_last_poll_watches_and_resource_counts(api, 
         "last_error": None,
         "last_success_at": now,
         "last_poll_at": now,
+        "deferred_until": None,
+        "deferred_cause": None,
+        "deferred": None,
+        "retry_after_capped": False,
+        "resources_backing_off": 0,
+        "backing_off": [],
     }
     assert by_name["wattshift"]["health"]["last_poll_at"] is None
     assert by_name["spare"]["enabled"] is False

@@ -143,3 +143,36 @@ def test_the_example_config_is_valid_with_an_empty_environment(repo_root):
     config = load_config(repo_root / "config.example.toml", environ={})
     assert set(config.providers) == {"podero", "realto", "wattshift"}
     assert set(config.channels) == {"partner", "ops", "homeassistant", "chat", "alertmanager"}
+
+
+WATTSHIFT = """
+[providers.ws]
+kind = "wattshift"
+api_key = "k"
+home_ids = ["a"]
+poll_interval = "{interval}"
+{cap}
+"""
+
+
+@pytest.mark.parametrize(
+    ("interval", "cap", "expected"),
+    [
+        pytest.param("2s", "", timedelta(minutes=5), id="default-floor-5m"),
+        pytest.param("10m", "", timedelta(minutes=30), id="default-3-intervals"),
+        pytest.param("2s", 'retry_after_cap = "90s"', timedelta(seconds=90), id="set"),
+    ],
+)
+def test_a_providers_retry_after_cap_defaults_to_5m_or_3_intervals(tmp_path, interval, cap, expected):
+    config = load_config(write(tmp_path, WATTSHIFT.format(interval=interval, cap=cap)), environ={})
+    assert config.providers["ws"].backoff_cap == expected
+
+
+def test_a_zero_retry_after_cap_is_refused_at_its_line(tmp_path):
+    text = WATTSHIFT.format(interval="2s", cap='retry_after_cap = "0s"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert (
+        f"{tmp_path / 'config.toml'}:7: providers.ws.retry_after_cap: retry_after_cap must be longer than 0s"
+        in (problems(info))
+    )

@@ -105,3 +105,22 @@ def test_workers_share_the_rate_limit_and_the_concurrency(make_config):
     each = share(cfg, 3)
 
     assert (each.max_requests_per_second, each.max_concurrency, each.fetch_workers) == (30.0, 1, 0)
+
+
+async def test_a_wallbox_failing_in_a_worker_backs_off_alone_in_the_main_process(pooled, podero):
+    # The back-off is decided where the results come back (#18): a worker's failure counts the same.
+    poller, provider, _, boxes, _ = pooled
+    bad = boxes[5]
+    await poller.poll(provider, "wallboxes")
+    podero.fail("wallbox", status=500, times=None, resource=bad)
+    asked_before = [p for _, p in podero.requests]
+
+    first = await poller.poll(provider, "wallboxes")
+    second = await poller.poll(provider, "wallboxes")  # within half an interval: bad is not asked
+
+    asked = [p for _, p in podero.requests][len(asked_before) :]
+    assert (first.failed, first.observed, first.skipped) == (1, WALLBOXES - 1, 0)
+    assert (second.failed, second.observed, second.skipped) == (0, WALLBOXES - 1, 1)
+    assert sum(p.endswith(f"/wallboxes/{bad}") for p in asked) == 1
+    assert all(sum(p.endswith(f"/wallboxes/{b}") for p in asked) == 2 for b in boxes if b != bad)
+    assert poller.health.get("podero").status == "degraded"

@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge import errors
-from bridge.providers.http import ProviderHttp, parse_retry_after
+from bridge.providers.http import RETRY_AFTER_LIMIT, ProviderHttp, parse_retry_after
 
 
 def make_http(session: aiohttp.ClientSession, **overrides: float) -> ProviderHttp:
@@ -39,6 +41,73 @@ def test_retry_after_accepts_seconds_and_http_dates():
     assert parse_retry_after("Sun, 22 Nov 2026 20:00:00 GMT", now=now) == 0.0
     assert parse_retry_after("soon", now=now) is None
     assert parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        pytest.param("99999", 300.0, id="huge-seconds"),
+        pytest.param("9" * 40, 300.0, id="40-digits"),
+        pytest.param("9" * 400, 300.0, id="400-digits-is-inf-before-clamping"),
+        pytest.param("-5", 0.0, id="negative"),
+        pytest.param("1.5", 1.5, id="fraction"),
+        pytest.param("Fri, 31 Dec 9999 23:59:59 GMT", 300.0, id="date-in-year-9999"),
+        pytest.param("Sun, 22 Nov 2026 20:00:00 GMT", 0.0, id="date-in-the-past"),
+        pytest.param("Sun, 22 Nov 99999 20:00:00 GMT", None, id="date-past-year-9999"),
+        pytest.param("Sun, 32 Nov 2026 20:00:00 GMT", None, id="day-32"),
+        pytest.param("soon", None, id="words"),
+        pytest.param("", None, id="empty"),
+        pytest.param("1e400", None, id="exponent-is-malformed"),
+    ],
+)
+def test_retry_after_extremes_are_clamped_or_ignored_never_raised(header, expected):
+    now = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
+    assert parse_retry_after(header, now=now, cap=300.0) == expected
+
+
+@given(st.text(max_size=80))
+def test_no_retry_after_header_raises_or_leaves_the_cap(header):
+    value = parse_retry_after(header, now=datetime(2026, 11, 22, 21, 0, tzinfo=UTC), cap=300.0)
+    assert value is None or 0.0 <= value <= 300.0
+
+
+def test_without_a_cap_retry_after_is_still_at_most_a_day():
+    assert parse_retry_after("9" * 40) == RETRY_AFTER_LIMIT
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 408])
+async def test_a_retry_after_on_a_status_other_than_429_or_503_is_ignored(aiohttp_server, status):
+    async def handler(request):
+        return web.json_response({"detail": "x"}, status=status, headers={"Retry-After": "99999"})
+
+    server = await serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(errors.ProviderUnavailable) as info:
+            await make_http(session).request_json("GET", str(server.make_url("/x")), endpoint="/x")
+    assert info.value.retry_after is None
+    assert info.value.retry_after_asked is None
+
+
+async def test_a_huge_retry_after_is_clamped_to_the_providers_cap_and_the_ask_is_kept(aiohttp_server):
+    async def handler(request):
+        return web.json_response({"detail": "x"}, status=429, headers={"Retry-After": "9" * 40})
+
+    server = await serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        http = ProviderHttp(
+            "ws",
+            session,
+            timeout=2.0,
+            max_body_bytes=4096,
+            max_requests_per_second=100.0,
+            max_concurrency=4,
+            retry_after_cap=300.0,
+        )
+        with pytest.raises(errors.ProviderRateLimited) as info:
+            await http.request_json("GET", str(server.make_url("/x")), endpoint="/x")
+    assert info.value.retry_after == 300.0
+    assert info.value.retry_after_asked is not None
+    assert info.value.retry_after_asked > 1e39
 
 
 @pytest.mark.parametrize(

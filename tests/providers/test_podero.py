@@ -162,7 +162,7 @@ async def test_a_failed_wallbox_fails_only_that_wallbox(podero, make_provider, a
 
     assert list(states(result)) == [other]
     assert isinstance(result.failures[wb], errors.ProviderUnavailable)
-    assert result.retry_after == 30.0
+    assert result.failures[wb].retry_after == 30.0
 
 
 # ------------------------------------------------------------------------------------- schema drift
@@ -339,7 +339,7 @@ async def test_refused_client_credentials_fail_without_naming_the_secret(podero,
     ("fault", "error", "words"),
     [
         ({"status": 503}, errors.ProviderUnavailable, "token endpoint: HTTP 503"),
-        ({"status": 429}, errors.ProviderUnavailable, "token endpoint: HTTP 429"),
+        ({"status": 429}, errors.ProviderRateLimited, "token endpoint: HTTP 429"),
         ({"status": 302}, errors.ProviderError, "token endpoint: HTTP 302"),
         ({"kind": "garbage"}, errors.ProviderMalformed, "token response is not the expected JSON"),
         (

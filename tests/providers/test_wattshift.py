@@ -152,7 +152,9 @@ async def test_a_failing_home_list_fails_the_poll(ws, make_provider):
     assert ("POST", STATUS_PATH) not in ws.sim.requests
 
 
-async def test_one_failing_home_makes_the_discovered_listing_incomplete(ws, make_provider):
+async def test_one_failing_home_leaves_the_discovered_listing_complete(ws, make_provider):
+    # The listing itself was read whole; the poller keeps the failed home (it is listed, only its
+    # status is missing), so one bad home no longer hides every other home's disappearance (#18).
     homes = [ws.sim.add_home() for _ in range(3)]
     ws.sim.fail("status", status=500)
 
@@ -164,7 +166,19 @@ async def test_one_failing_home_makes_the_discovered_listing_incomplete(ws, make
     assert "wattshift POST /v1/onboarding/status/get: HTTP 500" in str(failure)
     assert len(result.observations) == 2
     assert set(result.failures) | set(states(result)) == set(homes)
-    assert result.complete_sources == frozenset()
+    assert result.complete_sources == frozenset({SOURCE_ONBOARDING})
+
+
+async def test_a_home_backing_off_is_not_asked_and_is_reported_skipped(ws, make_provider):
+    bad, good = ws.sim.add_home(), ws.sim.add_home()
+
+    result = await make_provider(config(ws.url, home_ids=[bad, good])).fetch("homes", skip={bad})
+
+    assert list(states(result)) == [good]
+    assert result.skipped == frozenset({bad})
+    assert not result.failures
+    asked = [r for r in ws.sim.requests if r == ("POST", STATUS_PATH)]
+    assert len(asked) == 1
 
 
 async def test_schema_drift_is_tolerated_and_stored_as_sent(ws, make_provider):
@@ -236,7 +250,6 @@ async def test_429_fails_the_home_and_carries_retry_after(ws, make_provider, clo
     assert isinstance(failure, errors.ProviderRateLimited)
     assert failure.retry_after is not None
     assert failure.retry_after == seconds
-    assert result.retry_after == failure.retry_after
     assert result.observations == []
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge import errors
 from bridge.clock import ManualClock
 from bridge.config.loader import load_config
 from bridge.model import Event, EventKind, ResourceKey
@@ -259,6 +260,32 @@ def test_provider_down_after_three_failed_polls_and_recovered(rules, clock):
     assert subject == "Provider res-1 is down"
     assert "3 failed polls in a row" in body
     assert "HTTP 503" in body
+
+
+def test_a_capped_retry_after_fires_once_however_often_it_is_asked(rules, clock):
+    board = HealthBoard()
+    backoff = board.configure("ws", interval=timedelta(seconds=2), cap=timedelta(minutes=5))
+    board.success("ws", clock.now())
+    states = [board.get("ws").as_state(clock.now())]
+    huge = errors.ProviderUnavailable(
+        "ws POST status: HTTP 503", status=503, retry_after=300.0, retry_after_asked=99999.0
+    )
+    for _ in range(3):  # asked again at each cap, refused each time
+        backoff.fetched({"good": None}, {"bad": huge}, clock.now())
+        board.failure("ws", str(huge), clock.now(), partial=True)
+        states.append(board.get("ws").as_state(clock.now()))
+        clock.advance(timedelta(minutes=5))
+    backoff.fetched({"good": None, "bad": None}, {}, clock.now())
+    board.success("ws", clock.now())
+    states.append(board.get("ws").as_state(clock.now()))
+
+    fired = [ids(fire(rules, "bridge.provider", a, b)) for a, b in itertools.pairwise(states)]
+
+    assert fired == [["provider-retry-after-capped"], [], [], []]
+    [capped] = fire(rules, "bridge.provider", states[0], states[1])
+    subject, body = email(rules, capped, "bridge.provider", states[0], states[1], clock.now())
+    assert subject == "Provider res-1 asked for a Retry-After beyond the cap"
+    assert "1 resource(s) back off on their own" in body
 
 
 def channel(status: str, failures: int = 0) -> dict[str, Any]:
