@@ -1,6 +1,6 @@
 """A lean HTTP front for the bundled Podero simulator, run as its own process by the benchmarks.
 
-The bundled simulator (`bridge/simulator/podero.py`) renders every read from Python objects and
+The bundled simulator (`bridge/simulator/podero/`) renders every read from Python objects and
 validates path UUIDs with pydantic: faithful, but it costs more CPU per request than the client under
 test, so on a 2-core machine it would be the bottleneck and every ratio would read 1.0. This server
 serves the *same bytes*: each body is rendered once by `PoderoSimulator._render` (seed-002 shape and

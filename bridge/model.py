@@ -154,6 +154,7 @@ class PollResult:
     events: tuple[Event, ...] = ()
     deliveries: tuple[Delivery, ...] = ()
     end_watch: str | None = None  # the resource reached a terminal state: end its watch (reason)
+    start_watch: Watch | None = None  # a watch this result starts (kept as it is if it exists)
     rule_states: tuple[RuleState, ...] = ()  # holds / firings / cooldowns this result moved
 
 

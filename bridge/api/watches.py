@@ -1,10 +1,11 @@
 """`/api/watches`: register what to poll at run time (an onboarding session right after a partner
-created it, a WattShift home, a Podero wallbox), list, read and delete watches.
+created it, a WattShift home, a Podero device of any family), list, read and delete watches.
 
 A registered watch is stored (so it survives restarts) and picked up by the poller on the next
 cycle of its provider's watch group. Onboarding watches end by themselves at a terminal state
-(Podero: finished, expired or gone; WattShift: COMPLETED, ERROR or gone), like configured ones;
-a wallbox watch lasts until it is deleted.
+(Podero: finished, expired or gone; WattShift: COMPLETED, ERROR or gone; Realto: a command or
+onboarding request Succeeded, Failed or Canceled, or gone), like configured ones;
+a device watch lasts until it is deleted.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from bridge.api.json_errors import ApiError
 from bridge.api.models import IdPath
 from bridge.api.registry import ApiRoutes
 from bridge.api.watch_models import (
+    PoderoDeviceWatch,
     PoderoOnboardingWatch,
-    PoderoWallboxWatch,
+    RealtoCommandWatch,
+    RealtoGuidedSessionWatch,
     WatchCreate,
     WatchList,
     WatchListQuery,
@@ -28,6 +31,7 @@ from bridge.api.watch_models import (
 from bridge.app_keys import CLOCK, CONFIG, STORE
 from bridge.config.models import Config
 from bridge.model import JSON, ResourceKey, Watch
+from bridge.providers.podero_models import KIND_BY_SOURCE
 from bridge.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -36,6 +40,11 @@ routes = ApiRoutes()
 KIND_OF_SOURCE = {
     "podero.onboarding_session": "podero",
     "podero.wallbox": "podero",
+    "podero.heat_pump": "podero",
+    "podero.electric_vehicle": "podero",
+    "podero.inverter": "podero",
+    "realto.command": "realto",
+    "realto.guided_onboarding_session": "realto",
     "wattshift.onboarding": "wattshift",
 }
 
@@ -105,8 +114,13 @@ async def create_watch(request: web.Request, body: WatchCreate) -> WatchOut:
     params: dict[str, JSON] = {}
     if isinstance(spec, PoderoOnboardingWatch):
         resource_id = str(spec.session_id)
-    elif isinstance(spec, PoderoWallboxWatch):
-        resource_id, params = str(spec.wallbox_id), {"user_id": str(spec.user_id)}
+    elif isinstance(spec, RealtoCommandWatch):
+        resource_id, params = str(spec.command_id), {"entity_id": str(spec.entity_id)}
+    elif isinstance(spec, RealtoGuidedSessionWatch):
+        resource_id = str(spec.session_id)
+    elif isinstance(spec, PoderoDeviceWatch):
+        id_param = KIND_BY_SOURCE[spec.source].id_param
+        resource_id, params = str(getattr(spec, id_param)), {"user_id": str(spec.user_id)}
     else:
         resource_id = spec.home_id
     key = ResourceKey(source=spec.source, provider=spec.provider, resource_id=resource_id)

@@ -120,6 +120,21 @@ class WallboxWatch(Strict):
 DEFAULT_RETRY_AFTER_CAP = timedelta(minutes=5)  # the floor of a provider's default retry_after_cap
 
 
+class HeatPumpWatch(Strict):
+    user_id: str
+    heat_pump_id: str
+
+
+class ElectricVehicleWatch(Strict):
+    user_id: str
+    electric_vehicle_id: str
+
+
+class InverterWatch(Strict):
+    user_id: str
+    inverter_id: str
+
+
 class ProviderBase(Strict):
     base_url: str
     poll_interval: Duration = timedelta(seconds=60)
@@ -162,6 +177,16 @@ class PoderoConfig(ProviderBase):
     discover: bool = False
     onboarding_sessions: list[str] = Field(default_factory=list)
     wallboxes: list[WallboxWatch] = Field(default_factory=list)
+    heat_pumps: list[HeatPumpWatch] = Field(default_factory=list)
+    electric_vehicles: list[ElectricVehicleWatch] = Field(default_factory=list)
+    inverters: list[InverterWatch] = Field(default_factory=list)
+    # Finished onboarding sessions start a watch on the device they created (kind from `skip_to`).
+    watch_onboarded_devices: bool = True
+
+
+class RealtoCommandWatch(Strict):
+    entity_id: str
+    command_id: str
 
 
 class RealtoConfig(ProviderBase):
@@ -171,6 +196,12 @@ class RealtoConfig(ProviderBase):
     client_secret: SecretStr
     page_size: int = Field(default=25, ge=1, le=100)
     poll_interval: Duration = timedelta(minutes=5)
+    commands: list[RealtoCommandWatch] = Field(default_factory=list)  # watched by id until terminal
+    # Entities whose commands are listed over a sliding window (GET …/commands?start=now-window).
+    command_entities: list[str] = Field(default_factory=list)
+    command_window: Duration = timedelta(hours=24)
+    guided_sessions: list[str] = Field(default_factory=list)  # watched by id until terminal
+    list_guided_sessions: bool = True  # the complete paged listing of every guided session
 
 
 class WattShiftConfig(ProviderBase):

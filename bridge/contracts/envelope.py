@@ -106,12 +106,16 @@ class DigestData(Contract):
 
 
 def _state_models() -> dict[str, type[BaseModel]]:
-    from bridge.providers import podero, realto, wattshift
+    from bridge.providers import podero, realto_models, wattshift
 
     return {
         "podero.wallbox": podero.WallboxDetail,
+        podero.SOURCE_HEAT_PUMP: podero.HeatPumpDetail,
+        podero.SOURCE_ELECTRIC_VEHICLE: podero.ElectricVehicleDetail,
+        podero.SOURCE_INVERTER: podero.InverterDetail,
         "podero.onboarding_session": podero.OnboardingSession,
-        "realto.guided_onboarding_session": realto.GuidedOnboardingSession,
+        "realto.guided_onboarding_session": realto_models.GuidedOnboardingSession,
+        "realto.command": realto_models.Command,
         "wattshift.onboarding": wattshift.OnboardingStatus,
         "bridge.provider": ProviderState,
         "bridge.channel": ChannelState,

@@ -356,16 +356,19 @@ class Poller:
         by_source: dict[str, list[Observation]] = defaultdict(list)
         for obs in fetched.observations:
             by_source[obs.key.source].append(obs)
-        for source in fetched.complete_sources:
+        for source in fetched.complete_sources | fetched.window_sources:
             by_source.setdefault(source, [])
         silences_fresh = False
         for source, observations in by_source.items():
             known = await self._known_digests(provider, source)
             appears = False
-            if source in fetched.complete_sources:
+            if source in fetched.complete_sources or source in fetched.window_sources:
                 # A failed or skipped resource is still there: only its read is missing.
                 kept = fetched.failures.keys() | fetched.skipped
-                listing = complete_listing(provider, source, observations, known, now, kept=kept)
+                window = source in fetched.window_sources
+                listing = complete_listing(
+                    provider, source, observations, known, now, kept=kept, window=window
+                )
                 observations, appears = listing.observations, listing.appears
                 if listing.marker is not None:
                     results.append(listing.marker)
@@ -391,7 +394,13 @@ class Poller:
             for obs, digest, end in todo:
                 snapshot = stored.get(obs.key.resource_id)
                 result = self._evaluate.observe(
-                    obs, snapshot, rules, appears=appears, end_watch=end, digest=digest
+                    obs,
+                    snapshot,
+                    rules,
+                    appears=appears,
+                    end_watch=end,
+                    digest=digest,
+                    start_watch=fetched.start_watches.get(obs.key.resource_id),
                 )
                 if result is not None:
                     results.append(result)

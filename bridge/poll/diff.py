@@ -20,21 +20,49 @@ from bridge.model import HEALTH_SOURCE, Change
 
 # Fields that change on every read without meaning (SPEC §4, providers.md §1.6), per source.
 _COMMON_VOLATILE = frozenset({"updated_at", "updatedAt"})
+# Every Podero device family (providers-wave2.md §4). `capabilities_last_refreshed_at` is re-stamped
+# when Podero re-reads a wallbox's capabilities, which changes nothing about the wallbox.
+_PODERO_VOLATILE = _COMMON_VOLATILE | {
+    "last_monitoring_executed_at",
+    "optimization_score",
+    "capabilities_last_refreshed_at",
+    "consumption_last_day_kwh",
+    "consumption_last_week_kwh",
+    "consumption_last_month_kwh",
+    "production_last_day_kwh",
+    "production_last_week_kwh",
+    "production_last_month_kwh",
+}
+# Live readings: they move on nearly every read, so they count only when a rule names them (a
+# threshold rule on `battery_level` or `dhw_temperature` keeps its field, see `keep`).
 VOLATILE: Mapping[str, frozenset[str]] = {
-    "podero.wallbox": _COMMON_VOLATILE
+    "podero.wallbox": _PODERO_VOLATILE,
+    "podero.heat_pump": _PODERO_VOLATILE
     | {
-        "last_monitoring_executed_at",
-        "optimization_score",
-        "charge_state_last_updated_at",
-        "consumption_last_day_kwh",
-        "consumption_last_week_kwh",
-        "consumption_last_month_kwh",
-        "consumption_last_updated_at",
+        "current_power_consumption_w",
+        "current_mode",  # follows spot prices
+        "outdoor_temperature",
+        "indoor_actual_temperature",
+        "indoor_target_temperature_offset",
+        "inlet_temperature",
+        "outlet_temperature",
+        "dhw_temperature",
+    },
+    "podero.electric_vehicle": _PODERO_VOLATILE
+    | {"charge_rate_w", "charge_time_remaining", "driving_range", "battery_level"},
+    "podero.inverter": _PODERO_VOLATILE
+    | {
+        "current_solar_production_w",
+        "household_consumption_w",
+        "current_power_to_grid_w",
+        "solar_surplus_w",
+        "battery_charge_level_percent",
+        "battery_charge_discharge_power_w",
     },
     # Health moves its timestamps on every poll; status and failure counts are what rules watch.
     HEALTH_SOURCE: _COMMON_VOLATILE | {"last_success_at", "last_poll_at"},
 }
-_VOLATILE_SUFFIXES = ("_last_updated_at",)
+_VOLATILE_SUFFIXES = ("_last_updated_at", "_last_updated_utc", "_last_updated")
 _CUE = re.compile(r"/cues/([^/?#]+)")
 
 

@@ -26,6 +26,7 @@ from bridge.model import (
     RuleState,
     Silence,
     Snapshot,
+    Watch,
 )
 from bridge.notify.render import Notifier
 from bridge.poll.diff import diff, meaningful_digest
@@ -89,6 +90,7 @@ class Evaluator:
         appears: bool = False,
         end_watch: str | None = None,
         digest: str | None = None,
+        start_watch: Watch | None = None,
     ) -> PollResult | None:
         """What one observation changes; None when there is nothing to write."""
         source = obs.key.source
@@ -96,10 +98,13 @@ class Evaluator:
         if digest is None:
             digest = meaningful_digest(obs.state, source=source, keep=keep)
         if snapshot is None and not appears:
-            if obs.state is None:
+            if obs.state is None and end_watch is None:
                 return None  # never seen and not there: nothing to baseline
+            # (a by-id watch on something that is not there still ends: its "gone" row is stored)
             # The first observation is the baseline: stored, fires nothing.
-            return PollResult(snapshot=_snapshot(obs, digest, 0), end_watch=end_watch)
+            return PollResult(
+                snapshot=_snapshot(obs, digest, 0), end_watch=end_watch, start_watch=start_watch
+            )
         if snapshot is None:
             # New in a listing that was already baselined: it appeared.
             snapshot = Snapshot(
@@ -107,7 +112,7 @@ class Evaluator:
             )
         if snapshot.digest == digest:
             if end_watch is not None:  # terminal and unchanged: still end the watch
-                return PollResult(snapshot=snapshot, end_watch=end_watch)
+                return PollResult(snapshot=snapshot, end_watch=end_watch, start_watch=start_watch)
             return None  # only volatile fields moved: write nothing
         kind: EventKind
         if obs.state is None:
@@ -127,6 +132,7 @@ class Evaluator:
             events=events,
             deliveries=deliveries,
             end_watch=end_watch,
+            start_watch=start_watch,
             rule_states=tuple(moved),
         )
 

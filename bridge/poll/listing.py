@@ -32,9 +32,11 @@ def complete_listing(
     now: datetime,
     *,
     kept: AbstractSet[str] = frozenset(),
+    window: bool = False,
 ) -> Listing:
     """`known` maps each stored resource id of the source to its digest in 64 bits; `kept` are ids
-    listed but not read this time (failed, or backing off): they have not disappeared."""
+    listed but not read this time (failed, or backing off): they have not disappeared. A `window`
+    listing (over a sliding time window) only appears resources: what it misses slid out, not away."""
     appears = LISTING_MARKER in known
     seen = {o.key.resource_id for o in observations} | kept
     gone = [
@@ -42,7 +44,7 @@ def complete_listing(
             key=ResourceKey(source=source, provider=provider, resource_id=rid), state=None, observed_at=now
         )
         for rid, d in known.items()
-        if rid and rid not in seen and d != _GONE
+        if rid and rid not in seen and d != _GONE and not window
     ]
     marker = None
     if not appears:

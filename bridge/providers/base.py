@@ -47,7 +47,13 @@ class FetchResult:
     # Resources deliberately not read this time (backing off): like failures, they keep their last
     # snapshot, and a complete listing does not count them as gone.
     skipped: frozenset[str] = frozenset()
+    # Sources listed over a window (Realto commands by trigger time): a resource new to the listing
+    # after its first one has appeared, but one it no longer shows has only slid out of the window.
+    window_sources: frozenset[str] = frozenset()
     terminal: dict[str, str] = field(default_factory=dict)  # resource id → why its watch ends
+    # resource id → a watch its result starts (a finished onboarding session's device), committed
+    # with that result; an existing watch of the same resource is left as it is.
+    start_watches: dict[str, Watch] = field(default_factory=dict)
     rejected: int = 0  # observations that failed their deferred schema check (now in `failures`)
     # Set by a fetch worker (bridge/poll/fetch_pool.py), which sends back only what changed: how many it
     # read unchanged, and the digest of each observation it kept.
@@ -97,3 +103,16 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def collect_outcomes(
+    result: FetchResult, ids: Sequence[str], outcomes: Sequence[Observation | BaseException]
+) -> None:
+    """Sort gathered per-resource outcomes into observations and failures."""
+    for resource_id, outcome in zip(ids, outcomes, strict=True):
+        if isinstance(outcome, ProviderError):
+            result.failures[resource_id] = outcome  # its own Retry-After is its own back-off
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            result.observations.append(outcome)

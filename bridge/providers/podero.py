@@ -1,8 +1,9 @@
-"""Podero Partner API v2.0: wallboxes (by id or discovered), and device onboarding sessions.
+"""Podero Partner API v2.0: devices of the four families (wallboxes, heat pumps, electric vehicles,
+inverters; by id or discovered per user), and device onboarding sessions.
 
-Payload models follow seed 002 (WallboxDetailOutput) and tolerate the older seed-001 shape and fields
-Podero adds later (`extra="allow"`, every non-core field optional). The model is a gate: a body that
-violates it is a schema violation (a failed poll); what we store and diff is the body as sent.
+The payload models (`podero_models.py`) are a gate: a body that violates one is a schema violation (a
+failed poll); what we store and diff is the body as sent, with older field names renamed to current ones.
+A finished onboarding session names the device it created (`device`), which is watched from then on.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime, time
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import structlog
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from yarl import URL
 
 from bridge import errors
@@ -26,92 +27,45 @@ from bridge.clock import Clock
 from bridge.config.models import PoderoConfig
 from bridge.model import Observation, ResourceKey, Watch
 from bridge.providers.auth import OAuth2Middleware, TokenRequest
-from bridge.providers.base import FetchResult, WatchGroup
+from bridge.providers.base import FetchResult, WatchGroup, collect_outcomes
 from bridge.providers.http import ProviderHttp
+from bridge.providers.podero_models import (
+    KIND_BY_GROUP,
+    KIND_BY_SKIP_TO,
+    KINDS,
+    WALLBOX,
+    Action,
+    DeviceDetail,
+    DeviceKind,
+    DeviceModel,
+    ElectricVehicleDetail,
+    HeatPumpDetail,
+    InverterDetail,
+    OnboardingSession,
+    Owner,
+    WallboxDetail,
+    _Payload,
+    normalise,
+)
 
 log = structlog.get_logger(__name__)
 
 API = "/api/partners/v2.0"
 SOURCE_WALLBOX = "podero.wallbox"
+SOURCE_HEAT_PUMP = "podero.heat_pump"
+SOURCE_ELECTRIC_VEHICLE = "podero.electric_vehicle"
+SOURCE_INVERTER = "podero.inverter"
 SOURCE_ONBOARDING = "podero.onboarding_session"
+DEVICE_SOURCES = tuple(k.source for k in KINDS)
+__all__ = (
+    "Action", "DeviceDetail", "DeviceModel", "ElectricVehicleDetail", "HeatPumpDetail", "InverterDetail",
+    "OnboardingSession", "Owner", "PoderoProvider", "WallboxDetail",
+)  # fmt: skip
 
-Status = Literal["ok", "warning", "error", "unknown"]
 _NOT_READ = errors.ProviderError("not read")  # a placeholder every worker overwrites
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class DeviceType(_Payload):
-    short_name: str
-    long_name: str
-
-
-class DeviceModel(_Payload):
-    device_type: DeviceType | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-
-
-class Owner(_Payload):
-    id: str
-    email: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    external_id: str | None = None
-
-
-class ResolutionLink(_Payload):
-    url: str
-    required_parameters: list[str] = []
-
-
-class Action(_Payload):
-    """Any action item; unknown future codes are kept (only `code` is required)."""
-
-    code: str
-    resolution_link: ResolutionLink | None = None
-
-
-class WallboxDetail(_Payload):
-    """WallboxDetailOutput (seed 002), lenient towards seed 001 and additions."""
-
-    id: str | None = None
-    connection_status: Status | str
-    monitoring_status: Status | str
-    steering_status: Status | str
-    device_model: DeviceModel | None = None
-    owner: Owner
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None = None
-    mode: str | None = None
-    connection: str | None = None
-    is_authenticated: bool | None = False
-    is_plugged_in: bool | None = False
-    is_charging: bool | None = False
-    is_fully_charged: bool | None = False
-    charge_rate_w: float | None = None
-    charge_time_remaining: int | None = None
-    action_needed: bool = False
-    has_notification: bool = False
-    actions: list[Action] = []
-
-
-class OnboardingSession(_Payload):
-    """DeviceOnboardingSessionOutput (seed 000). No status field: `object_id` set = finished."""
-
-    id: str
-    user: str
-    authentication_url: str
-    success_url: str
-    cancel_url: str
-    expiration_date: str | None = None
-    object_id: str | None = None
-
-
-WALLBOX_ENDPOINT = f"{API}/org/…/wallboxes/{{id}}"
+ENDPOINTS = {k.source: f"{API}/org/…/{k.path}/{{id}}" for k in KINDS}
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 
 
@@ -134,8 +88,9 @@ def _validate(model: type[_Payload], body: Any, where: str) -> None:
 def with_status(session: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The session plus a derived `status` (Podero has none): pending, finished or expired.
 
-    Finished = `object_id` is set (the device was created). Expired = the end of `expiration_date`
-    passed with no `object_id` ("valid until the end of the next day"). Both are terminal.
+    Finished = `object_id` is set (the device was created); a finished session also gets `device`
+    (`{id, source}`, the family from `skip_to`). Expired = the end of `expiration_date` passed with no
+    `object_id` ("valid until the end of the next day"). Both are terminal.
     """
     status = "pending"
     if session.get("object_id"):
@@ -150,24 +105,17 @@ def with_status(session: dict[str, Any], now: datetime) -> dict[str, Any]:
             end = None
         if end is not None and now > end:
             status = "expired"
-    return {**session, "status": status}
-
-
-def _collect(
-    result: FetchResult, ids: Sequence[str], outcomes: Sequence[Observation | BaseException]
-) -> None:
-    """Sort gathered per-resource outcomes into observations and failures."""
-    for resource_id, outcome in zip(ids, outcomes, strict=True):
-        if isinstance(outcome, errors.ProviderError):
-            result.failures[resource_id] = outcome
-        elif isinstance(outcome, BaseException):
-            raise outcome
-        else:
-            result.observations.append(outcome)
+    out = {**session, "status": status}
+    if status == "finished":
+        kind = KIND_BY_SKIP_TO.get(str(session.get("skip_to")))
+        # The device the session created; `source` is None when `skip_to` names no known family.
+        out["device"] = {"id": session["object_id"], "source": kind.source if kind else None}
+    return out
 
 
 class PoderoProvider:
-    """Polls the configured wallboxes with `include_deleted=true` (a soft delete is a change, not a 404)."""
+    """Polls devices by id with `include_deleted=true` (a soft delete is a change, not a 404), or lists
+    every user's devices (`discover`), one watch group per family; and onboarding sessions by id."""
 
     kind = "podero"
 
@@ -176,7 +124,7 @@ class PoderoProvider:
         self.cfg = cfg
         self._clock = clock
         self._base = cfg.base_url.rstrip("/")
-        self._wallboxes_url = f"{self._base}{API}/org/{quote(cfg.org_id, safe='')}/users/"
+        self._users_url = f"{self._base}{API}/org/{quote(cfg.org_id, safe='')}/users/"
         self.http = ProviderHttp(
             name,
             session,
@@ -190,7 +138,9 @@ class PoderoProvider:
 
     @staticmethod
     def token_request(cfg: PoderoConfig) -> TokenRequest:
-        """Client credentials on `/oauth2/token/` (documented), or the password grant."""
+        """Client credentials on `/oauth2/token/` (documented), or the password grant on
+        `/api/partners/v2.0/auth/token`; `token_url` moves either (the seeds' OpenAPI has both flows
+        on `/api/partners/v2.0/auth/token`)."""
         base = cfg.base_url.rstrip("/")
         if cfg.client_id is not None and cfg.client_secret is not None:
             return TokenRequest(
@@ -215,29 +165,34 @@ class PoderoProvider:
         )
 
     def watch_groups(self) -> list[WatchGroup]:
-        # Both groups always exist: watches registered at run time need a job to be polled by.
-        return [
+        # Every group always exists: watches registered at run time need a job to be polled by.
+        groups = [
             WatchGroup(
                 provider=self.name,
-                name="wallboxes",
+                name=kind.group,
                 interval=self.cfg.poll_interval,
                 by_id=not self.cfg.discover,  # a discovery listing must be read whole
-                source=SOURCE_WALLBOX,
-            ),
+                source=kind.source,
+            )
+            for kind in KINDS
+        ]
+        groups.append(
             WatchGroup(
                 provider=self.name,
                 name="onboarding",
                 interval=self.cfg.poll_interval,
                 by_id=True,
                 source=SOURCE_ONBOARDING,
-            ),
-        ]
+            )
+        )
+        return groups
 
     def static_watches(self) -> list[tuple[str, str, dict[str, Any]]]:
         """Watches the config declares: (source, resource id, params), registered in the store at start."""
-        out: list[tuple[str, str, dict[str, Any]]] = [
-            (SOURCE_WALLBOX, w.wallbox_id, {"user_id": w.user_id}) for w in self.cfg.wallboxes
-        ]
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        for kind in KINDS:
+            for w in getattr(self.cfg, kind.group):
+                out.append((kind.source, getattr(w, kind.id_param), {"user_id": w.user_id}))
         out += [(SOURCE_ONBOARDING, sid, {}) for sid in self.cfg.onboarding_sessions]
         return out
 
@@ -247,8 +202,9 @@ class PoderoProvider:
         # A resource backing off (bridge/poll/backoff.py) is not read by id this time; a listing
         # still shows it (one request reads them all).
         watches = [w for w in watches if w.key.resource_id not in skip]
-        if group == "wallboxes":
-            result = await self._fetch_wallboxes([w for w in watches if w.key.source == SOURCE_WALLBOX])
+        kind = KIND_BY_GROUP.get(group)
+        if kind is not None:
+            result = await self._fetch_devices(kind, [w for w in watches if w.key.source == kind.source])
         elif group == "onboarding":
             result = await self._fetch_onboarding([w for w in watches if w.key.source == SOURCE_ONBOARDING])
         else:
@@ -256,34 +212,34 @@ class PoderoProvider:
         result.skipped = frozenset(skip)
         return result
 
-    async def _fetch_wallboxes(self, watches: Sequence[Watch]) -> FetchResult:
+    async def _fetch_devices(self, kind: DeviceKind, watches: Sequence[Watch]) -> FetchResult:
         result = FetchResult()
         seen: set[str] = set()
         if self.cfg.discover:
             # A listing failure fails the poll: half a listing must never read as disappearances.
-            result.observations = await self._discover()
-            result.complete_sources = frozenset({SOURCE_WALLBOX})
+            result.observations = await self._discover(kind)
+            result.complete_sources = frozenset({kind.source})
             seen = {o.key.resource_id for o in result.observations}
         todo = [w for w in watches if w.key.resource_id not in seen and "user_id" in w.params]
         outcomes: list[Observation | BaseException] = [_NOT_READ] * len(todo)
 
-        # A pool of `max_concurrency` workers, not one task per wallbox: thousands of tasks queued on
+        # A pool of `max_concurrency` workers, not one task per device: thousands of tasks queued on
         # the concurrency semaphore cost more CPU than the requests they wait for.
         async def worker(start: int) -> None:
             for i in range(start, len(todo), width):
                 w = todo[i]
                 try:
-                    outcomes[i] = await self._wallbox(str(w.params["user_id"]), w.key.resource_id)
-                except Exception as exc:  # sorted by _collect: a ProviderError fails one wallbox
+                    outcomes[i] = await self._device(kind, str(w.params["user_id"]), w.key.resource_id)
+                except Exception as exc:  # sorted by collect_outcomes: a ProviderError fails one device
                     outcomes[i] = exc
 
         width = max(1, min(self.cfg.max_concurrency, len(todo)))
         await asyncio.gather(*(worker(k) for k in range(width)))
-        _collect(result, [w.key.resource_id for w in todo], outcomes)
+        collect_outcomes(result, [w.key.resource_id for w in todo], outcomes)
         return result
 
-    async def _discover(self) -> list[Observation]:
-        """Every wallbox of every user of the organisation (plain JSON arrays, no paging)."""
+    async def _discover(self, kind: DeviceKind) -> list[Observation]:
+        """Every device of one family of every user of the organisation (plain JSON arrays, no paging)."""
         users = await self.http.request_json(
             "GET", f"{self._base}{API}/org/{self.cfg.org_id}/users", endpoint=f"{API}/org/{{org}}/users"
         )
@@ -298,34 +254,33 @@ class PoderoProvider:
         # sibling listings at once instead of spending the provider's rate limit on them.
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._user_wallboxes(uid)) for uid in user_ids]
+                tasks = [group.create_task(self._user_devices(kind, uid)) for uid in user_ids]
         except ExceptionGroup as failed:
             # Callers expect the one ProviderError that gather raised, not a group: the first failure.
             raise failed.exceptions[0] from None
-        lists = [task.result() for task in tasks]
         now = self._clock.now()
+        where = f"{self.name} GET user {kind.path}"
         observations = []
-        for boxes in lists:
-            for body in boxes:
-                _validate(WallboxDetail, body, f"{self.name} GET user wallboxes")
+        for task in tasks:
+            for raw in task.result():
+                body = normalise(raw, kind.source)
+                _validate(kind.model, body, where)
                 if not isinstance(body.get("id"), str):
-                    raise errors.ProviderSchemaViolation(
-                        f"{self.name} GET user wallboxes: an item has no `id`"
-                    )
-                key = ResourceKey(source=SOURCE_WALLBOX, provider=self.name, resource_id=body["id"])
+                    raise errors.ProviderSchemaViolation(f"{where}: an item has no `id`")
+                key = ResourceKey(source=kind.source, provider=self.name, resource_id=body["id"])
                 observations.append(Observation(key=key, state=body, observed_at=now))
         return observations
 
-    async def _user_wallboxes(self, user_id: str) -> list[dict[str, Any]]:
+    async def _user_devices(self, kind: DeviceKind, user_id: str) -> list[dict[str, Any]]:
         body = await self.http.request_json(
             "GET",
-            f"{self._base}{API}/org/{self.cfg.org_id}/users/{user_id}/wallboxes",
-            endpoint=f"{API}/org/{{org}}/users/{{user}}/wallboxes",
+            f"{self._base}{API}/org/{self.cfg.org_id}/users/{user_id}/{kind.path}",
+            endpoint=f"{API}/org/{{org}}/users/{{user}}/{kind.path}",
             params={"include_deleted": "true"},
         )
         if not isinstance(body, list) or not all(isinstance(b, dict) for b in body):
             raise errors.ProviderSchemaViolation(
-                f"{self.name} GET user wallboxes: expected an array of objects"
+                f"{self.name} GET user {kind.path}: expected an array of objects"
             )
         return body
 
@@ -333,14 +288,33 @@ class PoderoProvider:
         result = FetchResult()
         ids = [w.key.resource_id for w in watches]
         outcomes = await asyncio.gather(*(self._session(sid) for sid in ids), return_exceptions=True)
-        _collect(result, ids, outcomes)
+        collect_outcomes(result, ids, outcomes)
         for obs in result.observations:
-            status = (obs.state or {}).get("status")
+            state = obs.state or {}
+            status = state.get("status")
             if obs.state is None:
                 result.terminal[obs.key.resource_id] = "not_found"
             elif status in ("finished", "expired"):
                 result.terminal[obs.key.resource_id] = str(status)
+            watch = self._device_watch(state, obs.observed_at) if status == "finished" else None
+            if watch is not None:
+                result.start_watches[obs.key.resource_id] = watch
         return result
+
+    def _device_watch(self, session: dict[str, Any], now: datetime) -> Watch | None:
+        """The watch on the device a finished session created, when its family is known."""
+        device = session.get("device")
+        if not self.cfg.watch_onboarded_devices or not isinstance(device, dict) or not device.get("source"):
+            if isinstance(device, dict) and not device.get("source"):
+                log.warning(
+                    "podero.onboarded_device_kind_unknown",
+                    provider=self.name,
+                    session=session.get("id"),
+                    skip_to=session.get("skip_to"),
+                )
+            return None
+        key = ResourceKey(source=str(device["source"]), provider=self.name, resource_id=str(device["id"]))
+        return Watch(key=key, params={"user_id": str(session.get("user"))}, created_at=now)
 
     async def _session(self, session_id: str) -> Observation:
         key = ResourceKey(source=SOURCE_ONBOARDING, provider=self.name, resource_id=session_id)
@@ -359,26 +333,28 @@ class PoderoProvider:
         _validate(OnboardingSession, body, f"{self.name} GET onboarding session {session_id}")
         return Observation(key=key, state=with_status(body, self._clock.now()), observed_at=self._clock.now())
 
-    async def _wallbox(self, user_id: str, wallbox_id: str) -> Observation:
-        key = ResourceKey(source=SOURCE_WALLBOX, provider=self.name, resource_id=wallbox_id)
+    async def _device(self, kind: DeviceKind, user_id: str, device_id: str) -> Observation:
+        key = ResourceKey(source=kind.source, provider=self.name, resource_id=device_id)
         # Built pre-encoded (the hot path of a large fleet): ids are quoted once here, never re-parsed.
         url = URL(
-            f"{self._wallboxes_url}{_quoted(user_id)}/wallboxes/{_quoted(wallbox_id)}?include_deleted=true",
+            f"{self._users_url}{_quoted(user_id)}/{kind.path}/{_quoted(device_id)}?include_deleted=true",
             encoded=True,
         )
         try:
-            body = await self.http.request_json("GET", url, endpoint=WALLBOX_ENDPOINT)
+            body = await self.http.request_json("GET", url, endpoint=ENDPOINTS[kind.source])
         except errors.ProviderNotFound:
             return Observation(key=key, state=None, observed_at=self._clock.now())
         if not isinstance(body, dict):
-            raise errors.ProviderSchemaViolation(f"{self.name} GET wallbox: expected a JSON object")
+            raise errors.ProviderSchemaViolation(f"{self.name} GET {kind.noun}: expected a JSON object")
+        if kind is not WALLBOX:
+            body = normalise(body, kind.source)
         # The schema check runs in the poller, and only when a meaningful field moved: most polls of a
         # fleet change nothing, and the body they read equals, but for volatile fields, one that passed.
         return Observation(
             key=key,
             state=body,
             observed_at=self._clock.now(),
-            check=partial(_validate, WallboxDetail, body, f"{self.name} GET wallbox {wallbox_id}"),
+            check=partial(_validate, kind.model, body, f"{self.name} GET {kind.noun} {device_id}"),
         )
 
     async def close(self) -> None:

@@ -77,6 +77,29 @@ _WALLBOX_DOCUMENTED = (
     "authorization_url",
     "building",
 )
+# The core block every device family shares (providers-wave2.md §1.2) that DeviceDetail leaves open.
+_DEVICE_DOCUMENTED = (
+    "price_zone", "external_device_id", "optimization_score", "comment", "current_state_last_updated_at",
+    "last_monitoring_executed_at", "is_inverter_forced_mode_enabled", "is_inverter_forced_mode_active",
+    "inverter_forced_mode_since", "is_trading_enabled", "actual_steering_state", "embeddable_url",
+    "authorization_url", "building", "is_forecasting_enabled", "consumption_last_day_kwh",
+    "consumption_last_week_kwh", "consumption_last_month_kwh", "consumption_last_updated_at",
+)  # fmt: skip
+_HEAT_PUMP_DOCUMENTED = (
+    "consumption_last_updated_at", "is_heating_policy_enabled", "maximum_temperature_limit",
+    "minimum_temperature_limit", "heating_policy_last_updated_utc", "dhw_standard_temperature",
+    "is_hot_water_heating_enabled", "is_space_heating_enabled", "is_pool_heating_enabled",
+    "away_mode_start", "away_mode_end", "away_mode_minimum_temperature_limit",
+    "away_mode_minimum_dhw_temperature_limit", "dhw_target_temperature", "building_id", "device_model_id",
+)  # fmt: skip
+_ELECTRIC_VEHICLE_DOCUMENTED = (
+    "is_charge_policy_enabled", "charge_deadline_at", "minimum_charge_limit", "is_over_charge_allowed",
+    "charge_policy_last_updated_at", "charge_state_last_updated_at",
+)  # fmt: skip
+_INVERTER_DOCUMENTED = (
+    "production_last_day_kwh", "production_last_week_kwh", "production_last_month_kwh",
+    "production_last_updated_utc", "battery_policy", "user_limits_enabled", "information_last_updated_utc",
+)  # fmt: skip
 _DEVICE_MODEL_DOCUMENTED = (
     "cloud_service_instructions",
     "cloud_service_signup_link",
@@ -92,6 +115,26 @@ _SESSION_DOCUMENTED = (
     "language",
     "status",  # derived by Wattbridge: pending, finished or expired
 )
+# Realto's OnboardingRequest `data` (providers.md §2.3): documented in full, `properties` left open.
+_V = VALUE
+_REQUEST_DATA: dict[str, Shape] = {
+    "collective": {"id": _V, "name": _V, "owner": _V, "properties": OPEN, "tenantId": _V, "type": _V},
+    "entity": {
+        "collectiveId": _V, "id": _V, "owner": _V, "properties": OPEN, "systemProperties": OPEN,
+        "tenantId": _V, "type": _V,
+        "information": dict.fromkeys(
+            ("code", "ean", "email", "manufacturer", "model", "reference", "track", "type", "uuid", "vin"), _V
+        ),
+        "reference": {"manufacturer": _V, "type": _V, "reference": _V},
+    },
+    "tenant": {"type": _V, "administrator": _V, "id": _V, "name": _V},
+    "user": dict.fromkeys(
+        ("collectiveId", "email", "givenName", "id", "language", "surname", "tenantId"), _V
+    ),
+    "client": {"id": _V, "name": _V, "tenantId": _V, "isTenantAdmin": _V},
+}  # fmt: skip
+# Derived by Wattbridge on a finished session: the device it created.
+_SESSION_DEVICE = {"id": VALUE, "source": VALUE}
 
 
 def _shape_of(annotation: Any) -> Shape:
@@ -121,7 +164,7 @@ def _model(model: type[BaseModel], **extra: Shape) -> dict[str, Shape]:
 def catalog() -> dict[str, Shape]:
     """Every source's shape (built once, on first use: `check` and rule loading only)."""
     from bridge.contracts.envelope import ChannelState, ProviderState
-    from bridge.providers import podero, realto, wattshift
+    from bridge.providers import podero, realto_models, wattshift
 
     wallbox = _model(podero.WallboxDetail, **dict.fromkeys(_WALLBOX_DOCUMENTED, VALUE))
     device_model = dict(_model(podero.DeviceModel), **dict.fromkeys(_DEVICE_MODEL_DOCUMENTED, VALUE))
@@ -129,15 +172,28 @@ def catalog() -> dict[str, Shape]:
     wallbox["actions"] = {ITEMS: _model(podero.Action, **_ACTION_DOCUMENTED)}
     session = _model(podero.OnboardingSession, **dict.fromkeys(_SESSION_DOCUMENTED, VALUE))
     session["external_metadata"] = OPEN
-    guided = _model(realto.GuidedOnboardingSession)
+    session["device"] = _SESSION_DEVICE
+    devices: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
+        podero.SOURCE_HEAT_PUMP: (podero.HeatPumpDetail, _HEAT_PUMP_DOCUMENTED),
+        podero.SOURCE_ELECTRIC_VEHICLE: (podero.ElectricVehicleDetail, _ELECTRIC_VEHICLE_DOCUMENTED),
+        podero.SOURCE_INVERTER: (podero.InverterDetail, _INVERTER_DOCUMENTED),
+    }
+    device_shapes: dict[str, Shape] = {}
+    for source, (model, documented) in devices.items():
+        shape = _model(model, **dict.fromkeys(_DEVICE_DOCUMENTED + documented, VALUE))
+        shape["device_model"] = device_model
+        shape["actions"] = {ITEMS: _model(podero.Action, **_ACTION_DOCUMENTED)}
+        device_shapes[source] = shape
+    guided = _model(realto_models.GuidedOnboardingSession)
     request = guided["onboardingRequest"]
     if isinstance(request, dict):
-        # Seed 003 leaves the request's `data` open (entity, collective, tenant, … vary by OEM).
-        guided["onboardingRequest"] = {**request, "data": OPEN}
+        guided["onboardingRequest"] = {**request, "data": _REQUEST_DATA}
     return {
         "podero.wallbox": wallbox,
+        **device_shapes,
         "podero.onboarding_session": session,
         "realto.guided_onboarding_session": guided,
+        "realto.command": _model(realto_models.Command),
         "wattshift.onboarding": _model(wattshift.OnboardingStatus),
         # ProviderHealth.as_state() and DeliveryWorker.channel_state(), as the payload contract says.
         "bridge.provider": _model(ProviderState),

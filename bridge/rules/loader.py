@@ -12,6 +12,7 @@ from bridge.config.models import DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT
 from bridge.config.tomlpos import TomlPositions, read_toml, validation_problems
 from bridge.errors import Problem, RuleError
 from bridge.rules.engine import Digest, Rule, RuleSet
+from bridge.rules.enums import value_problems
 from bridge.rules.fields import field_problem, template_problems
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
 from bridge.rules.templates import Expression, Template, compile_error
@@ -79,6 +80,19 @@ def _compile(
         unknown = field_problem(model.source, model.field)
         if unknown is not None:
             problems.append(Problem(file, line("field"), f"{key}.field", unknown))
+        else:
+            matches = {
+                "from": model.from_,
+                "to": model.to,
+                "not_from": model.not_from,
+                "not_to": model.not_to,
+            }
+            for name, given in matches.items():
+                if given is not None:
+                    problems += [
+                        Problem(file, line(name), f"{key}.{name}", p)
+                        for p in value_problems(model.source, model.field, name, given)
+                    ]
     condition = None
     if model.if_ is not None:
         err = compile_error(model.if_, expression=True)

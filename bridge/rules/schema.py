@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from bridge.config.models import Duration, GroupField
 
-SOURCES = (
+Source = Literal[
     "podero.wallbox",
+    "podero.heat_pump",
+    "podero.electric_vehicle",
+    "podero.inverter",
     "podero.onboarding_session",
     "realto.guided_onboarding_session",
+    "realto.command",
     "wattshift.onboarding",
     "bridge.provider",
     "bridge.channel",
-)
+]
+SOURCES: tuple[str, ...] = get_args(Source)
 
 Scalar = bool | int | float | str
 
@@ -52,14 +57,7 @@ class RuleModel(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=100)
     description: str = ""
-    source: Literal[
-        "podero.wallbox",
-        "podero.onboarding_session",
-        "realto.guided_onboarding_session",
-        "wattshift.onboarding",
-        "bridge.provider",
-        "bridge.channel",
-    ]
+    source: Source
     field: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_]+(\[[^\]]+\])?(\.[A-Za-z0-9_]+(\[[^\]]+\])?)*$"
     )

@@ -173,6 +173,7 @@ class PostgresStore:
                 if r.end_watch is not None
                 for k in (r.snapshot.key,)
             ]
+            started = [rows_.watch_row(w) for r in results if (w := r.start_watch) is not None]
             states = [st for r in results for st in r.rule_states]
             forget = [rows_.rule_state_key(st) for st in states if st.forgettable]
             keep = [rows_.rule_state_row(st) for st in states if not st.forgettable]
@@ -183,6 +184,7 @@ class PostgresStore:
             (q.Q_EVENT_INSERT, events),
             (q.Q_DELIVERY_INSERT, deliveries),
             (q.Q_WATCH_END, ended),
+            (q.Q_WATCH_START, started),
             (q.Q_RULE_STATE_UPSERT, keep),
             (q.Q_RULE_STATE_DELETE, forget),
         ]

@@ -192,6 +192,11 @@ INSERT INTO watches (provider, source, resource_id, params, created_at, ended_at
     end_reason) VALUES ($1, $2, $3, $4, $5, NULL, NULL)
 ON CONFLICT (provider, source, resource_id) DO UPDATE SET
     params = excluded.params, ended_at = NULL, end_reason = NULL"""
+# A watch a poll result starts (an onboarded device): one that exists already is left as it is.
+Q_WATCH_START = """
+INSERT INTO watches (provider, source, resource_id, params, created_at, ended_at,
+    end_reason) VALUES ($1, $2, $3, $4, $5, NULL, NULL)
+ON CONFLICT (provider, source, resource_id) DO NOTHING"""
 Q_WATCH_END = """
 UPDATE watches SET ended_at = $1, end_reason = $2
 WHERE provider = $3 AND source = $4 AND resource_id = $5 AND ended_at IS NULL"""

@@ -50,6 +50,7 @@ from bridge.store.sqlite_sql import (
     Q_SNAPSHOTS_OF_SOURCE,
     Q_WATCH_DELETE,
     Q_WATCH_END,
+    Q_WATCH_START,
     Q_WATCH_UPSERT,
     Q_WATCHES_LIST,
     Q_WATCHES_PAGE,
@@ -112,6 +113,11 @@ class SqliteStore(SqliteOutbox, SqliteApiReads):
                 if r.end_watch is not None
                 for k in (r.snapshot.key,)
             ]
+            started = [
+                (w.key.provider, w.key.source, w.key.resource_id, _json(w.params), _ts(w.created_at))
+                for r in results
+                if (w := r.start_watch) is not None
+            ]
             states = [st for r in results for st in r.rule_states]
             forget = [rule_state_key(st) for st in states if st.forgettable]
             keep = [rule_state_row(st) for st in states if not st.forgettable]
@@ -122,6 +128,7 @@ class SqliteStore(SqliteOutbox, SqliteApiReads):
             (Q_EVENT_INSERT, events),
             (Q_DELIVERY_INSERT, deliveries),
             (Q_WATCH_END, ended),
+            (Q_WATCH_START, started),
             (Q_RULE_STATE_UPSERT, keep),
             (Q_RULE_STATE_DELETE, forget),
         ]

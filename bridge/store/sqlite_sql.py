@@ -203,6 +203,10 @@ Q_WATCH_UPSERT = """
 INSERT INTO watches (provider, source, resource_id, params, created_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (provider, source, resource_id) DO UPDATE SET
     params = excluded.params, ended_at = NULL, end_reason = NULL"""
+# A watch a poll result starts (an onboarded device): one that exists already is left as it is.
+Q_WATCH_START = """
+INSERT INTO watches (provider, source, resource_id, params, created_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (provider, source, resource_id) DO NOTHING"""
 Q_WATCH_END = """
 UPDATE watches SET ended_at = ?, end_reason = ?
 WHERE provider = ? AND source = ? AND resource_id = ? AND ended_at IS NULL"""

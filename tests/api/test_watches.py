@@ -38,7 +38,7 @@ async def test_a_podero_onboarding_session_is_polled_from_the_next_cycle_and_end
     assert snap.state is not None
     assert snap.state["status"] == "pending"
 
-    podero.finish_onboarding(session)
+    device = podero.finish_onboarding(session)
     api.bridge.clock.advance(timedelta(minutes=1))
     await api.bridge.poll("onboarding")
     await api.bridge.deliver()
@@ -54,7 +54,9 @@ async def test_a_podero_onboarding_session_is_polled_from_the_next_cycle_and_end
     await api.bridge.poll("onboarding")
     assert _requests_for(podero, session) == polled  # an ended watch is not polled any more
     assert [w["id"] for w in (await api.get("/api/watches?state=ended"))["items"]] == [watch["id"]]
-    assert (await api.get("/api/watches?state=active"))["items"] == []
+    # What stays active is the wallbox the session created (its skip_to is `wb`).
+    active = (await api.get("/api/watches?state=active"))["items"]
+    assert [(w["source"], w["resource_id"]) for w in active] == [("podero.wallbox", device)]
 
 
 async def test_a_wattshift_home_is_polled_and_its_watch_ends_when_onboarding_completes(
@@ -182,9 +184,14 @@ async def test_a_watch_on_a_provider_that_cannot_poll_it_is_a_422(api: Api, body
             id="home-id-with-slashes",
         ),
         pytest.param(
-            {"source": "realto.guided_onboarding_session", "provider": "realto", "id": "x"},
+            {"source": "bridge.provider", "provider": "realto", "id": "x"},
             [],
             id="source-that-cannot-be-watched",
+        ),
+        pytest.param(
+            {"source": "realto.command", "provider": "realto", "command_id": str(uuid.uuid4())},
+            ["realto.command", "entity_id"],
+            id="command-without-entity",
         ),
     ],
 )

@@ -119,7 +119,8 @@ def test_open_objects_documented_extras_and_action_items_are_accepted(tmp_path, 
         '[[rule]]\nid = "b"\nsource = "podero.wallbox"\nfield = "is_ocpp_connected"\nto = false\n'
         'if = "new.device_model.year and new.get(\'x\') is none"\nchannels = ["ops"]\n\n'
         '[[rule]]\nid = "c"\nsource = "realto.guided_onboarding_session"\n'
-        'field = "onboardingRequest.data.collective.anything"\nchanged = true\nchannels = ["ops"]\n'
+        'field = "onboardingRequest.data.collective.properties.anything"\n'
+        'changed = true\nchannels = ["ops"]\n'
     )
     (tmp_path / "config.toml").write_text(
         (tmp_path / "config.toml")

@@ -22,7 +22,8 @@ async def test_every_watch_group_gets_one_jittered_job(make_config, make_bridge,
     scheduler = PollScheduler(bridge.app[POLLER], list(bridge.app[PROVIDERS].values()), rng=random.Random(7))
     now = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
     jobs = scheduler.plan(now)
-    assert [j["id"] for j in jobs] == [job_id("podero", "wallboxes"), job_id("podero", "onboarding")]
+    groups = ("wallboxes", "heat_pumps", "electric_vehicles", "inverters", "onboarding")
+    assert [j["id"] for j in jobs] == [job_id("podero", g) for g in groups]
     assert jobs[0]["id"] == "poll:podero:wallboxes"
     for job in jobs:
         assert job["interval"] == 60.0
@@ -40,7 +41,7 @@ async def test_jobs_coalesce_and_never_overlap(make_config, make_bridge, podero)
     try:
         assert scheduler.running
         jobs = scheduler._scheduler.get_jobs()
-        assert len(jobs) == 2
+        assert len(jobs) == 5  # four device families and onboarding
         for job in jobs:
             assert job.coalesce is True
             assert job.max_instances == 1
@@ -55,7 +56,7 @@ async def test_a_provider_without_static_watches_still_gets_jobs_for_run_time_wa
 ):
     bridge = await make_bridge(make_config(wallboxes=[]))
     scheduler = PollScheduler(bridge.app[POLLER], list(bridge.app[PROVIDERS].values()))
-    assert len(scheduler.plan(datetime(2026, 11, 22, tzinfo=UTC))) == 2
+    assert len(scheduler.plan(datetime(2026, 11, 22, tzinfo=UTC))) == 5
 
 
 class _LatestFirstRun(random.Random):

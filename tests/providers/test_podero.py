@@ -590,7 +590,7 @@ async def test_an_onboarding_session_of_the_wrong_shape_is_a_schema_violation(
     assert "at object_id" in str(result.failures[sid])
 
 
-async def test_two_watch_groups_at_the_configured_interval():
+async def test_one_watch_group_per_device_family_and_onboarding_at_the_configured_interval():
     provider = PoderoProvider(
         "p",
         config("http://127.0.0.1:1", poll_interval="90s"),
@@ -600,6 +600,9 @@ async def test_two_watch_groups_at_the_configured_interval():
 
     assert [(g.name, g.interval) for g in provider.watch_groups()] == [
         ("wallboxes", timedelta(seconds=90)),
+        ("heat_pumps", timedelta(seconds=90)),
+        ("electric_vehicles", timedelta(seconds=90)),
+        ("inverters", timedelta(seconds=90)),
         ("onboarding", timedelta(seconds=90)),
     ]
     with pytest.raises(ValueError, match="unknown watch group"):

@@ -293,13 +293,17 @@ async def test_an_empty_account_is_a_complete_empty_listing(realto_sim, make_pro
     assert result.complete_sources == frozenset({SOURCE_SESSION})
 
 
-def test_one_sessions_group_at_the_configured_interval():
+def test_the_session_listing_and_the_by_id_groups_at_the_configured_interval():
     cfg = config("http://127.0.0.1:1/api", poll_interval="90s")
     provider = RealtoProvider("rt", cfg, session=None, clock=ManualClock())  # type: ignore[arg-type]
 
-    [group] = provider.watch_groups()
+    groups = provider.watch_groups()
 
-    assert (group.provider, group.name, group.interval) == ("rt", "sessions", timedelta(seconds=90))
+    assert [(g.provider, g.name, g.interval, g.by_id) for g in groups] == [
+        ("rt", "sessions", timedelta(seconds=90), False),
+        ("rt", "guided_sessions", timedelta(seconds=90), True),
+        ("rt", "commands", timedelta(seconds=90), True),
+    ]
     assert provider.static_watches() == []
     assert RealtoProvider.token_request(cfg).url == "http://127.0.0.1:1/api/v1/authentication"
 

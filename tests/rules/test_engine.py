@@ -342,13 +342,16 @@ def test_a_rule_on_a_volatile_field_sees_it_change(tmp_path):
 
 def test_a_rule_on_a_nested_volatile_field_sees_it_change(tmp_path):
     source = "realto.guided_onboarding_session"
-    field = "onboardingRequest.data.entity.updatedAt"
+    field = "onboardingRequest.data.entity.properties.updatedAt"  # `properties` is open: any key
     rs = one_rule(tmp_path, f'field = "{field}"\nchanged = true', source=source)
 
     def session(stamp: str) -> dict[str, Any]:
         return {
             "id": "s-1",
-            "onboardingRequest": {"status": "Pending", "data": {"entity": {"updatedAt": stamp}}},
+            "onboardingRequest": {
+                "status": "Pending",
+                "data": {"entity": {"properties": {"updatedAt": stamp}}},
+            },
         }
 
     old, new = session("t1"), session("t2")
