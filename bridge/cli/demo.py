@@ -1,8 +1,9 @@
 """`wattbridge demo`: the whole product on one machine, narrated for a person.
 
-Starts the Podero simulator, a webhook sink that verifies Standard Webhooks signatures, an SMTP
-mailbox, and the bridge itself (real scheduler, real SQLite outbox in a temporary folder), then walks
-a wallbox through a scripted scenario and prints each notification as it is delivered.
+Starts the Podero and Realto simulators, a webhook sink that verifies Standard Webhooks signatures, an
+SMTP mailbox, and the bridge itself (real scheduler, real SQLite outbox in a temporary folder), then walks
+a wallbox, a heat pump, an electric vehicle and a Realto command through a scripted scenario and prints
+each notification as it is delivered.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from bridge.clock import SystemClock
 from bridge.config.models import Config
 from bridge.serve import started
 from bridge.simulator.podero import PoderoSimulator
+from bridge.simulator.realto import RealtoSimulator
 from bridge.simulator.sinks import MailSink, WebhookSink
 
 ORG = "00000000-0000-4000-8000-000000000001"
 WALLBOX = "00000000-0000-4000-8000-0000000000b1"
+HEAT_PUMP = "00000000-0000-4000-8000-0000000000d1"
+ELECTRIC_VEHICLE = "00000000-0000-4000-8000-0000000000e1"
+ENTITY = "00000000-0000-4000-8000-0000000000f1"  # a Realto entity whose commands are listed
 POLL_SECONDS = 1.0
 STEP_TIMEOUT = 15.0
 
-REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
+REPO_RULES = Path(__file__).resolve().parents[2] / "rules"  # bridge/cli/demo.py → the checkout's rules/
 # Used when the package runs outside its source tree (no rules/ folder beside it).
 FALLBACK_RULES = """
 [[rule]]
@@ -55,6 +60,36 @@ channels = ["partner", "ops"]
 [rule.email]
 subject = "Wallbox {{ new.device_model.model }} of {{ new.owner.email }} needs action"
 body = "Pending actions: {% for a in new.actions %}{{ a.code }} {% endfor %}"
+
+[[rule]]
+id = "heat-pump-action-needed"
+source = "podero.heat_pump"
+field = "action_needed"
+to = true
+severity = "warning"
+type = "heat_pump.action_needed"
+channels = ["partner", "ops"]
+
+[rule.email]
+subject = "Heat pump {{ new.device_model.model }} needs action"
+body = "Pending actions: {% for a in new.actions %}{{ a.code }} {% endfor %}"
+
+[[rule]]
+id = "ev-charging-started"
+source = "podero.electric_vehicle"
+field = "is_charging"
+from = false
+to = true
+type = "electric_vehicle.charging_started"
+channels = ["partner"]
+
+[[rule]]
+id = "realto-command-succeeded"
+source = "realto.command"
+field = "status"
+to = "Succeeded"
+type = "command.succeeded"
+channels = ["partner"]
 """
 
 
@@ -111,7 +146,9 @@ class Narrator:
         return shown
 
 
-def _config(tmp: Path, podero_port: int, hook_url: str, secret: str, smtp_port: int) -> Config:
+def _config(
+    tmp: Path, podero_port: int, realto_port: int, hook_url: str, secret: str, smtp_port: int
+) -> Config:
     if REPO_RULES.is_dir() and any(REPO_RULES.glob("*.toml")):
         rule_paths = [str(REPO_RULES / "*.toml")]
         base_dir = str(REPO_RULES.parent)
@@ -132,7 +169,20 @@ def _config(tmp: Path, podero_port: int, hook_url: str, secret: str, smtp_port: 
                     "org_id": ORG,
                     "poll_interval": f"{POLL_SECONDS}s",
                     "wallboxes": [{"user_id": _DemoState.user_id, "wallbox_id": WALLBOX}],
-                }
+                    "heat_pumps": [{"user_id": _DemoState.user_id, "heat_pump_id": HEAT_PUMP}],
+                    "electric_vehicles": [
+                        {"user_id": _DemoState.user_id, "electric_vehicle_id": ELECTRIC_VEHICLE}
+                    ],
+                },
+                "realto": {
+                    "kind": "realto",
+                    "base_url": f"http://127.0.0.1:{realto_port}/api",
+                    "client_id": "sim-client",
+                    "client_secret": "sim-secret",
+                    "poll_interval": f"{POLL_SECONDS}s",
+                    "list_guided_sessions": False,
+                    "command_entities": [ENTITY],
+                },
             },
             "channels": {
                 "partner": {"kind": "webhook", "url": hook_url, "secret": secret},
@@ -155,6 +205,9 @@ async def run_demo(*, forever: bool = False) -> int:
     sim = PoderoSimulator(clock=SystemClock(), org_id=ORG)
     sim.add_user(user_id=_DemoState.user_id, email="ada@example.com", first_name="Ada")
     sim.add_wallbox(_DemoState.user_id, wallbox_id=WALLBOX, is_plugged_in=False, is_charging=False)
+    sim.add_heat_pump(_DemoState.user_id, device_id=HEAT_PUMP)
+    sim.add_electric_vehicle(_DemoState.user_id, device_id=ELECTRIC_VEHICLE, boost_state="available")
+    realto = RealtoSimulator(clock=SystemClock())
     hooks = WebhookSink(secret)
     mail = MailSink()
     await mail.start()
@@ -162,10 +215,15 @@ async def run_demo(*, forever: bool = False) -> int:
     ok = True
     try:
         with tempfile.TemporaryDirectory(prefix="wattbridge-demo-") as tmpdir:
-            async with _serve(sim.app()) as podero_port, _serve(hooks.app()) as hook_port:
+            async with (
+                _serve(sim.app()) as podero_port,
+                _serve(realto.app()) as realto_port,
+                _serve(hooks.app()) as hook_port,
+            ):
                 config = _config(
                     Path(tmpdir),
                     podero_port,
+                    realto_port,
                     f"http://127.0.0.1:{hook_port}/hooks/partner",
                     secret,
                     mail.port,
@@ -173,13 +231,17 @@ async def run_demo(*, forever: bool = False) -> int:
                 async with started(config) as bridge:
                     _say("Wattbridge demo")
                     _say(f"  Podero simulator  http://127.0.0.1:{podero_port}")
+                    _say(f"  Realto simulator  http://127.0.0.1:{realto_port}/api")
                     _say(
                         f"  webhook sink     http://127.0.0.1:{hook_port}/hooks/partner (verifies signatures)"
                     )
                     _say(f"  SMTP mailbox      127.0.0.1:{mail.port}")
                     _say(f"  bridge            http://127.0.0.1:{bridge.port}  (healthz, readyz)")
-                    _say(f"  polling one wallbox every {POLL_SECONDS:g}s; the first poll is the baseline\n")
-                    ok = await _scenario(sim, hooks, mail, narrator)
+                    _say(
+                        f"  polling a wallbox, a heat pump, an EV and a Realto entity's commands every "
+                        f"{POLL_SECONDS:g}s; the first poll is the baseline\n"
+                    )
+                    ok = await _scenario(sim, realto, hooks, mail, narrator)
                     if forever:
                         _say("\nScenario done; the bridge keeps running. Change the wallbox with e.g.")
                         _say(
@@ -199,8 +261,25 @@ async def run_demo(*, forever: bool = False) -> int:
     return 0 if ok else 2
 
 
-async def _scenario(sim: PoderoSimulator, hooks: WebhookSink, mail: MailSink, narrator: Narrator) -> bool:
+class _Command:
+    """The Realto command the scenario sends and follows."""
+
+    def __init__(self, realto: RealtoSimulator) -> None:
+        self.realto, self.id = realto, ""
+
+    def send(self) -> None:
+        self.id = self.realto.add_command(ENTITY, type="StartCharging")
+
+    def succeed(self) -> None:
+        while self.realto.advance_command(self.id) != "Succeeded":
+            pass
+
+
+async def _scenario(
+    sim: PoderoSimulator, realto: RealtoSimulator, hooks: WebhookSink, mail: MailSink, narrator: Narrator
+) -> bool:
     await asyncio.sleep(POLL_SECONDS * 2.5)  # the first (jittered) poll is the baseline
+    command = _Command(realto)
     steps: list[tuple[str, Any, int, int]] = [
         (
             "1. the car is plugged in (no rule fires on this)",
@@ -225,6 +304,25 @@ async def _scenario(sim: PoderoSimulator, hooks: WebhookSink, mail: MailSink, na
             lambda: sim.resolve_action(WALLBOX, "reauthenticate"),
             -1,
             -1,
+        ),
+        (
+            "5. the heat pump's manufacturer link lapses too",
+            lambda: sim.add_device_action(HEAT_PUMP, "reauthenticate"),
+            1,
+            1,
+        ),
+        (
+            "6. the partner sends a Realto StartCharging command to the EV (pending: no rule fires)",
+            command.send,
+            0,
+            0,
+        ),
+        ("7. the command succeeds", command.succeed, 1, 0),
+        (
+            "8. the EV starts charging",
+            lambda: sim.update_device(ELECTRIC_VEHICLE, is_plugged_in=True, is_charging=True),
+            1,
+            0,
         ),
     ]
     ok = True

@@ -1,8 +1,9 @@
 """`wattbridge simulate`: the three provider simulators on loopback, seeded to match config.example.toml.
 
 A scripted timeline walks the seeded resources through their life (a wallbox plugs in, charges, needs
-action and is fixed; a Realto session and a WattShift home complete onboarding), one step every
-`step_seconds`, so a partner can watch `wattbridge run` notify.
+action and is fixed; a heat pump needs action; an EV's boost is requested and starts; a Realto command
+runs to Succeeded and the next one fails; a Realto session and a WattShift home complete onboarding),
+one step every `step_seconds`, so a partner can watch `wattbridge run` notify.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from bridge.simulator.wattshift import WattShiftSimulator
 ORG = "00000000-0000-4000-8000-000000000001"
 USER = "00000000-0000-4000-8000-0000000000a1"
 WALLBOX = "00000000-0000-4000-8000-0000000000b1"
+HEAT_PUMP = "00000000-0000-4000-8000-0000000000d1"
+ELECTRIC_VEHICLE = "00000000-0000-4000-8000-0000000000e1"
+REALTO_ENTITY = "00000000-0000-4000-8000-0000000000f1"  # its commands are listed (command_entities)
 REALTO_SESSION = "00000000-0000-4000-8000-0000000000c1"
 WATTSHIFT_HOME = "ws_home_0123456789abcdef0123456789abcdef"
 
@@ -30,19 +34,60 @@ def seeded_podero() -> PoderoSimulator:
     sim = PoderoSimulator(clock=SystemClock(), org_id=ORG)
     sim.add_user(user_id=USER, email="ada@example.com", first_name="Ada")
     sim.add_wallbox(USER, wallbox_id=WALLBOX, is_plugged_in=False, is_charging=False)
+    sim.add_heat_pump(USER, device_id=HEAT_PUMP)
+    sim.add_electric_vehicle(USER, device_id=ELECTRIC_VEHICLE, boost_state="available")
     return sim
+
+
+def seeded_realto() -> RealtoSimulator:
+    sim = RealtoSimulator(clock=SystemClock())
+    sim.add_session(session_id=REALTO_SESSION)
+    return sim
+
+
+class _CommandScript:
+    """The timeline's Realto commands: one runs to Succeeded, the next one fails."""
+
+    def __init__(self, realto: RealtoSimulator) -> None:
+        self.realto = realto
+        self.current = ""
+
+    def send(self, type: str) -> None:
+        self.current = self.realto.add_command(REALTO_ENTITY, type=type)
+
+    def succeed(self) -> None:
+        while self.realto.advance_command(self.current) != "Succeeded":
+            pass
+
+    def fail(self) -> None:
+        self.realto.advance_command(self.current)  # Triggered
+        self.realto.fail_command(self.current, "OemRejected", "The vehicle refused: not plugged in.")
 
 
 def timeline(
     podero: PoderoSimulator, realto: RealtoSimulator, wattshift: WattShiftSimulator
 ) -> list[tuple[str, Callable[[], object]]]:
     """The scripted steps, repeated in a loop."""
+    commands = _CommandScript(realto)
     return [
         ("podero: plugged in", lambda: podero.update_wallbox(WALLBOX, is_plugged_in=True)),
         ("podero: charging", lambda: podero.update_wallbox(WALLBOX, is_charging=True, charge_rate_w=7200)),
         ("wattshift: onboarding started", lambda: wattshift.start(WATTSHIFT_HOME)),
         ("podero: action needed (reauthenticate)", lambda: podero.add_action(WALLBOX, code="reauthenticate")),
         ("realto: onboarding succeeded", lambda: realto.succeed(REALTO_SESSION)),
+        ("podero: heat pump needs action", lambda: podero.add_device_action(HEAT_PUMP, "reauthenticate")),
+        (
+            "podero: EV boost requested",
+            lambda: podero.update_device(ELECTRIC_VEHICLE, boost_state="requested"),
+        ),
+        ("realto: StartCharging sent", lambda: commands.send("StartCharging")),
+        (
+            "podero: EV boost ongoing, charging",
+            lambda: podero.update_device(ELECTRIC_VEHICLE, boost_state="ongoing", is_charging=True),
+        ),
+        ("realto: StartCharging succeeded", commands.succeed),
+        ("realto: StopCharging sent", lambda: commands.send("StopCharging")),
+        ("realto: StopCharging failed", commands.fail),
         ("podero: action resolved", lambda: podero.resolve_action(WALLBOX, "reauthenticate")),
         ("wattshift: onboarding completed", lambda: wattshift.complete(WATTSHIFT_HOME)),
         (
@@ -62,8 +107,7 @@ async def serve_simulators(
 ) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
     podero = seeded_podero()
-    realto = RealtoSimulator(clock=SystemClock())
-    realto.add_session(session_id=REALTO_SESSION)
+    realto = seeded_realto()
     wattshift = WattShiftSimulator(clock=SystemClock())
     wattshift.add_home(home_id=WATTSHIFT_HOME)
     runners: list[web.AppRunner] = []
@@ -73,8 +117,16 @@ async def serve_simulators(
         loop.add_signal_handler(sig, stop.set)
     try:
         for app, port, what in (
-            (podero.app(), podero_port, f"Podero    org {ORG}, wallbox {WALLBOX}"),
-            (realto.app(), realto_port, f"Realto    base_url …:{realto_port}/api, session {REALTO_SESSION}"),
+            (
+                podero.app(),
+                podero_port,
+                f"Podero    org {ORG}, wallbox {WALLBOX}, heat pump {HEAT_PUMP}, EV {ELECTRIC_VEHICLE}",
+            ),
+            (
+                realto.app(),
+                realto_port,
+                f"Realto    base_url …:{realto_port}/api, session {REALTO_SESSION}, entity {REALTO_ENTITY}",
+            ),
             (wattshift.app(), wattshift_port, f"WattShift home {WATTSHIFT_HOME}"),
         ):
             runner = web.AppRunner(app, access_log=None)

@@ -17,7 +17,13 @@ from bridge.model import ResourceKey, Watch
 from bridge.providers.podero import PoderoProvider
 from bridge.providers.realto import RealtoProvider
 from bridge.providers.wattshift import WattShiftProvider
-from bridge.simulator.serve import REALTO_SESSION, WALLBOX, WATTSHIFT_HOME
+from bridge.simulator.serve import (
+    ELECTRIC_VEHICLE,
+    HEAT_PUMP,
+    REALTO_SESSION,
+    WALLBOX,
+    WATTSHIFT_HOME,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +79,11 @@ async def test_simulate_serves_what_the_example_config_watches_and_exits_0_on_si
                 for s, r, p in podero.static_watches()
             ]
             wallboxes = await podero.fetch("wallboxes", watches)
-            sessions = await RealtoProvider("realto", realto_cfg, session=rs, clock=clock).fetch("sessions")
+            heat_pumps = await podero.fetch("heat_pumps", watches)
+            evs = await podero.fetch("electric_vehicles", watches)
+            realto = RealtoProvider("realto", realto_cfg, session=rs, clock=clock)
+            sessions = await realto.fetch("sessions")
+            commands = await realto.fetch("command_windows")
             homes = await WattShiftProvider("wattshift", wattshift_cfg, session=ws, clock=clock).fetch(
                 "homes"
             )
@@ -81,7 +91,10 @@ async def test_simulate_serves_what_the_example_config_watches_and_exits_0_on_si
         assert [o.key.resource_id for o in wallboxes.observations] == [WALLBOX]
         assert [o.key.resource_id for o in sessions.observations] == [REALTO_SESSION]
         assert [o.key.resource_id for o in homes.observations] == [WATTSHIFT_HOME]
-        assert wallboxes.failures == sessions.failures == homes.failures == {}
+        assert [o.key.resource_id for o in heat_pumps.observations] == [HEAT_PUMP]
+        assert [o.key.resource_id for o in evs.observations] == [ELECTRIC_VEHICLE]
+        assert commands.observations == []  # the entity's command window is listed; no command yet
+        assert wallboxes.failures == sessions.failures == homes.failures == commands.failures == {}
         assert await _line(proc, "timeline:") == "timeline: podero: plugged in"
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
@@ -89,3 +102,21 @@ async def test_simulate_serves_what_the_example_config_watches_and_exits_0_on_si
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_every_timeline_step_applies_once_in_order():
+    """The loop suppresses a step that cannot apply twice; the first pass must apply every one."""
+    from bridge.simulator.serve import REALTO_ENTITY, seeded_podero, seeded_realto, timeline
+    from bridge.simulator.wattshift import WattShiftSimulator
+
+    podero, realto = seeded_podero(), seeded_realto()
+    wattshift = WattShiftSimulator(clock=SystemClock())
+    wattshift.add_home(home_id=WATTSHIFT_HOME)
+    for _name, change in timeline(podero, realto, wattshift):
+        change()  # raises on a step that does not apply
+
+    assert podero.device(HEAT_PUMP)["action_needed"] is True
+    assert podero.device(ELECTRIC_VEHICLE)["boost_state"] == "ongoing"
+    statuses = [c["status"] for c in realto.state()["commands"].values()]
+    assert sorted(statuses) == ["Failed", "Succeeded"]
+    assert all(c["entity_id"] == REALTO_ENTITY for c in realto.state()["commands"].values())

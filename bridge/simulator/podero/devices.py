@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -98,6 +98,7 @@ class _Device:
     fields: dict[str, Any]
     legacy: bool = False
     reads: int = 0
+    actions: list[str] = field(default_factory=list)  # pending action codes (cue links: wallboxes only)
 
 
 def _family_fields(group: str) -> dict[str, Any]:
@@ -196,6 +197,20 @@ class DeviceMixin:
             raise ValueError(f"boost_state must be one of {', '.join(BOOST_STATES)}")
         device.fields.update(fields)
 
+    def add_device_action(self, device_id: str, code: str = "reauthenticate") -> None:
+        """A pending action on the device: `action_needed` turns true and `actions[]` lists it."""
+        device = self._device(device_id)
+        if code not in device.actions:
+            device.actions.append(code)
+        if code == "reauthenticate":
+            device.fields["is_authenticated"] = False
+
+    def resolve_device_action(self, device_id: str, code: str) -> None:
+        device = self._device(device_id)
+        device.actions = [c for c in device.actions if c != code]
+        if code == "reauthenticate":
+            device.fields["is_authenticated"] = True
+
     def soft_delete_device(self, device_id: str) -> None:
         self._device(device_id).fields["deleted_at"] = self.clock.now()
 
@@ -241,7 +256,11 @@ class DeviceMixin:
                 value = value + (device.reads % 5) * (1 if isinstance(value, int) else 0.1)
                 value = round(value, 1) if isinstance(value, float) else value
             body[key] = jsonable(value)
-        body.update(action_needed=False, has_notification=False, actions=[])
+        body.update(
+            action_needed=bool(device.actions),
+            has_notification=False,
+            actions=[{"code": code, "resolution_link": None} for code in device.actions],
+        )
         if device.legacy:
             renames = LEGACY[fam.group]
             body = {renames.get(k, k): v for k, v in body.items()}

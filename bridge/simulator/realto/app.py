@@ -94,12 +94,16 @@ class RealtoSimulator(SessionsMixin, CommandsMixin):
         plan.add(route_name, status=status, times=times, body=body, headers=headers, kind=kind, delay=delay)
 
     def state(self) -> dict[str, Any]:
-        """An overview for people: each session's status and whether it expired."""
+        """An overview for people: each session's status and whether it expired, and each command's."""
         return {
             "tenant_id": self.tenant_id,
             "sessions": {
                 s.id: {"status": s.status, "expired": self._expired(s), "entity_id": s.entity_id}
                 for s in self._ordered()
+            },
+            "commands": {
+                c.id: {"status": c.status, "type": c.type, "entity_id": c.entity_id}
+                for c in self._commands.values()
             },
         }
 
