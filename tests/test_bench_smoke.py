@@ -68,3 +68,13 @@ def test_slowloris_benchmark_sees_every_attacking_socket_cut_off_and_healthz_ans
     )
     assert (result.opened, result.closed, result.exit_code) == (10, 10, 0)
     assert all(p.latencies and p.failures == 0 for p in result.phases)
+
+
+async def test_hostile_benchmark_reads_the_healthy_home_more_than_the_failing_one_and_notifies_its_change():
+    from bench import hostile
+
+    result = await hostile.run(500, interval=0.5, seconds=4.0)
+    # Before #18 the healthy home was read once and nothing was sent; the fair share is every interval.
+    assert result["healthy_reads"] > result["bad_reads"] >= 1
+    assert result["change_notified"] == 1
+    assert result["whole_provider_deferrals_logged"] == 0
