@@ -299,6 +299,85 @@ def test_channel_unhealthy_when_paused_or_disabled(rules, status):
     assert fire(rules, "bridge.channel", channel("paused", 5), channel("probing", 5)) == []
 
 
+def device_read(sim: PoderoSimulator, device: str, clock: ManualClock) -> dict[str, Any]:
+    clock.advance(60)  # live readings wobble and stamps move on every read
+    return sim.device(device)
+
+
+def test_heat_pump_action_needed_and_steering_lost_after_its_hold(rules, podero, clock):
+    sim, user, _ = podero
+    hp = sim.add_heat_pump(user)
+    idle = device_read(sim, hp, clock)
+    assert fire(rules, "podero.heat_pump", idle, device_read(sim, hp, clock)) == []  # readings only
+    sim.add_device_action(hp, "reauthenticate")
+    needs = device_read(sim, hp, clock)
+    [needed] = fire(rules, "podero.heat_pump", idle, needs)
+    assert needed.rule.id == "heat-pump-action-needed"
+    subject, body = email(rules, needed, "podero.heat_pump", idle, needs, clock.now())
+    assert (subject, body.strip()) == ("Heat pump Altherma 3 needs action", "Pending actions: reauthenticate")
+
+    sim.update_device(hp, steering_status="error")
+    [lost] = fire(rules, "podero.heat_pump", needs, device_read(sim, hp, clock))
+    assert lost.rule.id == "heat-pump-steering-lost"
+    assert lost.rule.timing.for_s == 15 * 60
+
+
+def test_ev_charging_started_and_boost_stuck_while_requested(rules, podero, clock):
+    sim, user, _ = podero
+    ev = sim.add_electric_vehicle(user, is_plugged_in=True, boost_state="available")
+    plugged = device_read(sim, ev, clock)
+    sim.update_device(ev, boost_state="requested")
+    requested = device_read(sim, ev, clock)
+    sim.update_device(ev, boost_state="ongoing", is_charging=True, charge_rate_w=11000)
+    ongoing = device_read(sim, ev, clock)
+
+    [stuck] = fire(rules, "podero.electric_vehicle", plugged, requested)
+    assert stuck.rule.id == "ev-boost-stuck"
+    assert stuck.rule.timing.for_s == 15 * 60
+    assert stuck.rule.active(requested)
+    assert not stuck.rule.active(ongoing)  # the boost started: `resolve = true` resolves it
+    assert ids(fire(rules, "podero.electric_vehicle", requested, ongoing)) == ["ev-charging-started"]
+
+
+def test_inverter_battery_disconnected(rules, podero, clock):
+    sim, user, _ = podero
+    iv = sim.add_inverter(user)
+    connected = device_read(sim, iv, clock)
+    assert fire(rules, "podero.inverter", connected, device_read(sim, iv, clock)) == []  # production moves
+    sim.update_device(iv, is_battery_connected=False)
+
+    gone = device_read(sim, iv, clock)
+    assert ids(fire(rules, "podero.inverter", connected, gone)) == ["inverter-battery-disconnected"]
+
+
+ENTITY = "00000000-0000-4000-8000-0000000000f1"
+
+
+def test_realto_commands_succeeded_failed_and_ended_unseen(rules, clock):
+    sim = RealtoSimulator(clock=clock)
+    ok, bad, quick = (
+        sim.add_command(ENTITY, type=t) for t in ("StartCharging", "StopCharging", "LimitFeedIn")
+    )
+    pending_ok, pending_bad = sim.command(ok), sim.command(bad)
+    while sim.advance_command(ok) != "Succeeded":
+        pass
+    sim.advance_command(bad)
+    sim.fail_command(bad, "OemRejected", "The vehicle refused the command: not plugged in.")
+    sim.cancel_command(quick)
+
+    assert ids(fire(rules, "realto.command", pending_ok, sim.command(ok))) == ["realto-command-succeeded"]
+    [failed] = fire(rules, "realto.command", pending_bad, sim.command(bad))
+    assert failed.rule.id == "realto-command-failed"
+    subject, body = email(rules, failed, "realto.command", pending_bad, sim.command(bad), clock.now())
+    assert subject == "StopCharging failed: OemRejected"
+    assert body.strip() == "The vehicle refused the command: not plugged in."
+    # First seen already over (it ran its course between two polls of the entity's window):
+    assert ids(fire(rules, "realto.command", None, sim.command(quick), kind="appeared")) == [
+        "realto-command-ended-unseen"
+    ]
+    assert fire(rules, "realto.command", None, pending_ok, kind="appeared") == []
+
+
 def test_every_example_rule_was_seen_firing(rules):
     # Runs last in this module: the scenarios above must cover every rule the examples ship.
     assert {r.id for r in rules.rules} <= FIRED
