@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
@@ -86,8 +85,9 @@ class DeliveryWorker:
         self._fresh_room = 2 * concurrency
         self._reserved = 0  # leased by `lease_fresh`, not yet committed or given up
         self._soonest: datetime | None = None  # the earliest time a delivery this worker saw is due again
+        self._waiter: asyncio.Future[None] | None = None  # what an idle `run` awaits (see `_wait`)
         self._stirs: set[asyncio.Event] = set()  # one per running _pump, set by notify
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], str] = {}  # sends in flight -> their delivery ids
         self._sending: set[str] = set()  # ids of the deliveries in flight, never sent twice at once
         self._missing_logged: set[str] = set()
         self._disabled_told: set[str] = set()
@@ -156,6 +156,7 @@ class DeliveryWorker:
         self._wake.set()
         for stir in self._stirs:
             stir.set()
+        self._kick()
 
     def lease_fresh(self, results: Sequence[PollResult]) -> FreshLease:
         """Before a commit: lease the fresh deliveries of `results` to this worker, as many as it has
@@ -184,6 +185,7 @@ class DeliveryWorker:
             self._fresh_ready.set()
             for stir in self._stirs:
                 stir.set()
+            self._kick()
 
     def _due_again(self, at: datetime) -> None:
         """A delivery this worker handled is due again at `at` (a retry, a lease left to run out)."""
@@ -191,6 +193,15 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; then finish the sends in flight and return."""
+        stopper = asyncio.ensure_future(stop.wait())
+        stopper.add_done_callback(self._kick)
+        try:
+            await self._run(stop)
+        finally:
+            stopper.cancel()
+        await self._release_fresh()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         failures = 0
         claim = True  # at start, and whenever the store may hold due work this worker was not given
         due: datetime | None = None
@@ -224,7 +235,6 @@ class DeliveryWorker:
                 # due now (or time moved while we sent): claim, then ask the store again
                 claim = self._clock.now() >= due
             claim = claim or self._wake.is_set()
-        await self._release_fresh()
 
     async def _release_fresh(self) -> None:
         """Stopping: fresh deliveries not started are due again now, not at the end of their lease."""
@@ -253,19 +263,30 @@ class DeliveryWorker:
                 return self.attempts_made - before
 
     async def _wait(self, stop: asyncio.Event, delay: float | None) -> None:
-        """Until new work, `delay` seconds of clock time (None: no timer), or stop; whichever is first."""
-        waits: list[Awaitable[object]] = [self._wake.wait(), self._fresh_ready.wait(), stop.wait()]
-        if delay is not None:
-            waits.append(self._clock.sleep(delay))
-        tasks = [asyncio.ensure_future(w) for w in waits]
+        """Until new work, `delay` seconds of clock time (None: no timer), or stop; whichever is first.
+
+        One future, resolved by `notify`, `hand_over`, the stop watcher of `run` or the timer: an idle
+        worker is woken once per hand-over when paced, so this costs no tasks unless there is a timer.
+        """
+        if self._wake.is_set() or self._fresh_ready.is_set() or stop.is_set():
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        sleeper = None if delay is None else asyncio.ensure_future(self._clock.sleep(delay))
+        if sleeper is not None:
+            sleeper.add_done_callback(self._kick)
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
+            self._waiter = None
+            if sleeper is not None and not sleeper.done():
+                sleeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    await sleeper
+
+    def _kick(self, _: object = None) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _pump(self, stop: asyncio.Event, *, claim: bool = True) -> int:
         """Send handed-over deliveries and claim due ones (when `claim` or notified), at most
@@ -282,7 +303,8 @@ class DeliveryWorker:
         # flight would add and remove a callback on each of them every time one finishes.
         stir = asyncio.Event()
 
-        def on_done(task: asyncio.Task[None]) -> None:
+        def on_done(task: asyncio.Task[None]) -> None:  # the one callback of each send
+            self._sending.discard(self._in_flight.pop(task))
             finished.append(task)
             stir.set()
 
@@ -290,10 +312,8 @@ class DeliveryWorker:
             self._sending.add(delivery.id)
             task = asyncio.create_task(self._deliver(delivery), name=f"delivery:{delivery.id}")
             mine.add(task)
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            self._in_flight[task] = delivery.id
             task.add_done_callback(on_done)
-            task.add_done_callback(functools.partial(self._sent, delivery.id))
 
         more = claim
         store_error: errors.StoreError | None = None
@@ -351,9 +371,6 @@ class DeliveryWorker:
             if mine:
                 await asyncio.gather(*mine, return_exceptions=True)
             await self._attempts.flush()  # idle or stopped means every attempt so far is recorded
-
-    def _sent(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
-        self._sending.discard(delivery_id)
 
     async def _deliver(self, delivery: Delivery) -> None:
         channel = self._channels.get(delivery.channel)
