@@ -248,6 +248,29 @@ async def _handover(
     return t0, sent_at
 
 
+def _committer(store: SqliteStore, worker: DeliveryWorker) -> Any:
+    """Commit as the poller does: fresh deliveries leased to the worker, handed over once committed
+    (what it has no room for is claimed from the store)."""
+    if not hasattr(worker, "lease_fresh"):  # the code before the hand-over (A/B runs): commit, notify
+
+        async def commit_notify(chunk: Sequence[PollResult]) -> None:
+            await store.commit(chunk)
+            worker.notify()
+
+        return commit_notify
+
+    async def commit(chunk: Sequence[PollResult]) -> None:
+        lease = worker.lease_fresh(chunk)
+        committed: Sequence[PollResult] = ()
+        try:
+            await store.commit(lease.results)
+            committed = lease.results
+        finally:
+            worker.hand_over(lease, committed)
+
+    return commit
+
+
 async def run_wattbridge(
     receiver: Receiver, http: aiohttp.ClientSession, *, n: int, rate: float | None, synchronous: str,
     concurrency: int, run: str,
@@ -259,7 +282,7 @@ async def run_wattbridge(
         loop = asyncio.create_task(worker.run(stop))
         try:
             cpu0 = time.process_time()
-            t0, sent_at = await _handover(results, rate, store.commit, worker.notify)
+            t0, sent_at = await _handover(results, rate, _committer(store, worker), lambda: None)
             t_end = await _until_done(worker, store, n, within_s=60 + n / 200)
             cpu = time.process_time() - cpu0
         finally:

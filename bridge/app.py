@@ -182,6 +182,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         clock=app[CLOCK],
         health=app[HEALTH],
         on_committed=worker.notify,
+        handoff=worker,
         digest_groups={name: tuple(c.group_by) for name, c in digest_configs(app[CONFIG].channels).items()},
         metrics=app[METRICS],
         fetch_pools=app[FETCH_POOLS],

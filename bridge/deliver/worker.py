@@ -5,17 +5,20 @@ across a send, so a crash mid-send just lets the lease expire and the delivery g
 same webhook-id. The loop waits on events, not polls: new work (`notify`), the next due time
 (`clock.sleep`), or stop.
 
-Per notification the store is touched twice, both batched: claims take a batch of due deliveries in
-one transaction, and attempts that finish while a write is in progress are recorded together in the
-next one (group commit, `AttemptLog`), so a burst costs a few fsyncs per batch, not two per delivery.
+Fresh work skips the claim: the poller asks `lease_fresh` for its results before committing them,
+so their deliveries are written already leased to this worker, and `hand_over` gives the committed
+ones to the sender in memory (the row stays the truth: a crash lets the lease run out, and a claim
+then sends them with the same webhook-id and bytes). Claims remain for retries, replays, whatever a
+hand-over had no room for, and after a restart. Attempts that finish while a write is in progress
+are recorded together in the next one (group commit, `AttemptLog`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,60 +28,19 @@ import structlog
 from bridge import errors
 from bridge.channels.base import Channel, SendResult
 from bridge.clock import Clock
+from bridge.deliver.attempts import AttemptLog
 from bridge.deliver.breaker import Breakers
+from bridge.deliver.handoff import FreshLease, lease_fresh
 from bridge.deliver.ratelimit import RateLimit
 from bridge.deliver.retry import RetryPolicy
 from bridge.logs import scrub
 from bridge.metrics import Metrics
-from bridge.model import Attempt, Delivery, DeliveryStatus
+from bridge.model import Attempt, Delivery, DeliveryStatus, PollResult
 from bridge.store.base import AttemptOutcome, Store
 
 log = structlog.get_logger(__name__)
 
 STORE_BACKOFF_MAX_S = 60.0
-
-
-class AttemptLog:
-    """Group commit of attempt records, written in the background by one writer task at a time.
-
-    A send frees its slot as soon as the receiver has answered; its outcome joins the queue, and
-    every outcome queued while a write is in progress goes into the next one (one transaction).
-    Until then the delivery stays leased, so nobody sends it again; a crash before the write lets
-    the lease run out and it goes out again with the same webhook-id (at least once). `flush`
-    waits until everything queued so far is written: the worker flushes before it reports idle
-    or stops.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._queue: list[AttemptOutcome] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    def add(self, outcome: AttemptOutcome) -> None:
-        self._queue.append(outcome)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write(), name="delivery:attempts")
-
-    async def flush(self) -> None:
-        while self._writer is not None:
-            # Shielded: a caller cut short (drain timeout) must not cancel a write half done.
-            await asyncio.shield(self._writer)
-
-    async def _write(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    missing = await self._store.record_attempts(batch)
-                except Exception as exc:  # a store error (or a store closed under us) must not be silent
-                    missing, error = {o.attempt.delivery_id for o in batch}, str(exc)
-                else:
-                    error = "no such delivery"
-                for delivery_id in missing:
-                    # The lease expires and the delivery is sent again (same webhook-id): at least once.
-                    log.error("delivery.record_failed", delivery_id=delivery_id, error=error)
-        finally:
-            self._writer = None
 
 
 class DeliveryWorker:
@@ -115,9 +77,17 @@ class DeliveryWorker:
         # finish one by one, and a claim per free slot would cost a transaction per delivery.
         self._min_claim = max(1, concurrency // 4)
         self._attempts = AttemptLog(store)
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the store holds due work: claim
+        # Committed deliveries leased to this worker (`hand_over`), sent without a claim; bounded so
+        # that what waits here goes out well within its lease.
+        self._fresh: deque[Delivery] = deque()
+        self._fresh_ready = asyncio.Event()
+        self._fresh_room = 2 * concurrency
+        self._reserved = 0  # leased by `lease_fresh`, not yet committed or given up
+        self._soonest: datetime | None = None  # the earliest time a delivery this worker saw is due again
+        self._waiter: asyncio.Future[None] | None = None  # what an idle `run` awaits (see `_wait`)
         self._stirs: set[asyncio.Event] = set()  # one per running _pump, set by notify
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], str] = {}  # sends in flight -> their delivery ids
         self._sending: set[str] = set()  # ids of the deliveries in flight, never sent twice at once
         self._missing_logged: set[str] = set()
         self._disabled_told: set[str] = set()
@@ -186,15 +156,63 @@ class DeliveryWorker:
         self._wake.set()
         for stir in self._stirs:
             stir.set()
+        self._kick()
+
+    def lease_fresh(self, results: Sequence[PollResult]) -> FreshLease:
+        """Before a commit: lease the fresh deliveries of `results` to this worker, as many as it has
+        room for. Commit `lease.results` (the deliveries are written leased, so no claim takes them),
+        then call `hand_over` with what was committed, whatever happened."""
+        room = self._fresh_room - len(self._fresh) - len(self._sending) - self._reserved
+        now = self._clock.now()
+        lease = lease_fresh(results, now=now, until=now + self._lease, room=room, channels=self._channels)
+        self._reserved += len(lease.leased)
+        return lease
+
+    def hand_over(self, lease: FreshLease, committed: Sequence[PollResult]) -> None:
+        """After a commit: send the committed deliveries `lease` holds at once; any other due one the
+        commit wrote is the store's to give (a claim). Deliveries leased but not committed are gone."""
+        self._reserved -= len(lease.leased)
+        claim = False
+        for r in committed:
+            for d in r.deliveries:
+                if d.id in lease.leased:
+                    self._fresh.append(d)
+                elif d.status == "pending":
+                    claim = True
+        if claim:
+            self.notify()
+        elif self._fresh:
+            self._fresh_ready.set()
+            for stir in self._stirs:
+                stir.set()
+            self._kick()
+
+    def _due_again(self, at: datetime) -> None:
+        """A delivery this worker handled is due again at `at` (a retry, a lease left to run out)."""
+        self._soonest = _earlier(self._soonest, at)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; then finish the sends in flight and return."""
+        stopper = asyncio.ensure_future(stop.wait())
+        stopper.add_done_callback(self._kick)
+        try:
+            await self._run(stop)
+        finally:
+            stopper.cancel()
+        await self._release_fresh()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         failures = 0
+        claim = True  # at start, and whenever the store may hold due work this worker was not given
+        due: datetime | None = None
         while not stop.is_set():
             self._wake.clear()
+            self._fresh_ready.clear()
+            self._soonest = None
             try:
-                await self._pump(stop)
-                due = await self._store.next_due_at()
+                await self._pump(stop, claim=claim)
+                if claim:
+                    due = await self._store.next_due_at()
                 failures = 0
             except errors.StoreError as exc:
                 # A locked or briefly unreachable store must not kill the bridge: back off and retry.
@@ -202,16 +220,32 @@ class DeliveryWorker:
                 delay = min(STORE_BACKOFF_MAX_S, 2.0 ** (failures - 1))
                 log.error("delivery.store_error", error=str(exc), retry_in_s=delay)
                 await self._wait(stop, delay)
+                claim = True
                 continue
+            due = _earlier(due, self._soonest)  # what this pump left due again, if sooner
+            claim = False
             if stop.is_set():
                 break
             if due is None:
                 await self._wait(stop, None)
-                continue
-            delay = (due - self._clock.now()).total_seconds()
-            if delay > 0:
-                await self._wait(stop, delay)
-            # else: due already (time moved while we sent), so go round again without waiting
+            else:
+                delay = (due - self._clock.now()).total_seconds()
+                if delay > 0:
+                    await self._wait(stop, delay)
+                # due now (or time moved while we sent): claim, then ask the store again
+                claim = self._clock.now() >= due
+            claim = claim or self._wake.is_set()
+
+    async def _release_fresh(self) -> None:
+        """Stopping: fresh deliveries not started are due again now, not at the end of their lease."""
+        if not self._fresh:
+            return
+        now = self._clock.now()
+        due, self._fresh = [(d.id, now) for d in self._fresh], deque()
+        try:
+            await self._store.defer(due)
+        except errors.StoreError as exc:  # their leases run out instead: sent later, not lost
+            log.error("delivery.release_failed", deliveries=len(due), error=str(exc))
 
     async def run_until_idle(self) -> int:
         """Deliver everything due at `clock.now()` until nothing is due or in flight; returns attempts made.
@@ -229,22 +263,34 @@ class DeliveryWorker:
                 return self.attempts_made - before
 
     async def _wait(self, stop: asyncio.Event, delay: float | None) -> None:
-        """Until new work, `delay` seconds of clock time (None: no timer), or stop; whichever is first."""
-        waits: list[Awaitable[object]] = [self._wake.wait(), stop.wait()]
-        if delay is not None:
-            waits.append(self._clock.sleep(delay))
-        tasks = [asyncio.ensure_future(w) for w in waits]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Until new work, `delay` seconds of clock time (None: no timer), or stop; whichever is first.
 
-    async def _pump(self, stop: asyncio.Event) -> int:
-        """Claim and send due deliveries, at most `concurrency` at once, until none is due; returns claims.
+        One future, resolved by `notify`, `hand_over`, the stop watcher of `run` or the timer: an idle
+        worker is woken once per hand-over when paced, so this costs no tasks unless there is a timer.
+        """
+        if self._wake.is_set() or self._fresh_ready.is_set() or stop.is_set():
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        sleeper = None if delay is None else asyncio.ensure_future(self._clock.sleep(delay))
+        if sleeper is not None:
+            sleeper.add_done_callback(self._kick)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if sleeper is not None and not sleeper.done():
+                sleeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sleeper
+
+    def _kick(self, _: object = None) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _pump(self, stop: asyncio.Event, *, claim: bool = True) -> int:
+        """Send handed-over deliveries and claim due ones (when `claim` or notified), at most
+        `concurrency` at once, until none is left; returns how many were claimed or handed over.
 
         Only as many as there are free slots are claimed, so a claimed delivery starts sending at
         once and its lease only has to cover one send. New work (`notify`) is claimed while sends
@@ -257,11 +303,19 @@ class DeliveryWorker:
         # flight would add and remove a callback on each of them every time one finishes.
         stir = asyncio.Event()
 
-        def on_done(task: asyncio.Task[None]) -> None:
+        def on_done(task: asyncio.Task[None]) -> None:  # the one callback of each send
+            self._sending.discard(self._in_flight.pop(task))
             finished.append(task)
             stir.set()
 
-        more = True
+        def start(delivery: Delivery) -> None:
+            self._sending.add(delivery.id)
+            task = asyncio.create_task(self._deliver(delivery), name=f"delivery:{delivery.id}")
+            mine.add(task)
+            self._in_flight[task] = delivery.id
+            task.add_done_callback(on_done)
+
+        more = claim
         store_error: errors.StoreError | None = None
         self._stirs.add(stir)
         try:
@@ -269,6 +323,17 @@ class DeliveryWorker:
                 if self._wake.is_set() and store_error is None:
                     self._wake.clear()
                     more = True
+                if self._fresh and len(mine) < self._concurrency and not stop.is_set():
+                    # Handed over: leased to us at commit, no store trip. One whose lease is half
+                    # gone (a stalled loop) is left to run out; a claim then sends it with a new one.
+                    fresh_until = self._clock.now() + self._lease / 2
+                    while self._fresh and len(mine) < self._concurrency:
+                        delivery = self._fresh.popleft()
+                        if delivery.id in self._sending or delivery.next_attempt_at < fresh_until:
+                            self._due_again(delivery.next_attempt_at)
+                            continue
+                        claimed_total += 1
+                        start(delivery)
                 free = min(self._batch, self._concurrency - len(mine))
                 enough = free >= min(self._min_claim, self._batch) or not mine
                 if more and free > 0 and enough and not stop.is_set():
@@ -286,13 +351,7 @@ class DeliveryWorker:
                             # Its lease ran out while this process still sends it (a slow send, a
                             # clock step): that send records the outcome; a second would duplicate it.
                             continue
-                        self._sending.add(delivery.id)
-                        task = asyncio.create_task(self._deliver(delivery), name=f"delivery:{delivery.id}")
-                        mine.add(task)
-                        self._in_flight.add(task)
-                        task.add_done_callback(self._in_flight.discard)
-                        task.add_done_callback(on_done)
-                        task.add_done_callback(functools.partial(self._sent, delivery.id))
+                        start(delivery)
                 if not mine:
                     if store_error is not None:
                         raise store_error
@@ -313,9 +372,6 @@ class DeliveryWorker:
                 await asyncio.gather(*mine, return_exceptions=True)
             await self._attempts.flush()  # idle or stopped means every attempt so far is recorded
 
-    def _sent(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
-        self._sending.discard(delivery_id)
-
     async def _deliver(self, delivery: Delivery) -> None:
         channel = self._channels.get(delivery.channel)
         if channel is None:
@@ -323,6 +379,7 @@ class DeliveryWorker:
             if delivery.channel not in self._missing_logged:
                 self._missing_logged.add(delivery.channel)
                 log.warning("delivery.channel_missing", delivery_id=delivery.id, channel=delivery.channel)
+            self._due_again(delivery.next_attempt_at)
             return
         at = self._clock.now()
         limit = self._limits.get(delivery.channel)
@@ -331,6 +388,7 @@ class DeliveryWorker:
             return
         if not self.breakers.allow(delivery.channel, at):
             # Circuit open: not sent, no attempt spent; the claim lease runs out and it is tried later.
+            self._due_again(delivery.next_attempt_at)
             return
         try:
             result = await channel.send(delivery)
@@ -362,6 +420,8 @@ class DeliveryWorker:
             )
             status = "dead" if decision.dead else "pending"
             next_at = decision.next_attempt_at
+            if next_at is not None:
+                self._due_again(next_at)
         attempt = Attempt(
             delivery_id=delivery.id,
             number=number,
@@ -396,7 +456,9 @@ class DeliveryWorker:
             await self._store.defer([(delivery.id, until)])
         except errors.StoreError as exc:  # the lease runs out instead, and the limit defers it again
             log.error("delivery.defer_failed", delivery_id=delivery.id, error=str(exc))
+            self._due_again(delivery.next_attempt_at)
             return
+        self._due_again(until)
         log.debug(
             "delivery.rate_limited",
             delivery_id=delivery.id,
@@ -413,3 +475,7 @@ def _scrubbed(result: SendResult) -> SendResult:
         error=None if result.error is None else scrub(result.error),
         response_excerpt=None if result.response_excerpt is None else scrub(result.response_excerpt),
     )
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)

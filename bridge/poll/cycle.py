@@ -23,6 +23,7 @@ from bridge import errors
 from bridge.channels.base import Channel
 from bridge.clock import Clock
 from bridge.config.models import DEFAULT_RETRY_AFTER_CAP
+from bridge.deliver.handoff import Handoff
 from bridge.lifecycle import finish_before_cancel
 from bridge.metrics import Metrics
 from bridge.model import HEALTH_SOURCE, Observation, PollResult, ResourceKey, RuleState, Snapshot, Watch
@@ -56,6 +57,7 @@ class Poller:
         clock: Clock,
         health: HealthBoard,
         on_committed: Callable[[], None] = lambda: None,
+        handoff: Handoff | None = None,
         digest_groups: Mapping[str, tuple[str, ...]] | None = None,
         metrics: Metrics | None = None,
         fetch_pools: Mapping[str, FetchPool] | None = None,
@@ -68,6 +70,8 @@ class Poller:
         self._clock = clock
         self.health = health
         self._on_committed = on_committed
+        # The delivery worker of this process, when fresh deliveries go to it without a claim.
+        self._handoff = handoff
         # The last committed bridge.provider snapshots (loaded lazily; the store has them too).
         self._health_snapshots: dict[str, Snapshot] = {}
         self._evaluate = Evaluator(channels, digest_groups=digest_groups or {}, event_types=event_types)
@@ -309,13 +313,19 @@ class Poller:
         await finish_before_cancel(self._commit_now(results))
 
     async def _commit_now(self, results: list[PollResult]) -> None:
+        lease = self._handoff.lease_fresh(results) if self._handoff is not None else None
+        to_commit = list(lease.results) if lease is not None else results
+        committed: list[PollResult] = []
         try:
-            await self._store.commit(results)
-            committed = results
+            await self._store.commit(to_commit)
+            committed = to_commit
         except errors.StoreError:
-            if len(results) == 1:
+            if len(to_commit) == 1:
                 raise
-            committed = await self._commit_each(results)
+            committed = await self._commit_each(to_commit)
+        finally:
+            if lease is not None:
+                self._handoff.hand_over(lease, committed)  # type: ignore[union-attr]  # set with lease
         if self._metrics is not None:
             self._metrics.committed(committed)
         self._remember(st for r in committed for st in r.rule_states)
@@ -324,7 +334,7 @@ class Poller:
             known = self._digests.get((k.provider, k.source))
             if known is not None:
                 known[k.resource_id] = digest64(r.snapshot.digest)
-        if any(r.deliveries for r in committed):
+        if self._handoff is None and any(r.deliveries for r in committed):
             self._on_committed()
 
     async def _commit_each(self, results: list[PollResult]) -> list[PollResult]:

@@ -1,0 +1,55 @@
+"""Group commit of attempt records: every outcome that finishes while a write is in progress goes into
+the next one (one transaction, one trip to the store), so a burst records in batches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from bridge.store.base import AttemptOutcome, Store
+
+log = structlog.get_logger("bridge.deliver.worker")
+
+
+class AttemptLog:
+    """Group commit of attempt records, written in the background by one writer task at a time.
+
+    A send frees its slot as soon as the receiver has answered; its outcome joins the queue, and
+    every outcome queued while a write is in progress goes into the next one (one transaction).
+    Until then the delivery stays leased, so nobody sends it again; a crash before the write lets
+    the lease run out and it goes out again with the same webhook-id (at least once). `flush`
+    waits until everything queued so far is written: the worker flushes before it reports idle
+    or stops.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: list[AttemptOutcome] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def add(self, outcome: AttemptOutcome) -> None:
+        self._queue.append(outcome)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="delivery:attempts")
+
+    async def flush(self) -> None:
+        while self._writer is not None:
+            # Shielded: a caller cut short (drain timeout) must not cancel a write half done.
+            await asyncio.shield(self._writer)
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    missing = await self._store.record_attempts(batch)
+                except Exception as exc:  # a store error (or a store closed under us) must not be silent
+                    missing, error = {o.attempt.delivery_id for o in batch}, str(exc)
+                else:
+                    error = "no such delivery"
+                for delivery_id in missing:
+                    # The lease expires and the delivery is sent again (same webhook-id): at least once.
+                    log.error("delivery.record_failed", delivery_id=delivery_id, error=error)
+        finally:
+            self._writer = None
