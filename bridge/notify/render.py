@@ -44,6 +44,9 @@ class Notifier:
         # A channel's event-type filter (`event_types` globs): no delivery for a type it does not take.
         self._accepts = dict(event_types or {})
         self.silences: list[Silence] = []  # the active ones, refreshed by the poller
+        # Why each delivery just rendered got its status: (fate, reason), read once by the evaluator
+        # for its trace (#14).
+        self._why: dict[str, tuple[str, str]] = {}
 
     def event(self, obs: Observation, firing: Firing, sequence: int) -> Event:
         rule = firing.rule
@@ -99,13 +102,18 @@ class Notifier:
             if rule.digest is not None and channel.kind == "email":
                 group = rule.digest.group_by  # the rule's own digest; webhooks stay one per event
             status: DeliveryStatus = "pending"
+            did = delivery_id(event.id, name)
             if silenced is not None:
                 status = "suppressed"
+                self._why[did] = ("silenced", f"silenced by {silenced.id} ({silenced.comment})")
             elif group is not None:
                 status = "held"
+                self._why[did] = ("digest", f"held for the digest {group_key(event, group)}")
+            else:
+                self._why[did] = ("queued", "queued")
             out.append(
                 Delivery(
-                    id=delivery_id(event.id, name),
+                    id=did,
                     event_id=event.id,
                     channel=name,
                     body=channel.render(event, ctx),
@@ -118,6 +126,10 @@ class Notifier:
         if silenced is not None and out:
             log.info("delivery.silenced", event_id=event.id, rule=rule.id, silence=silenced.id)
         return out
+
+    def why(self, delivery: Delivery) -> tuple[str, str]:
+        """(fate, reason) of a delivery this notifier just rendered (asked once: then forgotten)."""
+        return self._why.pop(delivery.id, ("queued", "queued"))
 
     def silenced_by(self, rule_id: str, key: ResourceKey, event: Event) -> Silence | None:
         return next((s for s in self.silences if s.matches(rule_id, key, event.occurred_at)), None)

@@ -284,6 +284,22 @@ class RuleSet:
                 firings.append(Firing(rule=rule, status="firing", changes=relevant or tuple(changes)))
         return firings
 
+    def candidates(self, *, source: str, kind: EventKind, changes: Sequence[Change]) -> list[Rule]:
+        """The rules that look at this transition (fired or not), in rule order: what a trace covers."""
+        idx = self._index.get((source, kind))
+        if idx is None:
+            return []
+        if kind != "changed":
+            return list(idx.every)
+        if not changes:
+            return []
+        found: dict[str, Rule] = {r.id: r for r in idx.fieldless}
+        for head in {_head(c.field) for c in changes}:
+            for rule in idx.by_head.get(head, ()):
+                if any(rule.watches(c.field) for c in changes):
+                    found[rule.id] = rule
+        return sorted(found.values(), key=self._rank)
+
     def _one_change(
         self,
         candidates: Sequence[Rule],
