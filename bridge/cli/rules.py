@@ -129,7 +129,7 @@ def render(notices: Sequence[Notice], *, brief: bool = False) -> str:
         lines.append(f"{_time(n.at)}  {n.text}")
         for sent in n.deliveries:
             how = {"held": ", held for a digest", "suppressed": ", suppressed by a silence"}.get(
-                sent.status, ""
+                sent.status, f", {sent.status}" if sent.status.startswith("deferred") else ""
             )
             lines.append(f"    → {sent.channel} ({sent.kind}{how})")
             if not brief:

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.windows import TimeWindow
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -241,6 +243,9 @@ Rate = Annotated[float, BeforeValidator(parse_rate)]
 
 
 class ChannelBase(Strict):
+    # Time windows (#14): notifications muted by a window are deferred to its end (one digest).
+    mute: list[TimeWindow] = Field(default_factory=list)
+    active: list[TimeWindow] = Field(default_factory=list)
     # Waits before each attempt (the first is normally "0s"); after the last, the delivery is dead.
     retry: list[Duration] | None = None
     retry_after_cap: Duration = timedelta(hours=1)  # a receiver's Retry-After is honoured up to this

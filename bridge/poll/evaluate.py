@@ -15,6 +15,7 @@ from datetime import datetime
 import structlog
 
 from bridge.channels.base import Channel
+from bridge.config.windows import Schedule
 from bridge.explain.checks import failed, transition_checks
 from bridge.explain.notes import Notes
 from bridge.model import (
@@ -47,10 +48,13 @@ class Evaluator:
         *,
         digest_groups: Mapping[str, tuple[str, ...]],
         event_types: Mapping[str, Callable[[str], bool]] | None = None,
+        windows: Mapping[str, Schedule] | None = None,
     ) -> None:
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
         self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
-        self._notify = Notifier(channels, digest_groups=digest_groups, event_types=event_types)
+        self._notify = Notifier(
+            channels, digest_groups=digest_groups, event_types=event_types, windows=windows
+        )
 
     def set_silences(self, silences: Sequence[Silence]) -> None:
         self._notify.silences = list(silences)

@@ -12,6 +12,7 @@ from dataclasses import field as dataclass_field
 from datetime import timedelta
 from typing import Any
 
+from bridge.config.windows import Schedule
 from bridge.model import Change, EventKind, EventStatus
 from bridge.poll.diff import get_path
 from bridge.rules.state import Timing
@@ -84,6 +85,7 @@ class Rule:
     email_html: Template | None = None
     mqtt_topic: Template | None = None
     digest: Digest | None = None
+    schedule: Schedule | None = None  # `mute` / `active` windows (#14)
     # `values_match` specialised to the conditions this rule has (set once, in __post_init__).
     _match: Callable[[Any, Any], bool] = dataclass_field(init=False, repr=False, compare=False)
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from bridge.config.models import DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT
 from bridge.config.tomlpos import TomlPositions, read_toml, validation_problems
+from bridge.config.windows import windows_of
 from bridge.errors import Problem, RuleError
 from bridge.rules.engine import Digest, Rule, RuleSet
 from bridge.rules.enums import value_problems
@@ -187,6 +188,7 @@ def _compile(
         email_html=html,
         mqtt_topic=mqtt_topic,
         digest=_digest(model),
+        schedule=windows_of(model),
     )
     return rule, []
 

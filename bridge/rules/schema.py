@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from bridge.config.models import Duration, GroupField
+from bridge.config.windows import TimeWindow
 
 Source = Literal[
     "podero.wallbox",
@@ -85,6 +86,9 @@ class RuleModel(BaseModel):
     group_by: list[GroupField] | None = None
     group_wait: Duration | None = None
     group_interval: Duration | None = None
+    # Time windows (#14): a notification muted by one is deferred; one digest when the window ends.
+    mute: list[TimeWindow] = Field(default_factory=list)
+    active: list[TimeWindow] = Field(default_factory=list)
 
     @field_validator("for_", "repeat", "cooldown", "group_interval")
     @classmethod

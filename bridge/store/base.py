@@ -280,3 +280,10 @@ class Store(Protocol):
     async def counts(self) -> StoreCounts:
         """How many events, deliveries, attempts and traces are stored."""
         ...
+
+    async def settle_held(
+        self, *, release: Sequence[str], drop: Sequence[tuple[str, str]], now: datetime
+    ) -> None:
+        """End deferred (`held`) deliveries in one transaction: `release` become pending, due now;
+        `drop` (id, why) become `suppressed` with the reason (still replayable). Others are left."""
+        ...

@@ -3,6 +3,7 @@ mixin over the store's `_fetch` / `_execute`, mirroring `sqlite_traces.py`."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,10 @@ DELETE FROM events WHERE id IN (
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
     ORDER BY e.occurred_at LIMIT $2)""",
 }
+Q_RELEASE_HELD = (
+    "UPDATE deliveries SET status = 'pending', next_attempt_at = $1 WHERE id = $2 AND status = 'held'"
+)
+Q_DROP_HELD = "UPDATE deliveries SET status = 'suppressed', last_error = $1 WHERE id = $2 AND status = 'held'"
 Q_COUNTS = """
 SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM deliveries),
        (SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM traces)"""
@@ -75,6 +80,9 @@ class PostgresTraces:
         raise NotImplementedError
 
     async def _execute(self, query: str, *args: Any) -> int:
+        raise NotImplementedError
+
+    def _transaction(self) -> contextlib.AbstractAsyncContextManager[Any]:
         raise NotImplementedError
 
     async def list_traces(
@@ -105,3 +113,10 @@ class PostgresTraces:
     async def counts(self) -> StoreCounts:
         [row] = await self._fetch(Q_COUNTS)
         return StoreCounts(events=row[0], deliveries=row[1], attempts=row[2], traces=row[3])
+
+    async def settle_held(
+        self, *, release: Sequence[str], drop: Sequence[tuple[str, str]], now: datetime
+    ) -> None:
+        async with self._transaction() as conn:
+            await conn.executemany(Q_RELEASE_HELD, [(rows_.aware(now), i) for i in release])
+            await conn.executemany(Q_DROP_HELD, [(why, i) for i, why in drop])

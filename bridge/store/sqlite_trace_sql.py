@@ -57,6 +57,10 @@ DELETE FROM events WHERE id IN (
     SELECT e.id FROM events e WHERE e.occurred_at < ?1
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
     ORDER BY e.occurred_at LIMIT ?2)"""
+Q_RELEASE_HELD = (
+    "UPDATE deliveries SET status = 'pending', next_attempt_at = ? WHERE id = ? AND status = 'held'"
+)
+Q_DROP_HELD = "UPDATE deliveries SET status = 'suppressed', last_error = ? WHERE id = ? AND status = 'held'"
 Q_COUNTS = """
 SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM deliveries),
        (SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM traces)"""

@@ -1,4 +1,5 @@
-"""The SQLite store's "why (not)?" reads and its retention deletes (#14), a mixin on its connection."""
+"""The SQLite store's parts for #14, a mixin on its connection: "why (not)?" reads, retention's
+batched deletes, and the end of deferred (time-window) deliveries."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from bridge.store.sqlite_sql import _delivery, _json, _ts
 from bridge.store.sqlite_trace_sql import (
     Q_COUNTS,
     Q_DELIVERIES_OF_EVENTS,
+    Q_DROP_HELD,
     Q_PRUNE_ATTEMPTS,
     Q_PRUNE_DELIVERIES,
     Q_PRUNE_EVENTS,
     Q_PRUNE_TRACES,
+    Q_RELEASE_HELD,
     Q_TRACES_OF,
     trace,
 )
@@ -59,3 +62,10 @@ class SqliteTraces(SqliteConnection):
             rows = list(await db.execute_fetchall(Q_COUNTS))
         events, deliveries, attempts, traces = rows[0]
         return StoreCounts(events=events, deliveries=deliveries, attempts=attempts, traces=traces)
+
+    async def settle_held(
+        self, *, release: Sequence[str], drop: Sequence[tuple[str, str]], now: datetime
+    ) -> None:
+        async with self._transaction() as db:
+            await db.executemany(Q_RELEASE_HELD, [(_ts(now), i) for i in release])
+            await db.executemany(Q_DROP_HELD, [(why, i) for i, why in drop])
