@@ -57,6 +57,7 @@ from bridge.providers.base import Provider
 from bridge.providers.registry import make_provider
 from bridge.store.base import Store
 from bridge.store.factory import store_for_url
+from bridge.store.retention import Pruner, retention_loop
 from bridge.web.status import setup_status_page
 
 log = structlog.get_logger(__name__)
@@ -92,7 +93,7 @@ def create_app(
     setup_admin_api(app)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
     if start_scheduler:  # tests drive polls and rule timers by hand, on a ManualClock
-        app.cleanup_ctx.extend([_timers, _scheduler])
+        app.cleanup_ctx.extend([_timers, _retention, _scheduler])
     return app
 
 
@@ -235,6 +236,15 @@ def _lease(config: Config) -> timedelta:
 async def _timers(app: web.Application) -> AsyncIterator[None]:
     """Rule holds and reminders, ticking between polls."""
     async with Service(timer_loop(app[POLLER], app[DIGESTER]), name="timers", on_crash=app[ON_CRASH]):
+        yield
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """History older than `[retention]` ages, pruned in small batches between polls (#14)."""
+    cfg = app[CONFIG].retention
+    pruner = Pruner(app[STORE], cfg, clock=app[CLOCK])
+    loop = retention_loop(pruner, every=cfg.every.total_seconds())
+    async with Service(loop, name="retention", on_crash=app[ON_CRASH]):
         yield
 
 

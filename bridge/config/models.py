@@ -487,6 +487,24 @@ class OutboundConfig(Strict):
     allow: list[IPvAnyNetwork] = Field(default_factory=list)
 
 
+class RetentionConfig(Strict):
+    """How long history is kept (#14): older rows are deleted in small batches, between polls.
+    Deliveries still owed (pending, held) and their events are never deleted."""
+
+    events: Duration = timedelta(days=30)
+    deliveries: Duration = timedelta(days=30)  # finished deliveries and their attempts
+    traces: Duration = timedelta(days=7)  # "why (not)?" evaluations (`wattbridge explain`)
+    batch: int = Field(default=1000, ge=1, le=100_000)  # rows per delete (one short transaction)
+    every: Duration = timedelta(minutes=10)
+
+    @field_validator("events", "deliveries", "traces", "every")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return v
+
+
 class Config(Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -495,6 +513,7 @@ class Config(Strict):
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     # Where relative paths (rule globs, template files) resolve from: the config file's folder.
     base_dir: str = Field(default=".", exclude=True)
 

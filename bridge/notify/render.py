@@ -68,8 +68,16 @@ class Notifier:
         )
 
     def deliveries(
-        self, event: Event, firing: Firing, old: dict[str, Any] | None, rules: RuleSet
+        self,
+        event: Event,
+        firing: Firing,
+        old: dict[str, Any] | None,
+        rules: RuleSet,
+        *,
+        inhibited: str | None = None,
     ) -> list[Delivery]:
+        """One delivery per channel of the rule. Its first status: `suppressed` when a silence or an
+        inhibiting rule (#14) mutes it, `held` when a time window defers it or a digest batches it."""
         rule = firing.rule
         out: list[Delivery] = []
         silenced = self.silenced_by(rule.id, event.key, event) if self.silences else None
@@ -107,10 +115,14 @@ class Notifier:
                 group = rule.digest.group_by  # the rule's own digest; webhooks stay one per event
             status: DeliveryStatus = "pending"
             did = delivery_id(event.id, name)
-            until = self._deferred_until(rule.schedule, name, event) if not silenced else None
+            muted = silenced is not None or inhibited is not None
+            until = self._deferred_until(rule.schedule, name, event) if not muted else None
             if silenced is not None:
                 status = "suppressed"
                 self._why[did] = ("silenced", f"silenced by {silenced.id} ({silenced.comment})")
+            elif inhibited is not None:
+                status = "suppressed"
+                self._why[did] = ("inhibited", inhibited)
             elif until is not None:
                 status, group = "held", None
                 self._why[did] = ("deferred", f"muted by a time window: deferred until {iso_utc(until)}")
@@ -137,6 +149,8 @@ class Notifier:
             )
         if silenced is not None and out:
             log.info("delivery.silenced", event_id=event.id, rule=rule.id, silence=silenced.id)
+        elif inhibited is not None and out:
+            log.info("delivery.inhibited", event_id=event.id, rule=rule.id, reason=inhibited)
         return out
 
     def _deferred_until(self, rule_windows: Schedule | None, channel: str, event: Event) -> datetime | None:

@@ -52,6 +52,8 @@ class Evaluator:
     ) -> None:
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
         self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
+        # Firing states by rule id, then provider: what inhibition (#14) looks up.
+        self._firing: dict[str, dict[str, set[ResourceKey]]] = {}
         self._notify = Notifier(
             channels, digest_groups=digest_groups, event_types=event_types, windows=windows
         )
@@ -67,6 +69,11 @@ class Evaluator:
                 self._states.pop(k, None)
             else:
                 self._states[k] = st
+            by_provider = self._firing.setdefault(st.rule_id, {})
+            if st.phase == "firing":
+                by_provider.setdefault(st.key.provider, set()).add(st.key)
+            else:
+                by_provider.get(st.key.provider, set()).discard(st.key)
             if st.phase == "idle":
                 self._open[st.key].discard(st.rule_id)
                 if not self._open[st.key]:
@@ -135,7 +142,7 @@ class Evaluator:
         notes = Notes()
         if rules.stateful and (obs.key in self._open or any(f.rule.id in rules.stateful for f in firings)):
             firings, moved = self._through_state(obs, firings, changes, rules, notes)
-        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes)
+        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
         traces = self._traces(obs, kind, snapshot.state, changes, rules, notes)
         return PollResult(
             snapshot=_snapshot(obs, digest, sequence),
@@ -222,7 +229,7 @@ class Evaluator:
             _note_due(notes, rule.id, st, decision)
             if decision.emit is not None:
                 firings.append(Firing(rule=rule, status=decision.emit, changes=st.changes))
-        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes)
+        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
         traces = tuple(
             Trace(
                 rule_id=rule_id,
@@ -249,7 +256,13 @@ class Evaluator:
         )
 
     def _emit(
-        self, obs: Observation, firings: Sequence[Firing], snapshot: Snapshot, rules: RuleSet, notes: Notes
+        self,
+        obs: Observation,
+        firings: Sequence[Firing],
+        snapshot: Snapshot,
+        rules: RuleSet,
+        notes: Notes,
+        moved: Sequence[RuleState] = (),
     ) -> tuple[tuple[Event, ...], tuple[Delivery, ...], int]:
         """One event per firing, numbered on from the resource's last sequence, with its deliveries;
         the trace notes say what became of each delivery (queued, silenced, deferred, …)."""
@@ -260,10 +273,28 @@ class Evaluator:
             sequence += 1
             event = self._notify.event(obs, firing, sequence)
             events.append(event)
-            sent = self._notify.deliveries(event, firing, snapshot.state, rules)
+            inhibited = self._inhibited(firing, obs.key, rules, moved)
+            sent = self._notify.deliveries(event, firing, snapshot.state, rules, inhibited=inhibited)
             deliveries.extend(sent)
             notes.emitted(firing, event.id, [(d.channel, *self._notify.why(d)) for d in sent])
         return tuple(events), tuple(deliveries), sequence
+
+    def _inhibited(
+        self, firing: Firing, key: ResourceKey, rules: RuleSet, moved: Sequence[RuleState]
+    ) -> str | None:
+        """Why this firing is muted by another rule that fires on the same resource or provider
+        (the committed states, updated by what this very result moves: one poll can start both)."""
+        for inhibitor in rules.inhibitors.get(firing.rule.id, ()):
+            keys = set(self._firing.get(inhibitor.id, {}).get(key.provider, set()))
+            for st in moved:
+                if st.rule_id == inhibitor.id and st.key.provider == key.provider:
+                    (keys.add if st.phase == "firing" else keys.discard)(st.key)
+            if inhibitor.inhibit_scope == "resource":
+                keys = {k for k in keys if k.resource_id == key.resource_id}
+            if keys:
+                on = min(keys, key=str)
+                return f"inhibited by {inhibitor.id}, firing on {on} ({inhibitor.inhibit_scope} scope)"
+        return None
 
     def _through_state(
         self, obs: Observation, firings: list[Firing], changes: Sequence[Change], rules: RuleSet, notes: Notes

@@ -6,6 +6,7 @@ the first path segment to the rules watching it, plus the few rules that watch n
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import field as dataclass_field
@@ -86,6 +87,9 @@ class Rule:
     mqtt_topic: Template | None = None
     digest: Digest | None = None
     schedule: Schedule | None = None  # `mute` / `active` windows (#14)
+    inhibits: tuple[str, ...] = ()  # rule ids / globs this rule mutes while it fires (#14)
+    inhibit_scope: str = "resource"  # "resource" or "provider"
+    inhibits_line: int | None = None
     # `values_match` specialised to the conditions this rule has (set once, in __post_init__).
     _match: Callable[[Any, Any], bool] = dataclass_field(init=False, repr=False, compare=False)
 
@@ -228,6 +232,16 @@ class RuleSet:
                 idx.fieldless.append(rule)
             else:
                 idx.by_head.setdefault(_head(rule.field), []).append(rule)
+        # Inhibition (#14): target rule id → the rules that mute it while they fire.
+        self.inhibitors: dict[str, tuple[Rule, ...]] = {}
+        for target in self.rules:
+            found = tuple(
+                r
+                for r in self.rules
+                if r.id != target.id and any(fnmatch.fnmatchcase(target.id, p) for p in r.inhibits)
+            )
+            if found:
+                self.inhibitors[target.id] = found
         for source in {r.source for r in self.rules}:
             # Full paths: a rule naming `owner.updated_at` keeps that field, not every `updated_at`.
             self._keep[source] = frozenset(
