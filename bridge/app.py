@@ -38,6 +38,7 @@ from bridge.channels.base import Channel
 from bridge.channels.registry import build_channels, channel_session
 from bridge.clock import Clock, SystemClock
 from bridge.config.models import Config, WebhookChannelConfig
+from bridge.config.windows import Schedule, windows_of
 from bridge.deliver.ratelimit import rate_limits
 from bridge.deliver.retry import DEFAULT_SCHEDULE, RetryPolicy
 from bridge.deliver.worker import DeliveryWorker
@@ -56,6 +57,7 @@ from bridge.providers.base import Provider
 from bridge.providers.registry import make_provider
 from bridge.store.base import Store
 from bridge.store.factory import store_for_url
+from bridge.store.retention import Pruner, retention_loop
 from bridge.web.status import setup_status_page
 
 log = structlog.get_logger(__name__)
@@ -91,7 +93,7 @@ def create_app(
     setup_admin_api(app)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
     if start_scheduler:  # tests drive polls and rule timers by hand, on a ManualClock
-        app.cleanup_ctx.extend([_timers, _scheduler])
+        app.cleanup_ctx.extend([_timers, _retention, _scheduler])
     return app
 
 
@@ -187,6 +189,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         fetch_pools=app[FETCH_POOLS],
         event_types={n: c.accepts for n, c in app[CONFIG].channels.items() if c.event_types is not None},
+        windows=channel_windows(app[CONFIG]),
     )
     app[DIGESTER] = Digester(
         app[STORE],
@@ -203,6 +206,11 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
     async with Service(worker.run, name="delivery", drain=drain, on_crash=app[ON_CRASH]) as service:
         app[DELIVERY_SERVICE] = service
         yield
+
+
+def channel_windows(config: Config) -> dict[str, Schedule]:
+    """Each channel's `mute` / `active` windows, for the channels that have any (#14)."""
+    return {name: s for name, c in config.channels.items() if (s := windows_of(c)) is not None}
 
 
 def retry_policies(config: Config) -> dict[str, RetryPolicy]:
@@ -229,6 +237,15 @@ def _lease(config: Config) -> timedelta:
 async def _timers(app: web.Application) -> AsyncIterator[None]:
     """Rule holds and reminders, ticking between polls."""
     async with Service(timer_loop(app[POLLER], app[DIGESTER]), name="timers", on_crash=app[ON_CRASH]):
+        yield
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """History older than `[retention]` ages, pruned in small batches between polls (#14)."""
+    cfg = app[CONFIG].retention
+    pruner = Pruner(app[STORE], cfg, clock=app[CLOCK])
+    loop = retention_loop(pruner, every=cfg.every.total_seconds())
+    async with Service(loop, name="retention", on_crash=app[ON_CRASH]):
         yield
 
 

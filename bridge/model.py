@@ -156,6 +156,35 @@ class PollResult:
     end_watch: str | None = None  # the resource reached a terminal state: end its watch (reason)
     start_watch: Watch | None = None  # a watch this result starts (kept as it is if it exists)
     rule_states: tuple[RuleState, ...] = ()  # holds / firings / cooldowns this result moved
+    traces: tuple[Trace, ...] = ()  # how each rule that looked at this result decided (#14, explain)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Check:
+    """One condition of a rule as it was evaluated: what it wants, what it got, whether it held."""
+
+    name: str  # "to", "from", "above", "if", "condition", …
+    want: JSON
+    got: JSON
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trace:
+    """One evaluation of one rule on one resource, kept (by retention) to answer "why (not)?".
+
+    `outcome` is one word (`sent`, `no-match`, `hold`, `cooldown`, `silenced`, `deferred`,
+    `inhibited`, `flapping`, …); `reasons` say it for a person; `event_ids` link the deliveries."""
+
+    rule_id: str
+    key: ResourceKey
+    at: datetime
+    trigger: str  # "changed", "appeared", "disappeared", "timer"
+    changes: tuple[Change, ...] = ()
+    checks: tuple[Check, ...] = ()
+    outcome: str
+    reasons: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()
 
 
 def event_id(rule_id: str, key: ResourceKey, sequence: int, occurred_at: datetime) -> str:

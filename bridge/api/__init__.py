@@ -12,6 +12,7 @@ from bridge.api import (
     channel_enable,
     deliveries,
     events,
+    explain,
     openapi,
     providers,
     rules,
@@ -27,7 +28,7 @@ from bridge.api.registry import ApiRoutes
 def admin_operations() -> ApiRoutes:
     """Every admin API operation, in the order the OpenAPI document lists them."""
     api = ApiRoutes()
-    for module in (events, deliveries, channel_enable, silences, rules, providers, watches, schemas):
+    for module in (events, deliveries, channel_enable, silences, rules, explain, providers, watches, schemas):
         api.extend(module.routes)
     return api
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from bridge import __version__, logs
 from bridge.cli import deliveries as cli_deliveries
+from bridge.cli import explain as cli_explain
 from bridge.cli import rules as cli_rules
 from bridge.cli import silences as cli_silences
 from bridge.errors import BridgeError, ConfigAndRulesError, ConfigError, ProblemsError, RuleError
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_silences.add_parsers(sub)
     cli_deliveries.add_parsers(sub)
     cli_rules.add_parsers(sub)
+    cli_explain.add_parsers(sub)
 
     sim = sub.add_parser("simulate", help="serve the provider simulators on loopback")
     sim.add_argument("--host", default="127.0.0.1")
@@ -60,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # The demo narrates for a person; its logs would drown the story unless asked for.
-    level = args.log_level or {"demo": "warning", "rules": "error"}.get(args.command, "info")
+    level = args.log_level or {"demo": "warning", "rules": "error", "explain": "warning"}.get(
+        args.command, "info"
+    )
     logs.configure(level=level, fmt=args.log_format)
     try:
         if args.command == "check":
@@ -75,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_silences.run(args)
         if args.command == "rules":
             return cli_rules.run(args)
+        if args.command == "explain":
+            return cli_explain.run(args)
         if args.command in ("deliveries", "channels"):
             return cli_deliveries.run(args)
         if args.command == "simulate":

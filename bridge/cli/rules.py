@@ -21,7 +21,7 @@ from bridge.rehearse.timeline import DryRunInputError, Step, guess_source, pair,
 from bridge.rules.engine import RuleSet
 from bridge.rules.schema import SOURCES
 
-EXIT_OK = 0
+EXIT_OK, EXIT_FAILED = 0, 1
 # --old/--new: the old state is observed at this instant, the new one a minute later.
 PAIR_START = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
 
@@ -44,6 +44,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     test.add_argument("--rule", help="only this rule (by id)")
     test.add_argument("--rules", type=Path, help="only this rule file (default: the config's rule paths)")
     test.add_argument("--brief", action="store_true", help="one line per notification, without bodies")
+    test.add_argument(
+        "--expect",
+        type=Path,
+        help="TOML file of the notifications and digests the timeline must cause (exit 1 if not)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,9 +73,28 @@ def run(args: argparse.Namespace) -> int:
     steps = _steps(args, rules)
     notices = asyncio.run(replay(config, rules, steps))
     what = f"rule {args.rule}" if args.rule else f"{len(rules.rules)} rules"
+    if args.expect is not None:
+        return _expect(args.expect, notices)
     print(f"Dry run of {what}: nothing is sent or stored.\n")
     print(render(notices, brief=args.brief))
     return EXIT_OK
+
+
+def _expect(path: Path, notices: Sequence[Notice]) -> int:
+    """promtool-style: OK, or every difference (FILE:LINE) and the dry run to compare with."""
+    from bridge.explain.expect import check
+
+    problems = check(path, notices)
+    if not problems:
+        n = sum(1 for x in notices if x.what == "event")
+        d = sum(1 for x in notices if x.what == "digest")
+        print(f"{path}: OK ({n} notification(s), {d} digest(s) as expected)")
+        return EXIT_OK
+    for problem in problems:
+        print(f"FAILED {problem}")
+    print("\nWhat the timeline caused:\n")
+    print(render(notices, brief=True))
+    return EXIT_FAILED
 
 
 def _only(rules: RuleSet, rule_id: str) -> RuleSet:
@@ -105,7 +129,7 @@ def render(notices: Sequence[Notice], *, brief: bool = False) -> str:
         lines.append(f"{_time(n.at)}  {n.text}")
         for sent in n.deliveries:
             how = {"held": ", held for a digest", "suppressed": ", suppressed by a silence"}.get(
-                sent.status, ""
+                sent.status, f", {sent.status}" if sent.status.startswith("deferred") else ""
             )
             lines.append(f"    → {sent.channel} ({sent.kind}{how})")
             if not brief:

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.windows import TimeWindow
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -241,6 +243,9 @@ Rate = Annotated[float, BeforeValidator(parse_rate)]
 
 
 class ChannelBase(Strict):
+    # Time windows (#14): notifications muted by a window are deferred to its end (one digest).
+    mute: list[TimeWindow] = Field(default_factory=list)
+    active: list[TimeWindow] = Field(default_factory=list)
     # Waits before each attempt (the first is normally "0s"); after the last, the delivery is dead.
     retry: list[Duration] | None = None
     retry_after_cap: Duration = timedelta(hours=1)  # a receiver's Retry-After is honoured up to this
@@ -482,6 +487,24 @@ class OutboundConfig(Strict):
     allow: list[IPvAnyNetwork] = Field(default_factory=list)
 
 
+class RetentionConfig(Strict):
+    """How long history is kept (#14): older rows are deleted in small batches, between polls.
+    Deliveries still owed (pending, held) and their events are never deleted."""
+
+    events: Duration = timedelta(days=30)
+    deliveries: Duration = timedelta(days=30)  # finished deliveries and their attempts
+    traces: Duration = timedelta(days=7)  # "why (not)?" evaluations (`wattbridge explain`)
+    batch: int = Field(default=1000, ge=1, le=100_000)  # rows per delete (one short transaction)
+    every: Duration = timedelta(minutes=10)
+
+    @field_validator("events", "deliveries", "traces", "every")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return v
+
+
 class Config(Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -490,6 +513,7 @@ class Config(Strict):
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     # Where relative paths (rule globs, template files) resolve from: the config file's folder.
     base_dir: str = Field(default=".", exclude=True)
 

@@ -23,6 +23,7 @@ from bridge.channels.webhook import iso_z
 from bridge.clock import Clock
 from bridge.config.models import ChannelConfig, EmailChannelConfig, WebhookChannelConfig
 from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, Delivery, Event, ResourceKey, delivery_id, event_id
+from bridge.notify.render import deferred_end
 from bridge.rules.engine import Digest as RuleDigest
 from bridge.rules.engine import RuleSet
 from bridge.store.base import HeldGroup, Store
@@ -66,6 +67,9 @@ class Digester:
             members = await self._store.list_held(group.channel, group.group_key)
             if not members:
                 continue
+            if deferred_end(group.group_key) is not None:
+                queued += await self._end_deferral(group, members, now)
+                continue
             cfg = self._configs.get(group.channel)
             event, digest = build_digest(group, members, now, webhook=isinstance(cfg, WebhookChannelConfig))
             await self._store.commit_digest(event, digest, [m.id for m in members])
@@ -82,7 +86,36 @@ class Digester:
     def _due(self, group: HeldGroup, now: datetime) -> bool:
         return now >= self._due_at(group)
 
+    async def _end_deferral(self, group: HeldGroup, members: Sequence[Delivery], now: datetime) -> int:
+        """A time window ended (#14): what it deferred goes out, less what resolved meanwhile. An
+        email channel (or a webhook that takes digests) gets one digest; any other channel gets each
+        notification on its own, as it would have without the window."""
+        events = {m.id: await self._store.get_event(m.event_id) for m in members}
+        dropped = resolved_meanwhile(members, events)
+        kept = [m for m in members if m.id not in dropped]
+        cfg = self._configs.get(group.channel)
+        webhook = isinstance(cfg, WebhookChannelConfig)
+        digests = isinstance(cfg, EmailChannelConfig) or bool(webhook and cfg is not None and cfg.group_by)
+        drop = [(i, "resolved before the time window ended: left out of its digest") for i in dropped]
+        if kept and digests:
+            event, digest = build_digest(group, kept, now, webhook=webhook)
+            await self._store.commit_digest(event, digest, [m.id for m in kept])
+            await self._store.settle_held(release=(), drop=drop, now=now)
+        else:
+            await self._store.settle_held(release=[m.id for m in kept], drop=drop, now=now)
+        log.info(
+            "window.ended",
+            channel=group.channel,
+            deferred=len(members),
+            left_out=len(dropped),
+            digest=bool(kept and digests),
+        )
+        return 1 if kept else 0
+
     def _due_at(self, group: HeldGroup) -> datetime:
+        end = deferred_end(group.group_key)
+        if end is not None:  # deferred by a time window: due when it ends, whatever the grouping
+            return end
         rule = self._rule_digest(group.group_key)
         cfg = self._configs.get(group.channel)
         if rule is not None:
@@ -102,6 +135,23 @@ class Digester:
             return None
         rule = self._rules().by_id.get(group_key.split("|", 1)[0].removeprefix("rule="))
         return rule.digest if rule is not None else None
+
+
+def resolved_meanwhile(members: Sequence[Delivery], events: Mapping[str, Event | None]) -> set[str]:
+    """Deferred deliveries to leave out: a firing and the resolution that followed it, both deferred
+    (a resolution whose firing went out before the window is kept: the receiver must hear it)."""
+    open_firing: dict[tuple[str, ResourceKey], list[str]] = {}
+    dropped: set[str] = set()
+    for m in sorted(members, key=lambda d: d.created_at):
+        event = events.get(m.id)
+        if event is None:
+            continue
+        k = (event.rule_id, event.key)
+        if event.status == "firing":
+            open_firing.setdefault(k, []).append(m.id)  # the firing and its reminders
+        elif k in open_firing:
+            dropped |= {*open_firing.pop(k), m.id}
+    return dropped
 
 
 def build_digest(

@@ -9,11 +9,13 @@ the digest that batches it is due (`digest.py`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from bridge.channels.base import Channel, RenderContext
+from bridge.config.windows import Schedule, muted_until
 from bridge.model import (
     Delivery,
     DeliveryStatus,
@@ -38,12 +40,17 @@ class Notifier:
         *,
         digest_groups: Mapping[str, Sequence[str]],
         event_types: Mapping[str, Callable[[str], bool]] | None = None,
+        windows: Mapping[str, Schedule] | None = None,
     ) -> None:
         self._channels = channels
+        self._windows = dict(windows or {})  # each channel's `mute` / `active` windows (#14)
         self._groups = {name: tuple(by) for name, by in digest_groups.items() if by}
         # A channel's event-type filter (`event_types` globs): no delivery for a type it does not take.
         self._accepts = dict(event_types or {})
         self.silences: list[Silence] = []  # the active ones, refreshed by the poller
+        # Why each delivery just rendered got its status: (fate, reason), read once by the evaluator
+        # for its trace (#14).
+        self._why: dict[str, tuple[str, str]] = {}
 
     def event(self, obs: Observation, firing: Firing, sequence: int) -> Event:
         rule = firing.rule
@@ -61,8 +68,16 @@ class Notifier:
         )
 
     def deliveries(
-        self, event: Event, firing: Firing, old: dict[str, Any] | None, rules: RuleSet
+        self,
+        event: Event,
+        firing: Firing,
+        old: dict[str, Any] | None,
+        rules: RuleSet,
+        *,
+        inhibited: str | None = None,
     ) -> list[Delivery]:
+        """One delivery per channel of the rule. Its first status: `suppressed` when a silence or an
+        inhibiting rule (#14) mutes it, `held` when a time window defers it or a digest batches it."""
         rule = firing.rule
         out: list[Delivery] = []
         silenced = self.silenced_by(rule.id, event.key, event) if self.silences else None
@@ -99,28 +114,75 @@ class Notifier:
             if rule.digest is not None and channel.kind == "email":
                 group = rule.digest.group_by  # the rule's own digest; webhooks stay one per event
             status: DeliveryStatus = "pending"
+            did = delivery_id(event.id, name)
+            muted = silenced is not None or inhibited is not None
+            until = self._deferred_until(rule.schedule, name, event) if not muted else None
             if silenced is not None:
                 status = "suppressed"
+                self._why[did] = ("silenced", f"silenced by {silenced.id} ({silenced.comment})")
+            elif inhibited is not None:
+                status = "suppressed"
+                self._why[did] = ("inhibited", inhibited)
+            elif until is not None:
+                status, group = "held", None
+                self._why[did] = ("deferred", f"muted by a time window: deferred until {iso_utc(until)}")
             elif group is not None:
                 status = "held"
+                self._why[did] = ("digest", f"held for the digest {group_key(event, group)}")
+            else:
+                self._why[did] = ("queued", "queued")
             out.append(
                 Delivery(
-                    id=delivery_id(event.id, name),
+                    id=did,
                     event_id=event.id,
                     channel=name,
                     body=channel.render(event, ctx),
                     status=status,
                     next_attempt_at=event.occurred_at,
                     created_at=event.occurred_at,
-                    group_key=group_key(event, group) if group is not None else None,
+                    group_key=deferred_key(until)
+                    if until is not None
+                    else group_key(event, group)
+                    if group is not None
+                    else None,
                 )
             )
         if silenced is not None and out:
             log.info("delivery.silenced", event_id=event.id, rule=rule.id, silence=silenced.id)
+        elif inhibited is not None and out:
+            log.info("delivery.inhibited", event_id=event.id, rule=rule.id, reason=inhibited)
         return out
+
+    def _deferred_until(self, rule_windows: Schedule | None, channel: str, event: Event) -> datetime | None:
+        """When the rule's and the channel's windows stop muting this notification (None: not muted)."""
+        schedules = [s for s in (rule_windows, self._windows.get(channel)) if s is not None]
+        return muted_until(schedules, event.occurred_at) if schedules else None
+
+    def why(self, delivery: Delivery) -> tuple[str, str]:
+        """(fate, reason) of a delivery this notifier just rendered (asked once: then forgotten)."""
+        return self._why.pop(delivery.id, ("queued", "queued"))
 
     def silenced_by(self, rule_id: str, key: ResourceKey, event: Event) -> Silence | None:
         return next((s for s in self.silences if s.matches(rule_id, key, event.occurred_at)), None)
+
+
+DEFERRED_PREFIX = "until="
+
+
+def iso_utc(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def deferred_key(until: datetime) -> str:
+    """`until=2026-11-23T06:00:00Z`: a deferred delivery's group; its digest is due at that time."""
+    return DEFERRED_PREFIX + iso_utc(until)
+
+
+def deferred_end(group_key: str) -> datetime | None:
+    """The end of a deferred group's window (None: not a deferred group)."""
+    if not group_key.startswith(DEFERRED_PREFIX):
+        return None
+    return datetime.fromisoformat(group_key.removeprefix(DEFERRED_PREFIX).split("|", 1)[0])
 
 
 def group_key(event: Event, by: Sequence[str]) -> str:

@@ -23,6 +23,7 @@ from bridge import errors
 from bridge.channels.base import Channel
 from bridge.clock import Clock
 from bridge.config.models import DEFAULT_RETRY_AFTER_CAP
+from bridge.config.windows import Schedule
 from bridge.deliver.handoff import Handoff
 from bridge.lifecycle import finish_before_cancel
 from bridge.metrics import Metrics
@@ -62,6 +63,7 @@ class Poller:
         metrics: Metrics | None = None,
         fetch_pools: Mapping[str, FetchPool] | None = None,
         event_types: Mapping[str, Callable[[str], bool]] | None = None,
+        windows: Mapping[str, Schedule] | None = None,
     ) -> None:
         self._store = store
         self._pools = fetch_pools or {}  # provider → its fetch workers, when it has any
@@ -74,7 +76,9 @@ class Poller:
         self._handoff = handoff
         # The last committed bridge.provider snapshots (loaded lazily; the store has them too).
         self._health_snapshots: dict[str, Snapshot] = {}
-        self._evaluate = Evaluator(channels, digest_groups=digest_groups or {}, event_types=event_types)
+        self._evaluate = Evaluator(
+            channels, digest_groups=digest_groups or {}, event_types=event_types, windows=windows
+        )
         # From reading snapshots to committing: a timer firing must not interleave with a poll of the
         # same resource (both bump its sequence). Fetching happens outside it.
         self._lock = asyncio.Lock()

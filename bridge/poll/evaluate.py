@@ -15,8 +15,12 @@ from datetime import datetime
 import structlog
 
 from bridge.channels.base import Channel
+from bridge.config.windows import Schedule
+from bridge.explain.checks import failed, transition_checks
+from bridge.explain.notes import Notes
 from bridge.model import (
     Change,
+    Check,
     Delivery,
     Event,
     EventKind,
@@ -26,12 +30,13 @@ from bridge.model import (
     RuleState,
     Silence,
     Snapshot,
+    Trace,
     Watch,
 )
 from bridge.notify.render import Notifier
 from bridge.poll.diff import diff, meaningful_digest
-from bridge.rules.engine import Firing, RuleSet
-from bridge.rules.state import on_due, on_observation
+from bridge.rules.engine import Firing, RuleSet, default_context
+from bridge.rules.state import Decision, on_due, on_observation
 
 log = structlog.get_logger(__name__)
 
@@ -43,10 +48,15 @@ class Evaluator:
         *,
         digest_groups: Mapping[str, tuple[str, ...]],
         event_types: Mapping[str, Callable[[str], bool]] | None = None,
+        windows: Mapping[str, Schedule] | None = None,
     ) -> None:
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
         self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
-        self._notify = Notifier(channels, digest_groups=digest_groups, event_types=event_types)
+        # Firing states by rule id, then provider: what inhibition (#14) looks up.
+        self._firing: dict[str, dict[str, set[ResourceKey]]] = {}
+        self._notify = Notifier(
+            channels, digest_groups=digest_groups, event_types=event_types, windows=windows
+        )
 
     def set_silences(self, silences: Sequence[Silence]) -> None:
         self._notify.silences = list(silences)
@@ -59,6 +69,11 @@ class Evaluator:
                 self._states.pop(k, None)
             else:
                 self._states[k] = st
+            by_provider = self._firing.setdefault(st.rule_id, {})
+            if st.phase == "firing":
+                by_provider.setdefault(st.key.provider, set()).add(st.key)
+            else:
+                by_provider.get(st.key.provider, set()).discard(st.key)
             if st.phase == "idle":
                 self._open[st.key].discard(st.rule_id)
                 if not self._open[st.key]:
@@ -124,9 +139,11 @@ class Evaluator:
         changes = diff(snapshot.state, obs.state, source=source, keep=keep)
         firings = rules.evaluate(source=source, kind=kind, old=snapshot.state, new=obs.state, changes=changes)
         moved: list[RuleState] = []
+        notes = Notes()
         if rules.stateful and (obs.key in self._open or any(f.rule.id in rules.stateful for f in firings)):
-            firings, moved = self._through_state(obs, firings, changes, rules)
-        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules)
+            firings, moved = self._through_state(obs, firings, changes, rules, notes)
+        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
+        traces = self._traces(obs, kind, snapshot.state, changes, rules, notes)
         return PollResult(
             snapshot=_snapshot(obs, digest, sequence),
             events=events,
@@ -134,7 +151,52 @@ class Evaluator:
             end_watch=end_watch,
             start_watch=start_watch,
             rule_states=tuple(moved),
+            traces=traces,
         )
+
+    def _traces(
+        self,
+        obs: Observation,
+        kind: EventKind,
+        old: Mapping[str, object] | None,
+        changes: Sequence[Change],
+        rules: RuleSet,
+        notes: Notes,
+    ) -> tuple[Trace, ...]:
+        """One trace per rule that looked at this transition, or whose state it moved (#14)."""
+        looked = rules.candidates(source=obs.key.source, kind=kind, changes=changes)
+        ids = [r.id for r in looked] + [rid for rid in notes.rules() if rid not in {r.id for r in looked}]
+        if not ids:
+            return ()
+        ctx = default_context(old, obs.state, changes)
+        traces = []
+        for rule_id in ids:
+            rule = rules.by_id.get(rule_id)
+            if rule is None:
+                continue
+            relevant = tuple(c for c in changes if rule.watches(c.field))
+            checks = transition_checks(rule, old, obs.state, ctx) if kind == "changed" else ()
+            note = notes.get(rule_id)
+            if note is not None:
+                outcome, reasons, event_ids = note.outcome, note.reasons, note.event_ids
+            elif all(c.ok for c in checks):
+                outcome, reasons, event_ids = "no-match", ("matched, but nothing was due",), ()
+            else:
+                outcome, reasons, event_ids = "no-match", failed(checks), ()
+            traces.append(
+                Trace(
+                    rule_id=rule_id,
+                    key=obs.key,
+                    at=obs.observed_at,
+                    trigger=kind,
+                    changes=relevant or tuple(changes),
+                    checks=checks,
+                    outcome=outcome,
+                    reasons=reasons,
+                    event_ids=event_ids,
+                )
+            )
+        return tuple(traces)
 
     def due(
         self,
@@ -151,30 +213,59 @@ class Evaluator:
         obs = Observation(key=key, state=snapshot.state, observed_at=now)
         firings: list[Firing] = []
         moved: list[RuleState] = []
+        notes = Notes()
+        checked: dict[str, bool] = {}
         for st in sorted(states, key=lambda s: rules.order(s.rule_id)):
             rule = rules.by_id.get(st.rule_id)
             if rule is None:  # the rule was removed by a reload: forget its timers
                 moved.append(replace(st, phase="idle", last_fired_at=None))
                 continue
-            decision = on_due(rules.timings[rule.id], prior=st, active=rule.active(snapshot.state), now=now)
+            active = checked[rule.id] = rule.active(snapshot.state)
+            decision = on_due(rules.timings[rule.id], prior=st, active=active, now=now)
             if decision.state is not None:
                 moved.append(decision.state)
             if decision.suppressed is not None:
                 log.info("rule.suppressed", rule=rule.id, resource=str(key), reason=decision.suppressed)
+            _note_due(notes, rule.id, st, decision)
             if decision.emit is not None:
                 firings.append(Firing(rule=rule, status=decision.emit, changes=st.changes))
-        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules)
+        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
+        traces = tuple(
+            Trace(
+                rule_id=rule_id,
+                key=key,
+                at=now,
+                trigger="timer",
+                changes=next((st.changes for st in states if st.rule_id == rule_id), ()),
+                checks=(
+                    Check(name="condition", want="still true", got=checked[rule_id], ok=checked[rule_id]),
+                ),
+                outcome=note.outcome,
+                reasons=note.reasons,
+                event_ids=note.event_ids,
+            )
+            for rule_id in notes.rules()
+            if rule_id in checked and (note := notes.get(rule_id)) is not None
+        )
         return PollResult(
             snapshot=replace(snapshot, sequence=sequence),
             events=events,
             deliveries=deliveries,
             rule_states=tuple(moved),
+            traces=traces,
         )
 
     def _emit(
-        self, obs: Observation, firings: Sequence[Firing], snapshot: Snapshot, rules: RuleSet
+        self,
+        obs: Observation,
+        firings: Sequence[Firing],
+        snapshot: Snapshot,
+        rules: RuleSet,
+        notes: Notes,
+        moved: Sequence[RuleState] = (),
     ) -> tuple[tuple[Event, ...], tuple[Delivery, ...], int]:
-        """One event per firing, numbered on from the resource's last sequence, with its deliveries."""
+        """One event per firing, numbered on from the resource's last sequence, with its deliveries;
+        the trace notes say what became of each delivery (queued, silenced, deferred, …)."""
         sequence = snapshot.sequence
         events: list[Event] = []
         deliveries: list[Delivery] = []
@@ -182,11 +273,31 @@ class Evaluator:
             sequence += 1
             event = self._notify.event(obs, firing, sequence)
             events.append(event)
-            deliveries.extend(self._notify.deliveries(event, firing, snapshot.state, rules))
+            inhibited = self._inhibited(firing, obs.key, rules, moved)
+            sent = self._notify.deliveries(event, firing, snapshot.state, rules, inhibited=inhibited)
+            deliveries.extend(sent)
+            notes.emitted(firing, event.id, [(d.channel, *self._notify.why(d)) for d in sent])
         return tuple(events), tuple(deliveries), sequence
 
+    def _inhibited(
+        self, firing: Firing, key: ResourceKey, rules: RuleSet, moved: Sequence[RuleState]
+    ) -> str | None:
+        """Why this firing is muted by another rule that fires on the same resource or provider
+        (the committed states, updated by what this very result moves: one poll can start both)."""
+        for inhibitor in rules.inhibitors.get(firing.rule.id, ()):
+            keys = set(self._firing.get(inhibitor.id, {}).get(key.provider, set()))
+            for st in moved:
+                if st.rule_id == inhibitor.id and st.key.provider == key.provider:
+                    (keys.add if st.phase == "firing" else keys.discard)(st.key)
+            if inhibitor.inhibit_scope == "resource":
+                keys = {k for k in keys if k.resource_id == key.resource_id}
+            if keys:
+                on = min(keys, key=str)
+                return f"inhibited by {inhibitor.id}, firing on {on} ({inhibitor.inhibit_scope} scope)"
+        return None
+
     def _through_state(
-        self, obs: Observation, firings: list[Firing], changes: Sequence[Change], rules: RuleSet
+        self, obs: Observation, firings: list[Firing], changes: Sequence[Change], rules: RuleSet, notes: Notes
     ) -> tuple[list[Firing], list[RuleState]]:
         """Pass stateful rules' triggers through their state machine; check their running holds and
         firings against the new state (a hold breaks, a firing resolves)."""
@@ -215,10 +326,51 @@ class Evaluator:
                 moved.append(decision.state)
             if decision.suppressed is not None:
                 log.info("rule.suppressed", rule=rule_id, resource=str(key), reason=decision.suppressed)
+            _note_observed(notes, rule_id, prior, decision, triggered=hit is not None)
             if decision.emit is not None:
                 out.append(Firing(rule=rule, status=decision.emit, changes=relevant))
         out.sort(key=lambda f: rules.order(f.rule.id))
         return out, moved
+
+
+def _iso(when: datetime | None) -> str:
+    return "" if when is None else when.isoformat().replace("+00:00", "Z")
+
+
+def _note_observed(
+    notes: Notes, rule_id: str, prior: RuleState | None, decision: Decision, *, triggered: bool
+) -> None:
+    """What the state machine decided for a stateful rule on a change, when it did not notify."""
+    if decision.emit is not None:
+        return  # the emit's note says it
+    if decision.suppressed is not None:
+        notes.stopped(rule_id, "cooldown", decision.suppressed)
+    elif decision.state is not None and decision.state.phase == "pending":
+        notes.stopped(
+            rule_id, "hold", f"hold started: fires at {_iso(decision.state.due_at)} if it still holds"
+        )
+    elif decision.state is not None and prior is not None and prior.phase == "pending":
+        notes.stopped(rule_id, "hold-broken", "stopped holding before `for` ended: nothing sent")
+    elif decision.state is not None and prior is not None and prior.phase == "firing":
+        notes.stopped(rule_id, "ended", "the condition stopped; the rule has no `resolve`: nothing sent")
+    elif prior is not None and prior.phase == "pending":
+        notes.stopped(rule_id, "hold", f"still holding: fires at {_iso(prior.due_at)} if it still holds")
+    elif prior is not None and prior.phase == "firing" and triggered:
+        notes.stopped(rule_id, "still-firing", "already firing: a re-trigger is not a new alert")
+
+
+def _note_due(notes: Notes, rule_id: str, prior: RuleState, decision: Decision) -> None:
+    """What a timer (hold end, reminder) decided, when it did not notify."""
+    if decision.emit is not None:
+        if decision.repeat:
+            notes.detail(rule_id, f"reminder {decision.repeat}")
+        elif prior.phase == "pending":
+            notes.detail(rule_id, "the hold (`for`) ended with the condition still true")
+        return
+    if decision.suppressed is not None:
+        notes.stopped(rule_id, "cooldown", decision.suppressed)
+    elif decision.state is not None and decision.state.phase == "idle":
+        notes.stopped(rule_id, "ended", "the condition no longer holds: nothing sent")
 
 
 def _snapshot(obs: Observation, digest: str, sequence: int) -> Snapshot:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from bridge.app import channel_windows
 from bridge.channels.base import Channel
 from bridge.channels.email import EmailChannel
 from bridge.channels.registry import build_channels
@@ -39,6 +40,7 @@ from bridge.model import (
     RuleState,
 )
 from bridge.notify.batches import Digester, digest_configs
+from bridge.notify.render import deferred_end
 from bridge.notify.rulebook import RuleBook
 from bridge.poll.cycle import Poller
 from bridge.poll.diff import diff
@@ -66,7 +68,7 @@ class Notice:
     """One line of the dry run's story."""
 
     at: datetime
-    what: Literal["observed", "poll", "hold", "hold-broken", "cooldown", "event", "digest"]
+    what: Literal["observed", "poll", "hold", "hold-broken", "cooldown", "event", "digest", "window"]
     text: str
     rule: str | None = None
     status: str | None = None
@@ -84,6 +86,7 @@ class _RecordingStore(SqliteStore):
         super().__init__(path, synchronous="NORMAL")  # throwaway: no fsync needed
         self.results: list[PollResult] = []
         self.digests: list[tuple[Event, Delivery, list[str]]] = []
+        self.settled: list[tuple[list[str], list[str]]] = []  # (released, left out) when a window ended
 
     async def commit(self, results: Sequence[PollResult]) -> None:
         await super().commit(results)
@@ -92,6 +95,13 @@ class _RecordingStore(SqliteStore):
     async def commit_digest(self, event: Event, digest: Delivery, members: Sequence[str]) -> None:
         await super().commit_digest(event, digest, members)
         self.digests.append((event, digest, list(members)))
+
+    async def settle_held(
+        self, *, release: Sequence[str], drop: Sequence[tuple[str, str]], now: datetime
+    ) -> None:
+        await super().settle_held(release=release, drop=drop, now=now)
+        if release or drop:
+            self.settled.append((list(release), [i for i, _ in drop]))
 
 
 @dataclass(slots=True)
@@ -178,6 +188,7 @@ class DryRun:
             clock=self.clock,
             health=HealthBoard(),
             digest_groups={n: tuple(c.group_by) for n, c in digest_configs(config.channels).items()},
+            windows=channel_windows(config),
         )
         self.digester = Digester(
             store, digest_configs(config.channels), clock=self.clock, rules=lambda: rules
@@ -346,6 +357,15 @@ class DryRun:
                     deliveries=(self._sent(digest),),
                 )
             )
+        settled, self._store.settled = self._store.settled, []
+        for released, left_out in settled:
+            parts = [f"{len(released)} deferred notification(s) sent on their own"] if released else []
+            parts += (
+                [f"{len(left_out)} deferred notification(s) left out (resolved meanwhile)"]
+                if left_out
+                else []
+            )
+            self.notices.append(Notice(at=now, what="window", text=f"WINDOW ENDED: {', '.join(parts)}"))
 
     def _is_reminder(self, event: Event) -> bool:
         st = self._states.get((event.rule_id, event.key))
@@ -382,9 +402,11 @@ class DryRun:
     def _sent(self, delivery: Delivery) -> Sent:
         channel = self._channels.get(delivery.channel)
         kind = channel.kind if channel is not None else "?"
-        return Sent(
-            channel=delivery.channel, kind=kind, status=delivery.status, text=_render(channel, delivery)
-        )
+        status: str = delivery.status
+        end = deferred_end(delivery.group_key or "")
+        if delivery.status == "held" and end is not None:
+            status = f"deferred by a time window until {_fmt(end)}"
+        return Sent(channel=delivery.channel, kind=kind, status=status, text=_render(channel, delivery))
 
 
 def _show(value: Any, limit: int = 48) -> str:

@@ -6,12 +6,14 @@ the first path segment to the rules watching it, plus the few rules that watch n
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import field as dataclass_field
 from datetime import timedelta
 from typing import Any
 
+from bridge.config.windows import Schedule
 from bridge.model import Change, EventKind, EventStatus
 from bridge.poll.diff import get_path
 from bridge.rules.state import Timing
@@ -84,6 +86,10 @@ class Rule:
     email_html: Template | None = None
     mqtt_topic: Template | None = None
     digest: Digest | None = None
+    schedule: Schedule | None = None  # `mute` / `active` windows (#14)
+    inhibits: tuple[str, ...] = ()  # rule ids / globs this rule mutes while it fires (#14)
+    inhibit_scope: str = "resource"  # "resource" or "provider"
+    inhibits_line: int | None = None
     # `values_match` specialised to the conditions this rule has (set once, in __post_init__).
     _match: Callable[[Any, Any], bool] = dataclass_field(init=False, repr=False, compare=False)
 
@@ -226,6 +232,16 @@ class RuleSet:
                 idx.fieldless.append(rule)
             else:
                 idx.by_head.setdefault(_head(rule.field), []).append(rule)
+        # Inhibition (#14): target rule id → the rules that mute it while they fire.
+        self.inhibitors: dict[str, tuple[Rule, ...]] = {}
+        for target in self.rules:
+            found = tuple(
+                r
+                for r in self.rules
+                if r.id != target.id and any(fnmatch.fnmatchcase(target.id, p) for p in r.inhibits)
+            )
+            if found:
+                self.inhibitors[target.id] = found
         for source in {r.source for r in self.rules}:
             # Full paths: a rule naming `owner.updated_at` keeps that field, not every `updated_at`.
             self._keep[source] = frozenset(
@@ -283,6 +299,22 @@ class RuleSet:
             if rule.holds(old, new, ctx):
                 firings.append(Firing(rule=rule, status="firing", changes=relevant or tuple(changes)))
         return firings
+
+    def candidates(self, *, source: str, kind: EventKind, changes: Sequence[Change]) -> list[Rule]:
+        """The rules that look at this transition (fired or not), in rule order: what a trace covers."""
+        idx = self._index.get((source, kind))
+        if idx is None:
+            return []
+        if kind != "changed":
+            return list(idx.every)
+        if not changes:
+            return []
+        found: dict[str, Rule] = {r.id: r for r in idx.fieldless}
+        for head in {_head(c.field) for c in changes}:
+            for rule in idx.by_head.get(head, ()):
+                if any(rule.watches(c.field) for c in changes):
+                    found[rule.id] = rule
+        return sorted(found.values(), key=self._rank)
 
     def _one_change(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 
 from bridge.config.models import DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT
 from bridge.config.tomlpos import TomlPositions, read_toml, validation_problems
+from bridge.config.windows import windows_of
 from bridge.errors import Problem, RuleError
 from bridge.rules.engine import Digest, Rule, RuleSet
 from bridge.rules.enums import value_problems
@@ -187,6 +189,10 @@ def _compile(
         email_html=html,
         mqtt_topic=mqtt_topic,
         digest=_digest(model),
+        schedule=windows_of(model),
+        inhibits=tuple(model.inhibits),
+        inhibit_scope=model.inhibit_scope or "resource",
+        inhibits_line=line("inhibits"),
     )
     return rule, []
 
@@ -270,6 +276,20 @@ def _checked_around(
     return problems
 
 
+def _inhibition_problems(rules: Sequence[Rule]) -> list[Problem]:
+    """Each `inhibits` entry must name (or match) another rule of the set."""
+    ids = [r.id for r in rules]
+    problems = []
+    for rule in rules:
+        for pattern in rule.inhibits:
+            if not any(fnmatch.fnmatchcase(i, pattern) for i in ids if i != rule.id):
+                close = difflib.get_close_matches(pattern, [i for i in ids if i != rule.id], n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                message = f"{pattern!r} matches no other rule{hint}"
+                problems.append(Problem(rule.file, rule.inhibits_line, f"rule {rule.id}: inhibits", message))
+    return problems
+
+
 def load_rules(patterns: Sequence[str], *, base_dir: Path, channels: Collection[str]) -> RuleSet:
     """Load every rule file; raise one RuleError listing every problem found in all of them."""
     problems: list[Problem] = []
@@ -292,6 +312,7 @@ def load_rules(patterns: Sequence[str], *, base_dir: Path, channels: Collection[
                 continue
             seen[rule.id] = rule
             rules.append(rule)
+    problems += _inhibition_problems(rules)
     if problems:
         # In file order, so a reader fixes them top to bottom (a rule's keys are checked in no
         # particular order).

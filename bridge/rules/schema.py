@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from bridge.config.models import Duration, GroupField
+from bridge.config.windows import TimeWindow
 
 Source = Literal[
     "podero.wallbox",
@@ -35,6 +36,7 @@ def _one_match_error(value: Any) -> Any:
     return value
 
 
+RulePattern = Annotated[str, Field(pattern=r"^[a-z0-9*?\[\]][a-z0-9_.*?\[\]-]*$", max_length=100)]
 Match = Annotated[Scalar | list[Scalar], BeforeValidator(_one_match_error)]
 
 
@@ -85,6 +87,15 @@ class RuleModel(BaseModel):
     group_by: list[GroupField] | None = None
     group_wait: Duration | None = None
     group_interval: Duration | None = None
+    # Time windows (#14): a notification muted by one is deferred; one digest when the window ends.
+    mute: list[TimeWindow] = Field(default_factory=list)
+    active: list[TimeWindow] = Field(default_factory=list)
+    # Inhibition (#14): while this rule fires on a resource, these rules (ids or globs) are muted on
+    # the same resource, or on every resource of the same provider.
+    inhibits: list[Annotated[str, Field(pattern=r"^[a-z0-9*?\[\]][a-z0-9_.*?\[\]-]*$", max_length=100)]] = (
+        Field(default_factory=list)
+    )
+    inhibit_scope: Literal["resource", "provider"] | None = None
 
     @field_validator("for_", "repeat", "cooldown", "group_interval")
     @classmethod
@@ -110,6 +121,14 @@ class RuleModel(BaseModel):
             raise ValueError('`group_wait` / `group_interval` need `group_by` (e.g. group_by = ["rule"])')
         if self.repeat_max is not None and self.repeat is None:
             raise ValueError("`repeat_max` needs `repeat`")
+        if self.inhibit_scope is not None and not self.inhibits:
+            raise ValueError("`inhibit_scope` needs `inhibits` (the rule ids this rule mutes)")
+        latches = self.for_ or self.repeat or self.resolve or self.hysteresis
+        if self.inhibits and not latches:
+            raise ValueError(
+                "`inhibits` mutes others only while this rule fires: it must know when it stops "
+                "(add `resolve = true`, or `for` / `repeat`)"
+            )
         held = [k for k, v in (("for", self.for_), ("repeat", self.repeat)) if v is not None]
         held += ["resolve"] if self.resolve else []
         if held:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from bridge.model import (
     Attempt,
@@ -22,8 +22,23 @@ from bridge.model import (
     RuleState,
     Silence,
     Snapshot,
+    Trace,
     Watch,
 )
+
+# What retention deletes, in this order: an attempt before its delivery, a delivery before its event.
+PruneKind = Literal["traces", "attempts", "deliveries", "events"]
+PRUNE_ORDER: tuple[PruneKind, ...] = ("traces", "attempts", "deliveries", "events")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreCounts:
+    """Rows of the tables retention bounds (bench/retention.py, the store's size over time)."""
+
+    events: int
+    deliveries: int
+    attempts: int
+    traces: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,4 +251,39 @@ class Store(Protocol):
 
     async def commit_digest(self, event: Event, digest: Delivery, members: Sequence[str]) -> None:
         """Queue one digest delivery and mark its members `digested`, atomically."""
+        ...
+
+    # -- "why (not)?" and retention (#14) ----------------------------------------------------------
+
+    async def list_traces(
+        self,
+        rule_id: str,
+        resource_id: str,
+        *,
+        provider: str | None = None,
+        source: str | None = None,
+        limit: int = 10,
+    ) -> list[Trace]:
+        """The newest evaluations of a rule on a resource (by id; provider/source narrow it)."""
+        ...
+
+    async def deliveries_of_events(self, event_ids: Sequence[str]) -> list[Delivery]:
+        """Every delivery of these events, oldest first."""
+        ...
+
+    async def prune(self, kind: PruneKind, *, before: datetime, limit: int) -> int:
+        """Delete at most `limit` rows of `kind` older than `before` in one short transaction;
+        returns how many. Deliveries still pending or held, and events that still have deliveries,
+        are kept; attempts go with their (finished, old) delivery."""
+        ...
+
+    async def counts(self) -> StoreCounts:
+        """How many events, deliveries, attempts and traces are stored."""
+        ...
+
+    async def settle_held(
+        self, *, release: Sequence[str], drop: Sequence[tuple[str, str]], now: datetime
+    ) -> None:
+        """End deferred (`held`) deliveries in one transaction: `release` become pending, due now;
+        `drop` (id, why) become `suppressed` with the reason (still replayable). Others are left."""
         ...

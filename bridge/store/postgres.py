@@ -33,6 +33,7 @@ from bridge.model import (
 from bridge.store import postgres_rows as rows_
 from bridge.store import postgres_sql as q
 from bridge.store.base import AttemptOutcome, DeliveryQuery, EventQuery, HeldGroup, OutboxCounts
+from bridge.store.postgres_traces import Q_TRACE_INSERT, PostgresTraces, trace_row
 
 # What a broken connection, a refused login or a failed statement raise: all become StoreError.
 _DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -53,7 +54,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStore:
+class PostgresStore(PostgresTraces):
     """The Store protocol on one PostgreSQL database (and schema, by default `public`)."""
 
     def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
@@ -177,6 +178,7 @@ class PostgresStore:
             states = [st for r in results for st in r.rule_states]
             forget = [rows_.rule_state_key(st) for st in states if st.forgettable]
             keep = [rows_.rule_state_row(st) for st in states if not st.forgettable]
+            traces = [trace_row(t) for r in results for t in r.traces]
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot serialise a poll result: {exc}") from exc
         batches = [
@@ -187,6 +189,7 @@ class PostgresStore:
             (q.Q_WATCH_START, started),
             (q.Q_RULE_STATE_UPSERT, keep),
             (q.Q_RULE_STATE_DELETE, forget),
+            (Q_TRACE_INSERT, traces),
         ]
         async with self._transaction() as conn:
             for query, batch in batches:

@@ -9,6 +9,8 @@ the database's locale.
 
 from __future__ import annotations
 
+from bridge.store.postgres_traces import MIGRATION_2
+
 # (version, statements). A migration runs once, in its own transaction, under an advisory lock, so
 # replicas starting together on an empty database cannot both create the schema.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -106,6 +108,7 @@ CREATE TABLE silences (
 )
 """,
     ),
+    (2, MIGRATION_2),  # #14: evaluation traces, deliveries by event
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -62,9 +62,11 @@ from bridge.store.sqlite_sql import (
     _ts,
     _watch,
 )
+from bridge.store.sqlite_trace_sql import Q_TRACE_INSERT, trace_row
+from bridge.store.sqlite_traces import SqliteTraces
 
 
-class SqliteStore(SqliteOutbox, SqliteApiReads):
+class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
     """The Store protocol on one SQLite file (WAL; `synchronous=FULL` survives power loss)."""
 
     # -- snapshots -------------------------------------------------------------------------------
@@ -121,6 +123,7 @@ class SqliteStore(SqliteOutbox, SqliteApiReads):
             states = [st for r in results for st in r.rule_states]
             forget = [rule_state_key(st) for st in states if st.forgettable]
             keep = [rule_state_row(st) for st in states if not st.forgettable]
+            traces = [trace_row(t) for r in results for t in r.traces]
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot serialise a poll result: {exc}") from exc
         batches = [
@@ -131,6 +134,7 @@ class SqliteStore(SqliteOutbox, SqliteApiReads):
             (Q_WATCH_START, started),
             (Q_RULE_STATE_UPSERT, keep),
             (Q_RULE_STATE_DELETE, forget),
+            (Q_TRACE_INSERT, traces),
         ]
         # The whole transaction runs in ONE hop to aiosqlite's thread (~65 µs per hop measured, and a
         # statement per table would be six more). It cannot interleave with another caller's

@@ -25,6 +25,7 @@ from bridge.store.sqlite_sql import (
     SCHEMA_VERSION,
     _dt,
 )
+from bridge.store.sqlite_trace_sql import TRACE_SCHEMA
 
 
 class SqliteConnection:
@@ -84,7 +85,7 @@ class SqliteConnection:
                 for statement in MIGRATE_DELIVERIES_TO_V3.split(";"):
                     if statement.strip():
                         await db.execute(statement)
-            for statement in (_SCHEMA + RULE_SCHEMA).split(";"):
+            for statement in (_SCHEMA + RULE_SCHEMA + TRACE_SCHEMA).split(";"):
                 if statement.strip():
                     await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -23,7 +23,7 @@ from bridge.model import (
     Watch,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_S = 5.0
 
 _SCHEMA = """

@@ -13,6 +13,7 @@ import pytest
 from bridge.errors import StoreError
 from bridge.store.sqlite import SqliteStore
 from bridge.store.sqlite_api_sql import Q_LAST_FIRINGS
+from bridge.store.sqlite_sql import SCHEMA_VERSION
 from tests.store.factories import T0, key, result
 
 
@@ -58,7 +59,7 @@ async def test_a_v4_store_gains_the_last_firing_index_when_opened(tmp_path):
     finally:
         await upgraded.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_firing_by_rule'").fetchone()
     db.close()
 
@@ -85,3 +86,26 @@ async def test_reopening_the_file_finds_everything_committed(tmp_path):
 async def test_an_unopenable_path_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="cannot open"):
         await SqliteStore(tmp_path / "missing-dir" / "x.db").open()
+
+
+async def test_a_v5_store_gains_the_traces_table_when_opened(tmp_path):
+    path = tmp_path / "v5.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE traces")
+        db.execute("DROP INDEX deliveries_by_event")
+        db.execute("PRAGMA user_version = 5")
+    db.close()
+
+    upgraded = SqliteStore(path)
+    await upgraded.open()
+    try:
+        assert await upgraded.list_traces("charging-started", "wb-1") == []
+        assert (await upgraded.counts()).traces == 0
+    finally:
+        await upgraded.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'deliveries_by_event'").fetchone()
+    db.close()
