@@ -75,8 +75,10 @@ class Rule:
     hysteresis: float = 0.0
     condition: Expression | None = None
     for_: timedelta | None = None
-    repeat: timedelta | None = None
+    repeat: timedelta | None = None  # the first reminder's interval (`repeat_steps[0]`)
     repeat_max: int | None = None
+    repeat_steps: tuple[timedelta, ...] = ()  # escalating reminders: then every last interval
+    repeat_never: bool = False  # `repeat = "never"`: latch, one notification per firing
     cooldown: timedelta | None = None
     resolve: bool = False
     email_subject: Template | None = None
@@ -96,6 +98,8 @@ class Rule:
             for_s=None if self.for_ is None else self.for_.total_seconds(),
             repeat_s=None if self.repeat is None else self.repeat.total_seconds(),
             repeat_max=self.repeat_max,
+            repeat_steps=tuple(s.total_seconds() for s in self.repeat_steps),
+            repeat_never=self.repeat_never,
             cooldown_s=None if self.cooldown is None else self.cooldown.total_seconds(),
             resolve=self.resolve,
             hysteresis=self.hysteresis > 0,

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from bridge.config.models import Duration, GroupField
+from bridge.config.models import Duration, GroupField, parse_duration
 
 Source = Literal[
     "podero.wallbox",
@@ -36,6 +36,24 @@ def _one_match_error(value: Any) -> Any:
 
 
 Match = Annotated[Scalar | list[Scalar], BeforeValidator(_one_match_error)]
+
+
+def _repeat(value: Any) -> Any:
+    """`repeat`: one interval (`"1h"`), escalating intervals (`["15m", "30m", "1h"]`, then every last
+    one), or `"never"` (latch: one notification per firing, no reminders)."""
+    if value == "never":
+        return value
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError('expected an interval ("1h"), a list of intervals (["15m", "1h"]) or "never"')
+    steps = tuple(parse_duration(v) for v in items)
+    if any(s <= timedelta(0) for s in steps):
+        raise ValueError("every repeat interval must be a positive duration")
+    return steps
+
+
+# What `repeat` holds once validated: the intervals in order (one for a plain `repeat = "1h"`).
+Repeat = Annotated[tuple[timedelta, ...] | Literal["never"], BeforeValidator(_repeat)]
 
 
 class EmailTemplate(BaseModel):
@@ -72,7 +90,7 @@ class RuleModel(BaseModel):
     hysteresis: float | None = Field(default=None, gt=0)
     if_: str | None = Field(default=None, alias="if")
     for_: Duration | None = Field(default=None, alias="for")
-    repeat: Duration | None = None
+    repeat: Repeat | None = None
     repeat_max: int | None = Field(default=None, ge=1)
     cooldown: Duration | None = None
     resolve: bool = False
@@ -86,7 +104,7 @@ class RuleModel(BaseModel):
     group_wait: Duration | None = None
     group_interval: Duration | None = None
 
-    @field_validator("for_", "repeat", "cooldown", "group_interval")
+    @field_validator("for_", "cooldown", "group_interval")
     @classmethod
     def _positive(cls, v: timedelta | None) -> timedelta | None:
         if v is not None and v <= timedelta(0):
@@ -108,8 +126,8 @@ class RuleModel(BaseModel):
             raise ValueError("`hysteresis` needs `above` or `below`")
         if self.group_by is None and (self.group_wait is not None or self.group_interval is not None):
             raise ValueError('`group_wait` / `group_interval` need `group_by` (e.g. group_by = ["rule"])')
-        if self.repeat_max is not None and self.repeat is None:
-            raise ValueError("`repeat_max` needs `repeat`")
+        if self.repeat_max is not None and (self.repeat is None or self.repeat == "never"):
+            raise ValueError("`repeat_max` needs `repeat` intervals")
         held = [k for k, v in (("for", self.for_), ("repeat", self.repeat)) if v is not None]
         held += ["resolve"] if self.resolve else []
         if held:
