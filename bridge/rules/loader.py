@@ -157,6 +157,7 @@ def _compile(
             mqtt_topic = Template(model.mqtt.topic, rule_id=model.id, name="mqtt.topic")
     if problems:
         return None, problems
+    steps = model.repeat if isinstance(model.repeat, tuple) else ()
     rule = Rule(
         id=model.id,
         description=model.description,
@@ -178,9 +179,9 @@ def _compile(
         hysteresis=model.hysteresis or 0.0,
         condition=condition,
         for_=model.for_,
-        repeat=None if model.repeat in (None, "never") else model.repeat[0],
+        repeat=steps[0] if steps else None,
         repeat_max=model.repeat_max,
-        repeat_steps=() if model.repeat in (None, "never") else tuple(model.repeat),
+        repeat_steps=steps,
         repeat_never=model.repeat == "never",
         cooldown=model.cooldown,
         resolve=model.resolve,
