@@ -59,6 +59,7 @@ class Sent:
     kind: str
     status: str  # pending (would be sent now), held (waits for a digest), suppressed
     text: str  # the webhook body (pretty JSON) or the email (headers + text)
+    fallback: str | None = None  # the channel a dead letter of it would go on to (#14)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -382,8 +383,13 @@ class DryRun:
     def _sent(self, delivery: Delivery) -> Sent:
         channel = self._channels.get(delivery.channel)
         kind = channel.kind if channel is not None else "?"
+        configured = self.config.channels.get(delivery.channel)
         return Sent(
-            channel=delivery.channel, kind=kind, status=delivery.status, text=_render(channel, delivery)
+            channel=delivery.channel,
+            kind=kind,
+            status=delivery.status,
+            text=_render(channel, delivery),
+            fallback=configured.fallback if configured is not None else None,
         )
 
 

@@ -76,6 +76,9 @@ class AttemptOutcome:
     attempt: Attempt
     status: DeliveryStatus
     next_attempt_at: datetime | None
+    # A dead letter's copy for the channel's `fallback` (#14), queued in the same transaction; kept
+    # out when that channel already has this event (its delivery id is taken).
+    fallback: Delivery | None = None
 
 
 class Store(Protocol):

@@ -259,6 +259,9 @@ class PostgresStore:
                     ],
                 )
                 await conn.executemany(q.Q_ATTEMPT_INSERT, [rows_.attempt_row(o.attempt) for o in present])
+            fallbacks = [rows_.delivery_row(o.fallback) for o in present if o.fallback is not None]
+            if fallbacks:
+                await conn.executemany(q.Q_DELIVERY_INSERT, fallbacks)
         return set(ids) - known
 
     async def replay(self, delivery_ids: Sequence[str], now: datetime) -> int:
