@@ -375,6 +375,9 @@ class DryRun:
                 "cooldown",
                 f"COOLDOWN {st.rule_id} {where}: fired recently, nothing sent until {_fmt(until)}",
             )
+        elif rule is not None and rule.stale_after is not None:
+            if st.phase == "pending" and prior is not None and prior.phase == "firing" and st.due_at:
+                note("hold", f"REARMED {st.rule_id} {where}: stale again at {_fmt(st.due_at)} if quiet")
         elif st.phase == "pending" and (prior is None or prior.phase != "pending") and st.due_at is not None:
             note("hold", f"HOLD {st.rule_id} {where}: fires at {_fmt(st.due_at)} if it still holds")
         elif st.phase == "idle" and prior is not None and prior.phase == "pending":

@@ -15,6 +15,7 @@ from bridge.rules.engine import Digest, Rule, RuleSet
 from bridge.rules.enums import value_problems
 from bridge.rules.fields import field_problem, template_problems
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
+from bridge.rules.stale import looks_like_timestamp
 from bridge.rules.templates import Expression, Template, compile_error
 
 
@@ -80,6 +81,16 @@ def _compile(
         unknown = field_problem(model.source, model.field)
         if unknown is not None:
             problems.append(Problem(file, line("field"), f"{key}.field", unknown))
+        elif model.stale_after is not None and not looks_like_timestamp(model.field):
+            problems.append(
+                Problem(
+                    file,
+                    line("field"),
+                    f"{key}.field",
+                    f"`stale_after` needs a timestamp field (a name ending in _at, like "
+                    f"current_state_last_updated_at), not {model.field!r}; or no field: the last read",
+                )
+            )
         else:
             matches = {
                 "from": model.from_,
@@ -184,6 +195,7 @@ def _compile(
         repeat_steps=steps,
         repeat_never=model.repeat == "never",
         cooldown=model.cooldown,
+        stale_after=model.stale_after,
         resolve=model.resolve,
         email_subject=subject,
         email_body=body,

@@ -22,6 +22,9 @@ Source = Literal[
     "bridge.channel",
 ]
 SOURCES: tuple[str, ...] = get_args(Source)
+# The resources `stale_after` watches: devices, polled for as long as they exist (a session or a
+# command is watched only until it ends, so its silence afterwards means nothing).
+STALE_SOURCES = ("podero.wallbox", "podero.heat_pump", "podero.electric_vehicle", "podero.inverter")
 
 Scalar = bool | int | float | str
 
@@ -93,6 +96,9 @@ class RuleModel(BaseModel):
     repeat: Repeat | None = None
     repeat_max: int | None = Field(default=None, ge=1)
     cooldown: Duration | None = None
+    # Fires once when the resource goes quiet this long: its `field` timestamp (or, without a
+    # field, its last successful read) is older than this (#14).
+    stale_after: Duration | None = None
     resolve: bool = False
     severity: Literal["info", "warning", "critical"] = "info"
     type: str | None = Field(default=None, max_length=200)
@@ -104,7 +110,7 @@ class RuleModel(BaseModel):
     group_wait: Duration | None = None
     group_interval: Duration | None = None
 
-    @field_validator("for_", "cooldown", "group_interval")
+    @field_validator("for_", "cooldown", "group_interval", "stale_after")
     @classmethod
     def _positive(cls, v: timedelta | None) -> timedelta | None:
         if v is not None and v <= timedelta(0):
@@ -113,6 +119,8 @@ class RuleModel(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> RuleModel:
+        if self.stale_after is not None:
+            return self._stale_coherent()
         conditions = [self.from_, self.to, self.not_from, self.not_to, self.above, self.below]
         if self.event == "changed" and self.field is None and self.if_ is None and not self.changed:
             raise ValueError(
@@ -139,6 +147,32 @@ class RuleModel(BaseModel):
                     f"{' / '.join(held)} need a condition on the current state to hold: "
                     "`to`, `not_to`, `above`, `below` or `if`"
                 )
+        return self
+
+    def _stale_coherent(self) -> RuleModel:
+        if self.source not in STALE_SOURCES:
+            raise ValueError(f"`stale_after` watches devices: {', '.join(STALE_SOURCES)}")
+        given = {
+            "event": self.event != "changed",
+            "from": self.from_ is not None,
+            "to": self.to is not None,
+            "not_from": self.not_from is not None,
+            "not_to": self.not_to is not None,
+            "changed": self.changed,
+            "above": self.above is not None,
+            "below": self.below is not None,
+            "hysteresis": self.hysteresis is not None,
+            "if": self.if_ is not None,
+            "for": self.for_ is not None,
+        }
+        extra = [k for k, v in given.items() if v]
+        if extra:
+            raise ValueError(
+                f"`stale_after` fires when a device goes quiet; it takes no {' / '.join(extra)} "
+                "(only `field`, a timestamp, or none: the last successful read)"
+            )
+        if self.repeat_max is not None and not isinstance(self.repeat, tuple):
+            raise ValueError("`repeat_max` needs `repeat` intervals")
         return self
 
 

@@ -47,6 +47,7 @@ class Timing:
     hysteresis: bool = False
     repeat_steps: tuple[float, ...] = ()  # escalating reminder intervals (`repeat_s` is the first)
     repeat_never: bool = False
+    stale_s: float | None = None  # a stale rule (bridge/rules/stale.py)
 
     @property
     def latches(self) -> bool:
@@ -57,6 +58,7 @@ class Timing:
             or self.resolve
             or self.hysteresis
             or self.repeat_never
+            or self.stale_s is not None
         )
 
     def repeat_after(self, sent: int) -> float | None:
@@ -73,6 +75,11 @@ class Timing:
 
 def _plus(when: datetime, seconds: float | None) -> datetime | None:
     return None if seconds is None else when + timedelta(seconds=seconds)
+
+
+def fire(t: Timing, prior: RuleState, now: datetime) -> Decision:
+    """Fire now from a pending or idle state (cooldown allowing): what stale rules share."""
+    return _fire(t, prior, now)
 
 
 def _fire(t: Timing, prior: RuleState, now: datetime) -> Decision:

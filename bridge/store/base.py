@@ -215,6 +215,11 @@ class Store(Protocol):
         """Every stored rule state (holds, firings, cooldown memories): loaded once at start."""
         ...
 
+    async def save_rule_states(self, states: Sequence[RuleState]) -> None:
+        """Write rule states that no poll result carries (stale timers armed or moved, acks), in one
+        transaction; forgettable ones are deleted."""
+        ...
+
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
         """Forget every state of these rules (removed by a reload); returns how many rows."""
         ...
