@@ -204,3 +204,18 @@ def test_check_names_a_bad_fallback_with_its_line(tmp_path, fallback, words):
     [problem] = [str(p) for p in info.value.problems]
     assert problem.startswith(f"{path}:5: channels.partner.fallback: ")
     assert words in problem
+
+
+def test_a_dry_run_shows_where_a_dead_letter_would_go(repo_root, tmp_path, monkeypatch, capsys):
+    example = (repo_root / "config.example.toml").read_text()
+    assert '# fallback = "ops"' in example
+    config = tmp_path / "config.toml"
+    config.write_text(example.replace('# fallback = "ops"', 'fallback = "ops"', 1))
+    for name in ("templates", "rules"):
+        (tmp_path / name).symlink_to(repo_root / name)
+    monkeypatch.chdir(tmp_path)
+    argv = ["rules", "test", "-c", str(config), "--rules", "rules/wallbox.toml", "--brief"]
+    argv += ["--old", "rules/examples/wallbox-old.json", "--new", "rules/examples/wallbox-new.json"]
+
+    assert main(argv) == 0
+    assert "    → partner (webhook; a dead letter goes on to ops)" in capsys.readouterr().out.splitlines()
