@@ -82,3 +82,29 @@ async def test_repeat_never_sends_one_notification_per_firing_and_fires_again_af
     await sink.wait_for(3)
 
     assert [h.json["data"]["status"] for h in sink.received] == ["firing", "resolved", "firing"]
+
+
+def test_a_dry_run_shows_escalating_reminders_at_their_times(repo_root, tmp_path, monkeypatch, capsys):
+    from bridge.cli.main import main
+
+    rules = tmp_path / "escalate.toml"
+    rules.write_text(
+        '[[rule]]\nid = "offline"\nsource = "podero.wallbox"\nfield = "is_ocpp_connected"\nto = false\n'
+        'repeat = ["1h", "2h", "4h"]\nresolve = true\nchannels = ["partner"]\n'
+    )
+    monkeypatch.chdir(repo_root)
+    argv = ["rules", "test", "-c", "config.example.toml", "--rules", str(rules), "--brief"]
+    assert main([*argv, "--timeline", "rules/examples/wallbox-offline.jsonl"]) == 0
+
+    lines = [line.split("  ", 1) for line in capsys.readouterr().out.splitlines() if line[:4] == "2026"]
+    told = [(at[11:16], text.split(" offline")[0]) for at, text in lines if " offline [" in text]
+    assert told == [
+        ("21:10", "FIRING"),
+        ("21:20", "RESOLVED"),
+        ("21:30", "FIRING"),
+        ("22:30", "FIRING (reminder)"),  # +1h
+        ("00:30", "FIRING (reminder)"),  # +2h
+        ("04:30", "FIRING (reminder)"),  # +4h, then every 4h
+        ("08:30", "FIRING (reminder)"),
+        ("11:00", "RESOLVED"),
+    ]
