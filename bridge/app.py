@@ -39,7 +39,9 @@ from bridge.channels.registry import build_channels, channel_session
 from bridge.clock import Clock, SystemClock
 from bridge.config.models import Config, WebhookChannelConfig
 from bridge.config.windows import Schedule, windows_of
+from bridge.deliver.fallback import FallbackRouter
 from bridge.deliver.ratelimit import rate_limits
+from bridge.deliver.replay import disabled_in_store
 from bridge.deliver.retry import DEFAULT_SCHEDULE, RetryPolicy
 from bridge.deliver.worker import DeliveryWorker
 from bridge.lifecycle import Service
@@ -175,6 +177,12 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         concurrency=app[CONFIG].server.delivery_concurrency,
         on_health=channel_health,
         metrics=app[METRICS],
+        fallback=FallbackRouter(
+            app[STORE],
+            channels,
+            {n: c.fallback for n, c in app[CONFIG].channels.items() if c.fallback is not None},
+            rules=lambda: app[RULEBOOK].current,
+        ),
     )
     app[DELIVERY] = worker
     app[POLLER] = Poller(
@@ -200,6 +208,12 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
     )
     await app[POLLER].load_health()
     await app[POLLER].load_state()
+    # A channel a 410 disabled stays disabled across a restart, until the API, the status page or
+    # `wattbridge channels enable` re-enables it (#14): the stored `bridge.channel` state says so.
+    for name in await disabled_in_store(app[STORE], list(channels)):
+        if hasattr(channels[name], "disabled"):
+            channels[name].disabled = True  # type: ignore[attr-defined]  # webhook-like channels only
+            log.warning("channel.still_disabled", channel=name)
     for name in channels:  # the healthy baseline, so the first trouble is a change that rules see
         await channel_health(name, worker.channel_state(name))
     drain = app[CONFIG].server.drain_timeout.total_seconds()

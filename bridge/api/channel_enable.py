@@ -1,8 +1,9 @@
 """`POST /api/channels/{name}/enable`: re-enable a channel that a 410 Gone disabled (#18).
 
 A 410 disables a channel so that a receiver which said "gone for good" is not hammered; a replay to
-it is refused (409) until the operator says the receiver is fixed, here, on the status page or by a
-restart. Then `POST /api/deliveries/{id}/replay` (or `wattbridge deliveries replay`) delivers.
+it is refused (409) until the operator says the receiver is fixed, here, on the status page or with
+`wattbridge channels enable` (a restart keeps it disabled, #14). Then
+`POST /api/deliveries/{id}/replay` (or `wattbridge deliveries replay`) delivers.
 """
 
 from __future__ import annotations

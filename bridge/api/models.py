@@ -283,6 +283,11 @@ class RuleOut(Response):
     cooldown_s: float | None
     resolve: bool
     last_fired_at: datetime | None
+    repeat_steps_s: list[float] = Field(
+        default_factory=list, description="`repeat` intervals in turn, then every last one (#14)"
+    )
+    repeat_never: bool = Field(default=False, description='`repeat = "never"`: one notification per firing')
+    stale_after_s: float | None = Field(default=None, description="`stale_after`: quiet this long fires")
 
 
 class RuleList(Response):

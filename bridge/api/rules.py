@@ -43,6 +43,9 @@ async def list_rules(request: web.Request) -> RuleList:
             cooldown_s=_seconds(r.cooldown),
             resolve=r.resolve,
             last_fired_at=fired.get(r.id),
+            repeat_steps_s=[s.total_seconds() for s in r.repeat_steps],
+            repeat_never=r.repeat_never,
+            stale_after_s=_seconds(r.stale_after),
         )
         for r in book.current.rules
     ]

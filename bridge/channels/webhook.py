@@ -101,8 +101,9 @@ class WebhookChannel:
         self._static_headers = static
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout.total_seconds())
         self._body = ENV.from_string(cfg.body_template) if cfg.body_template is not None else None
-        # Set by a 410 Gone: the receiver said the endpoint is gone for good; until a restart with a
-        # fixed config, further deliveries become dead letters (replayable) instead of hammering it.
+        # Set by a 410 Gone: the receiver said the endpoint is gone for good; until an operator
+        # re-enables the channel (a restart keeps it: the app reads the stored `bridge.channel`
+        # state), further deliveries become dead letters (replayable) instead of hammering it.
         self.disabled = False
 
     @classmethod

@@ -1,4 +1,5 @@
-"""`wattbridge deliveries list | show | replay` and `wattbridge channels test`: the outbox from a shell.
+"""`wattbridge deliveries list | show | replay` and `wattbridge channels test | enable`: the outbox from
+a shell.
 
 They open the store the config names, beside a running service if there is one (SQLite WAL allows
 a second connection): a replayed delivery becomes pending again and the service's worker sends it,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -17,7 +19,7 @@ import orjson
 from bridge import errors
 from bridge.clock import SystemClock
 from bridge.config.models import Config, parse_duration
-from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, Delivery, Event, ResourceKey, event_id
+from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, Delivery, Event, PollResult, ResourceKey, event_id
 from bridge.store.base import Store
 
 EXIT_OK, EXIT_INVALID, EXIT_RUNTIME = 0, 1, 2
@@ -52,6 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     test = cverbs.add_parser("test", help="send a test notification through one channel now")
     test.add_argument("-c", "--config", required=True)
     test.add_argument("name")
+    enable = cverbs.add_parser("enable", help="re-enable a channel a 410 Gone disabled (service stopped)")
+    enable.add_argument("-c", "--config", required=True)
+    enable.add_argument("name")
 
 
 def _since(text: str) -> datetime:
@@ -73,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from bridge.config.loader import load_config
 
     config = load_config(args.config)
+    if args.command == "channels" and args.verb == "enable":
+        return asyncio.run(_channel_enable(config, args.name, open_store_for(config)))
     if args.command == "channels":
         return asyncio.run(_channel_test(config, args.name))
     return asyncio.run(_deliveries(args, open_store_for(config)))
@@ -208,6 +215,41 @@ async def _channel_test(config: Config, name: str) -> int:
     if result.response_excerpt:
         print(f"  response: {result.response_excerpt[:200]!r}")
     return EXIT_OK if result.ok else EXIT_RUNTIME
+
+
+async def _channel_enable(config: Config, name: str, store: Store) -> int:
+    """Write the stored `bridge.channel` state back to `ok`, so the next start sends again (#14).
+    A running service keeps what it knows in memory: re-enable it through the API or status page."""
+    from bridge.poll.diff import meaningful_digest
+
+    if name not in config.channels:
+        known = ", ".join(sorted(config.channels)) or "none"
+        print(f"wattbridge: unknown channel {name!r} (known: {known})", file=sys.stderr)
+        return EXIT_INVALID
+    key = ResourceKey(source=CHANNEL_SOURCE, provider=CHANNEL_PROVIDER, resource_id=name)
+    await store.open()
+    try:
+        snap = await store.get_snapshot(key)
+        if snap is None or snap.state is None or snap.state.get("status") != "disabled":
+            print(f"{name}: not disabled; nothing changed")
+            return EXIT_OK
+        state = {
+            **snap.state,
+            "status": "ok",
+            "consecutive_failures": 0,
+            "last_error": None,
+            "paused_until": None,
+        }
+        digest = meaningful_digest(state, source=CHANNEL_SOURCE, keep=frozenset())
+        now = SystemClock().now()
+        await store.commit([PollResult(snapshot=replace(snap, state=state, digest=digest, updated_at=now))])
+    finally:
+        await store.close()
+    print(
+        f"{name}: enabled; it sends again from the next start. If the service is running, re-enable it "
+        f"there too: POST /api/channels/{name}/enable (or the status page's Enable button)"
+    )
+    return EXIT_OK
 
 
 def _line(d: Delivery) -> str:

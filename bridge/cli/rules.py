@@ -131,6 +131,8 @@ def render(notices: Sequence[Notice], *, brief: bool = False) -> str:
             how = {"held": ", held for a digest", "suppressed": ", suppressed by a silence"}.get(
                 sent.status, f", {sent.status}" if sent.status.startswith("deferred") else ""
             )
+            if sent.fallback is not None:
+                how += f"; a dead letter goes on to {sent.fallback}"
             lines.append(f"    → {sent.channel} ({sent.kind}{how})")
             if not brief:
                 lines.append(textwrap.indent(sent.text, "        "))

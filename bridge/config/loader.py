@@ -6,6 +6,7 @@ never carry a value (an expanded secret must not leak into an error or a log).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -102,6 +103,24 @@ def _outbound_problems(file: str, pos: TomlPositions, config: Config) -> list[Pr
     return problems
 
 
+def _fallback_problems(file: str, pos: TomlPositions, config: Config) -> list[Problem]:
+    """A channel's `fallback` names another configured channel."""
+    problems: list[Problem] = []
+    for name, channel in config.channels.items():
+        to = channel.fallback
+        if to is None:
+            continue
+        line, key = pos.line_of(("channels", name, "fallback")), f"channels.{name}.fallback"
+        if to == name:
+            problems.append(Problem(file, line, key, "a channel cannot be its own fallback"))
+        elif to not in config.channels:
+            known = ", ".join(sorted(c for c in config.channels if c != name)) or "none"
+            close = difflib.get_close_matches(to, list(config.channels), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(Problem(file, line, key, f"unknown channel {to!r} (known: {known}){hint}"))
+    return problems
+
+
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read, expand and validate a config file; raise ConfigError listing every problem."""
     file_path = Path(path)
@@ -134,6 +153,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     if config is not None:
         problems.extend(_credential_problems(file, pos, config))
         problems.extend(_outbound_problems(file, pos, config))
+        problems.extend(_fallback_problems(file, pos, config))
     if problems or config is None:
         raise ConfigError(problems)
     return config.model_copy(update={"base_dir": str(file_path.resolve().parent)})

@@ -256,6 +256,8 @@ class ChannelBase(Strict):
     # Only events whose type matches one of these globs ("wallbox.*") get a delivery on this channel;
     # unset: every event of the rules that name it.
     event_types: list[str] | None = None
+    # Another channel that gets this channel's dead letters (and what a 410 disabled it for), #14.
+    fallback: str | None = None
 
     @field_validator("event_types")
     @classmethod

@@ -87,6 +87,10 @@ class ChannelState(Contract):
     consecutive_failures: int = Field(ge=0)
     last_error: str | None
     paused_until: datetime | None
+    fallback_to: str | None = Field(
+        default=None,
+        description="the channel its dead letters go to since its last successful send (#14); null: none",
+    )
 
 
 class TestState(Contract):

@@ -6,7 +6,7 @@ A delivered, dead or suppressed delivery becomes pending again with its id (the 
 A delivery whose channel is **disabled** (its receiver answered 410 Gone) is refused, never queued:
 it would be a dead letter again at once. Re-enabling is the operator's own act, separate from the
 replay, because a 410 means "this URL is gone": fix the receiver (or the channel's `url`), then
-`POST /api/channels/{name}/enable` or the status page's Enable button (or restart the service),
+`POST /api/channels/{name}/enable`, the status page's Enable button or `wattbridge channels enable`,
 then replay. The refusal says exactly that (`ReplayRefused.reason == "channel_disabled"`; the API
 answers 409).
 
@@ -34,7 +34,8 @@ def how_to_enable(channel: str) -> str:
     return (
         f"channel {channel!r} is disabled: its receiver answered 410 Gone, so a replay would be a dead "
         f"letter again at once. Fix the receiver (or the channel's url), re-enable the channel with "
-        f"POST /api/channels/{channel}/enable (or the status page's Enable button, or a restart), "
+        f"POST /api/channels/{channel}/enable (or the status page's Enable button; a restart keeps it "
+        "disabled), "
         "then replay again"
     )
 

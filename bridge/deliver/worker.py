@@ -30,6 +30,7 @@ from bridge.channels.base import Channel, SendResult
 from bridge.clock import Clock
 from bridge.deliver.attempts import AttemptLog
 from bridge.deliver.breaker import Breakers
+from bridge.deliver.fallback import FallbackRouter
 from bridge.deliver.handoff import FreshLease, lease_fresh
 from bridge.deliver.ratelimit import RateLimit
 from bridge.deliver.retry import RetryPolicy
@@ -61,6 +62,7 @@ class DeliveryWorker:
         on_health: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
         metrics: Metrics | None = None,
         limits: Mapping[str, RateLimit] | None = None,
+        fallback: FallbackRouter | None = None,
     ) -> None:
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be at least 1")
@@ -91,6 +93,10 @@ class DeliveryWorker:
         self._sending: set[str] = set()  # ids of the deliveries in flight, never sent twice at once
         self._missing_logged: set[str] = set()
         self._disabled_told: set[str] = set()
+        self._fallback = fallback
+        # Channels whose dead letters went to their fallback since their last successful send: the
+        # `bridge.channel` state says so (`fallback_to`), so a rule can tell ops.
+        self._falling_back: dict[str, str] = {}
         self.breakers = breakers or Breakers()
         self._on_health = on_health
         self._metrics = metrics
@@ -109,6 +115,7 @@ class DeliveryWorker:
             "consecutive_failures": c.consecutive_failures,
             "last_error": c.last_error,
             "paused_until": c.open_until.isoformat() if c.open_until and c.state == "open" else None,
+            "fallback_to": self._falling_back.get(name),
         }
 
     @property
@@ -422,6 +429,11 @@ class DeliveryWorker:
             next_at = decision.next_attempt_at
             if next_at is not None:
                 self._due_again(next_at)
+        fallback = None
+        if status == "dead" and self._fallback is not None:
+            fallback = await self._fallback_for(delivery, channel, result.error)
+        elif result.ok and self._falling_back.pop(delivery.channel, None) is not None:
+            await self._channel_health(delivery.channel, channel)  # delivering again: no fallback now
         attempt = Attempt(
             delivery_id=delivery.id,
             number=number,
@@ -448,7 +460,35 @@ class DeliveryWorker:
             **({"error": result.error} if result.error else {}),
             **({"next_attempt_at": next_at.isoformat()} if next_at else {}),
         )
-        self._attempts.add(AttemptOutcome(attempt=attempt, status=status, next_attempt_at=next_at))
+        self._attempts.add(
+            AttemptOutcome(attempt=attempt, status=status, next_attempt_at=next_at, fallback=fallback)
+        )
+
+    async def _fallback_for(self, delivery: Delivery, channel: Channel, error: str | None) -> Delivery | None:
+        """The dead letter's copy for the channel's fallback; the first one of a spell is a
+        `bridge.channel` change (`fallback_to`)."""
+        if self._fallback is None:
+            return None
+        try:
+            copy = await self._fallback.copy(delivery, error=error, now=self._clock.now())
+        except errors.StoreError as exc:  # the dead letter stays replayable; only the copy is missing
+            log.error(
+                "channel.fallback_failed", delivery_id=delivery.id, channel=delivery.channel, error=str(exc)
+            )
+            return None
+        if copy is None:
+            return None
+        log.warning(
+            "channel.fallback",
+            delivery_id=delivery.id,
+            channel=delivery.channel,
+            fallback=copy.channel,
+            fallback_delivery_id=copy.id,
+        )
+        if self._falling_back.get(delivery.channel) != copy.channel:
+            self._falling_back[delivery.channel] = copy.channel
+            await self._channel_health(delivery.channel, channel)
+        return copy
 
     async def _defer(self, delivery: Delivery, until: datetime) -> None:
         """Over the channel's rate: back in the outbox, due at its turn, no attempt spent."""

@@ -29,6 +29,7 @@ from bridge.lifecycle import finish_before_cancel
 from bridge.metrics import Metrics
 from bridge.model import HEALTH_SOURCE, Observation, PollResult, ResourceKey, RuleState, Snapshot, Watch
 from bridge.notify.rulebook import RuleBook
+from bridge.poll import stale_reads
 from bridge.poll.backoff import ProviderBackoff
 from bridge.poll.diff import digest64, meaningful_digest
 from bridge.poll.evaluate import Evaluator
@@ -91,6 +92,7 @@ class Poller:
     async def load_state(self) -> None:
         """Read stored rule states (running holds, firings, cooldowns) so a restart continues them."""
         self._remember(await self._store.list_rule_states())
+        self._evaluate.started_at = self._clock.now()
 
     def _remember(self, states: Iterable[RuleState]) -> None:
         self._evaluate.remember(states)
@@ -264,7 +266,8 @@ class Poller:
             while (page := await next_page()) is not None:
                 if page:
                     asked = {w.key.resource_id for w in page}
-                    await self._settle(provider.name, await fetch(page), now, tally, backoff, asked)
+                    fetched = await fetch(page)
+                    await self._settle(provider.name, fetched, now, tally, backoff, asked, spec.source)
 
         # Two lanes: one page's tail of slow requests and its commit overlap the other's fetch (one lane
         # left ~10 % of a paced rate idle, bench/scale.py); with fetch workers, one more lane than
@@ -286,13 +289,25 @@ class Poller:
         tally: Tally,
         backoff: ProviderBackoff,
         asked: AbstractSet[str] | None = None,
+        source: str | None = None,
     ) -> None:
         """Diff, rules and one group commit for what one fetch returned; then the back-off learns
         which resources were read and which failed (`asked`: the ids a by-id page asked for, since a
         fetch worker sends back only what changed)."""
+        rules = self._rulebook.current
+        reads = stale_reads.reads(fetched, asked, source) if rules.stale else {}
+        stale_reads.note(self._evaluate, rules, provider, reads, now)
         async with self._lock:
             results = await self._results(provider, fetched, now)
             await self._commit(results)
+            if reads:
+                armed, resolved = await stale_reads.after(
+                    self._store, self._evaluate, rules, provider, reads, now
+                )
+                if armed:
+                    await self._store.save_rule_states(armed)
+                    self._remember(armed)
+                await self._commit(resolved)
         read = asked if asked is not None else {o.key.resource_id for o in fetched.observations}
         backoff.fetched(
             dict.fromkeys(r for r in read if r not in fetched.failures and r not in fetched.skipped),

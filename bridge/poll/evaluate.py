@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from datetime import datetime
 
@@ -35,7 +36,8 @@ from bridge.model import (
 )
 from bridge.notify.render import Notifier
 from bridge.poll.diff import diff, meaningful_digest
-from bridge.rules.engine import Firing, RuleSet, default_context
+from bridge.rules import stale
+from bridge.rules.engine import Firing, Rule, RuleSet, default_context
 from bridge.rules.state import Decision, on_due, on_observation
 
 log = structlog.get_logger(__name__)
@@ -57,6 +59,13 @@ class Evaluator:
         self._notify = Notifier(
             channels, digest_groups=digest_groups, event_types=event_types, windows=windows
         )
+        # Stale rules without a field (#14): when each resource was last read, by (provider,
+        # source), as POSIX seconds; only for sources such a rule watches. Lost at a restart, so
+        # `started_at` bounds what is not known (bridge/rules/stale.py).
+        self._reads: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+        self.started_at: datetime | None = None
+        # (rule, provider, source) → the resource ids with a stored state: which reads arm a timer.
+        self._kept: dict[tuple[str, str, str], set[str]] = defaultdict(set)
 
     def set_silences(self, silences: Sequence[Silence]) -> None:
         self._notify.silences = list(silences)
@@ -65,10 +74,13 @@ class Evaluator:
         """Mirror rule states that were committed (or loaded at start)."""
         for st in states:
             k = (st.rule_id, st.key)
+            ids = self._kept[(st.rule_id, st.key.provider, st.key.source)]
             if st.forgettable:
                 self._states.pop(k, None)
+                ids.discard(st.key.resource_id)
             else:
                 self._states[k] = st
+                ids.add(st.key.resource_id)
             by_provider = self._firing.setdefault(st.rule_id, {})
             if st.phase == "firing":
                 by_provider.setdefault(st.key.provider, set()).add(st.key)
@@ -95,6 +107,51 @@ class Evaluator:
             if st.due_at is not None and st.due_at <= now:
                 due[st.key].append(st)
         return due
+
+    def unarmed(self, rule_id: str, provider: str, source: str, ids: AbstractSet[str]) -> set[str]:
+        """Which of these resources have no state of this rule yet."""
+        return set(ids) - self._kept.get((rule_id, provider, source), set())
+
+    def read(self, provider: str, source: str, ids: Iterable[str], now: datetime) -> None:
+        """These resources were read successfully now (for stale rules without a field)."""
+        seen = self._reads[(provider, source)]
+        at = now.timestamp()
+        for rid in ids:
+            seen[rid] = at
+
+    def fresh_at(self, rule: Rule, st: RuleState, state: Mapping[str, object] | None) -> datetime | None:
+        """When the resource of a stale rule's state last reported, as far as is known."""
+        if rule.field is not None:
+            return stale.reported_at(state, rule.field)
+        at = self._reads.get((st.key.provider, st.key.source), {}).get(st.key.resource_id)
+        read = datetime.fromtimestamp(at, tz=st.since.tzinfo) if at is not None else None
+        if st.phase == "firing":
+            return read
+        known = [t for t in (read, st.since, self.started_at) if t is not None]
+        return max(known) if known else None
+
+    def stale_check(
+        self, rule: Rule, st: RuleState, state: Mapping[str, object] | None, now: datetime
+    ) -> Decision:
+        if state is None:
+            return stale.gone(st)
+        return stale.check(rule.timing, prior=st, fresh=self.fresh_at(rule, st, state), now=now)
+
+    def stale_firing(
+        self, provider: str, source: str, ids: AbstractSet[str]
+    ) -> dict[ResourceKey, list[RuleState]]:
+        """Firing stale states (without a field) of resources among `ids`: a read resolves them."""
+        out: dict[ResourceKey, list[RuleState]] = defaultdict(list)
+        for st in self._states.values():
+            k = st.key
+            if (
+                st.phase == "firing"
+                and k.provider == provider
+                and k.source == source
+                and k.resource_id in ids
+            ):
+                out[k].append(st)
+        return out
 
     def observe(
         self,
@@ -221,7 +278,10 @@ class Evaluator:
                 moved.append(replace(st, phase="idle", last_fired_at=None))
                 continue
             active = checked[rule.id] = rule.active(snapshot.state)
-            decision = on_due(rules.timings[rule.id], prior=st, active=active, now=now)
+            if rule.stale_after is not None:
+                decision = self.stale_check(rule, st, snapshot.state, now)
+            else:
+                decision = on_due(rules.timings[rule.id], prior=st, active=active, now=now)
             if decision.state is not None:
                 moved.append(decision.state)
             if decision.suppressed is not None:
@@ -310,6 +370,19 @@ class Evaluator:
             if rule is None or rule.source != key.source:
                 continue  # removed by a reload: the timer tick forgets it
             prior = self._states.get((rule_id, key))
+            if rule.stale_after is not None:
+                if prior is None:
+                    continue
+                if obs.state is None:
+                    decision = stale.gone(prior)
+                else:
+                    fresh = self.fresh_at(rule, prior, obs.state)
+                    decision = stale.on_report(rule.timing, prior=prior, fresh=fresh, now=now)
+                if decision.state is not None:
+                    moved.append(decision.state)
+                if decision.emit is not None:
+                    out.append(Firing(rule=rule, status=decision.emit, changes=()))
+                continue
             hit = triggered.get(rule_id)
             relevant = hit.changes if hit is not None else tuple(c for c in changes if rule.watches(c.field))
             decision = on_observation(

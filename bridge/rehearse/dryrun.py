@@ -61,6 +61,7 @@ class Sent:
     kind: str
     status: str  # pending (would be sent now), held (waits for a digest), suppressed
     text: str  # the webhook body (pretty JSON) or the email (headers + text)
+    fallback: str | None = None  # the channel a dead letter of it would go on to (#14)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -394,6 +395,9 @@ class DryRun:
                 "cooldown",
                 f"COOLDOWN {st.rule_id} {where}: fired recently, nothing sent until {_fmt(until)}",
             )
+        elif rule is not None and rule.stale_after is not None:
+            if st.phase == "pending" and prior is not None and prior.phase == "firing" and st.due_at:
+                note("hold", f"REARMED {st.rule_id} {where}: stale again at {_fmt(st.due_at)} if quiet")
         elif st.phase == "pending" and (prior is None or prior.phase != "pending") and st.due_at is not None:
             note("hold", f"HOLD {st.rule_id} {where}: fires at {_fmt(st.due_at)} if it still holds")
         elif st.phase == "idle" and prior is not None and prior.phase == "pending":
@@ -406,7 +410,14 @@ class DryRun:
         end = deferred_end(delivery.group_key or "")
         if delivery.status == "held" and end is not None:
             status = f"deferred by a time window until {_fmt(end)}"
-        return Sent(channel=delivery.channel, kind=kind, status=status, text=_render(channel, delivery))
+        configured = self.config.channels.get(delivery.channel)
+        return Sent(
+            channel=delivery.channel,
+            kind=kind,
+            status=status,
+            text=_render(channel, delivery),
+            fallback=configured.fallback if configured is not None else None,
+        )
 
 
 def _show(value: Any, limit: int = 48) -> str:

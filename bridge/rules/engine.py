@@ -77,9 +77,12 @@ class Rule:
     hysteresis: float = 0.0
     condition: Expression | None = None
     for_: timedelta | None = None
-    repeat: timedelta | None = None
+    repeat: timedelta | None = None  # the first reminder's interval (`repeat_steps[0]`)
     repeat_max: int | None = None
+    repeat_steps: tuple[timedelta, ...] = ()  # escalating reminders: then every last interval
+    repeat_never: bool = False  # `repeat = "never"`: latch, one notification per firing
     cooldown: timedelta | None = None
+    stale_after: timedelta | None = None  # a stale rule: `field` (a timestamp) or reads go quiet
     resolve: bool = False
     email_subject: Template | None = None
     email_body: Template | None = None
@@ -102,7 +105,10 @@ class Rule:
             for_s=None if self.for_ is None else self.for_.total_seconds(),
             repeat_s=None if self.repeat is None else self.repeat.total_seconds(),
             repeat_max=self.repeat_max,
+            repeat_steps=tuple(s.total_seconds() for s in self.repeat_steps),
+            repeat_never=self.repeat_never,
             cooldown_s=None if self.cooldown is None else self.cooldown.total_seconds(),
+            stale_s=None if self.stale_after is None else self.stale_after.total_seconds(),
             resolve=self.resolve,
             hysteresis=self.hysteresis > 0,
         )
@@ -225,7 +231,11 @@ class RuleSet:
         # Rules that remember something per resource (holds, repeats, cooldowns, resolution).
         self.timings = {r.id: r.timing for r in self.rules}
         self.stateful = frozenset(rid for rid, t in self.timings.items() if t.stateful)
+        # Stale rules fire on silence, never on a change: timers only (bridge/rules/stale.py).
+        self.stale = {r.id: r for r in self.rules if r.stale_after is not None}
         for rule in self.rules:
+            if rule.stale_after is not None:
+                continue
             idx = self._index.setdefault((rule.source, rule.event), _SourceIndex())
             idx.every.append(rule)
             if rule.field is None:
@@ -247,6 +257,10 @@ class RuleSet:
             self._keep[source] = frozenset(
                 r.field for r in self.rules if r.source == source and r.field is not None
             )
+
+    def stale_rules(self, source: str) -> list[Rule]:
+        """The stale rules of one source, in rule order."""
+        return [r for r in self.stale.values() if r.source == source]
 
     def order(self, rule_id: str) -> int:
         return self._order.get(rule_id, len(self._order))

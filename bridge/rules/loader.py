@@ -17,6 +17,7 @@ from bridge.rules.engine import Digest, Rule, RuleSet
 from bridge.rules.enums import value_problems
 from bridge.rules.fields import field_problem, template_problems
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
+from bridge.rules.stale import looks_like_timestamp
 from bridge.rules.templates import Expression, Template, compile_error
 
 
@@ -82,6 +83,16 @@ def _compile(
         unknown = field_problem(model.source, model.field)
         if unknown is not None:
             problems.append(Problem(file, line("field"), f"{key}.field", unknown))
+        elif model.stale_after is not None and not looks_like_timestamp(model.field):
+            problems.append(
+                Problem(
+                    file,
+                    line("field"),
+                    f"{key}.field",
+                    f"`stale_after` needs a timestamp field (a name ending in _at, like "
+                    f"current_state_last_updated_at), not {model.field!r}; or no field: the last read",
+                )
+            )
         else:
             matches = {
                 "from": model.from_,
@@ -159,6 +170,7 @@ def _compile(
             mqtt_topic = Template(model.mqtt.topic, rule_id=model.id, name="mqtt.topic")
     if problems:
         return None, problems
+    steps = model.repeat if isinstance(model.repeat, tuple) else ()
     rule = Rule(
         id=model.id,
         description=model.description,
@@ -180,9 +192,12 @@ def _compile(
         hysteresis=model.hysteresis or 0.0,
         condition=condition,
         for_=model.for_,
-        repeat=model.repeat,
+        repeat=steps[0] if steps else None,
         repeat_max=model.repeat_max,
+        repeat_steps=steps,
+        repeat_never=model.repeat == "never",
         cooldown=model.cooldown,
+        stale_after=model.stale_after,
         resolve=model.resolve,
         email_subject=subject,
         email_body=body,

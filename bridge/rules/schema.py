@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from bridge.config.models import Duration, GroupField
+from bridge.config.models import Duration, GroupField, parse_duration
 from bridge.config.windows import TimeWindow
 
 Source = Literal[
@@ -23,6 +23,9 @@ Source = Literal[
     "bridge.channel",
 ]
 SOURCES: tuple[str, ...] = get_args(Source)
+# The resources `stale_after` watches: devices, polled for as long as they exist (a session or a
+# command is watched only until it ends, so its silence afterwards means nothing).
+STALE_SOURCES = ("podero.wallbox", "podero.heat_pump", "podero.electric_vehicle", "podero.inverter")
 
 Scalar = bool | int | float | str
 
@@ -38,6 +41,24 @@ def _one_match_error(value: Any) -> Any:
 
 RulePattern = Annotated[str, Field(pattern=r"^[a-z0-9*?\[\]][a-z0-9_.*?\[\]-]*$", max_length=100)]
 Match = Annotated[Scalar | list[Scalar], BeforeValidator(_one_match_error)]
+
+
+def _repeat(value: Any) -> Any:
+    """`repeat`: one interval (`"1h"`), escalating intervals (`["15m", "30m", "1h"]`, then every last
+    one), or `"never"` (latch: one notification per firing, no reminders)."""
+    if value == "never":
+        return value
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError('expected an interval ("1h"), a list of intervals (["15m", "1h"]) or "never"')
+    steps = tuple(parse_duration(v) for v in items)
+    if any(s <= timedelta(0) for s in steps):
+        raise ValueError("every repeat interval must be a positive duration")
+    return steps
+
+
+# What `repeat` holds once validated: the intervals in order (one for a plain `repeat = "1h"`).
+Repeat = Annotated[tuple[timedelta, ...] | Literal["never"], BeforeValidator(_repeat)]
 
 
 class EmailTemplate(BaseModel):
@@ -74,9 +95,12 @@ class RuleModel(BaseModel):
     hysteresis: float | None = Field(default=None, gt=0)
     if_: str | None = Field(default=None, alias="if")
     for_: Duration | None = Field(default=None, alias="for")
-    repeat: Duration | None = None
+    repeat: Repeat | None = None
     repeat_max: int | None = Field(default=None, ge=1)
     cooldown: Duration | None = None
+    # Fires once when the resource goes quiet this long: its `field` timestamp (or, without a
+    # field, its last successful read) is older than this (#14).
+    stale_after: Duration | None = None
     resolve: bool = False
     severity: Literal["info", "warning", "critical"] = "info"
     type: str | None = Field(default=None, max_length=200)
@@ -97,7 +121,7 @@ class RuleModel(BaseModel):
     )
     inhibit_scope: Literal["resource", "provider"] | None = None
 
-    @field_validator("for_", "repeat", "cooldown", "group_interval")
+    @field_validator("for_", "cooldown", "group_interval", "stale_after")
     @classmethod
     def _positive(cls, v: timedelta | None) -> timedelta | None:
         if v is not None and v <= timedelta(0):
@@ -106,6 +130,8 @@ class RuleModel(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> RuleModel:
+        if self.stale_after is not None:
+            return self._stale_coherent()
         conditions = [self.from_, self.to, self.not_from, self.not_to, self.above, self.below]
         if self.event == "changed" and self.field is None and self.if_ is None and not self.changed:
             raise ValueError(
@@ -119,8 +145,8 @@ class RuleModel(BaseModel):
             raise ValueError("`hysteresis` needs `above` or `below`")
         if self.group_by is None and (self.group_wait is not None or self.group_interval is not None):
             raise ValueError('`group_wait` / `group_interval` need `group_by` (e.g. group_by = ["rule"])')
-        if self.repeat_max is not None and self.repeat is None:
-            raise ValueError("`repeat_max` needs `repeat`")
+        if self.repeat_max is not None and (self.repeat is None or self.repeat == "never"):
+            raise ValueError("`repeat_max` needs `repeat` intervals")
         if self.inhibit_scope is not None and not self.inhibits:
             raise ValueError("`inhibit_scope` needs `inhibits` (the rule ids this rule mutes)")
         latches = self.for_ or self.repeat or self.resolve or self.hysteresis
@@ -140,6 +166,32 @@ class RuleModel(BaseModel):
                     f"{' / '.join(held)} need a condition on the current state to hold: "
                     "`to`, `not_to`, `above`, `below` or `if`"
                 )
+        return self
+
+    def _stale_coherent(self) -> RuleModel:
+        if self.source not in STALE_SOURCES:
+            raise ValueError(f"`stale_after` watches devices: {', '.join(STALE_SOURCES)}")
+        given = {
+            "event": self.event != "changed",
+            "from": self.from_ is not None,
+            "to": self.to is not None,
+            "not_from": self.not_from is not None,
+            "not_to": self.not_to is not None,
+            "changed": self.changed,
+            "above": self.above is not None,
+            "below": self.below is not None,
+            "hysteresis": self.hysteresis is not None,
+            "if": self.if_ is not None,
+            "for": self.for_ is not None,
+        }
+        extra = [k for k, v in given.items() if v]
+        if extra:
+            raise ValueError(
+                f"`stale_after` fires when a device goes quiet; it takes no {' / '.join(extra)} "
+                "(only `field`, a timestamp, or none: the last successful read)"
+            )
+        if self.repeat_max is not None and not isinstance(self.repeat, tuple):
+            raise ValueError("`repeat_max` needs `repeat` intervals")
         return self
 
 

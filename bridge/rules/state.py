@@ -45,11 +45,28 @@ class Timing:
     cooldown_s: float | None = None
     resolve: bool = False
     hysteresis: bool = False
+    repeat_steps: tuple[float, ...] = ()  # escalating reminder intervals (`repeat_s` is the first)
+    repeat_never: bool = False
+    stale_s: float | None = None  # a stale rule (bridge/rules/stale.py)
 
     @property
     def latches(self) -> bool:
         """Remembers it is firing until the condition stops (no re-fire on a re-trigger meanwhile)."""
-        return self.for_s is not None or self.repeat_s is not None or self.resolve or self.hysteresis
+        return (
+            self.for_s is not None
+            or self.repeat_s is not None
+            or self.resolve
+            or self.hysteresis
+            or self.repeat_never
+            or self.stale_s is not None
+        )
+
+    def repeat_after(self, sent: int) -> float | None:
+        """Seconds from the reminder number `sent` (0: the first notification) to the next one:
+        `repeat = ["15m", "30m", "1h"]` waits 15m, 30m, then 1h each time after."""
+        if self.repeat_steps:
+            return self.repeat_steps[min(sent, len(self.repeat_steps) - 1)]
+        return self.repeat_s
 
     @property
     def stateful(self) -> bool:
@@ -58,6 +75,11 @@ class Timing:
 
 def _plus(when: datetime, seconds: float | None) -> datetime | None:
     return None if seconds is None else when + timedelta(seconds=seconds)
+
+
+def fire(t: Timing, prior: RuleState, now: datetime) -> Decision:
+    """Fire now from a pending or idle state (cooldown allowing): what stale rules share."""
+    return _fire(t, prior, now)
 
 
 def _fire(t: Timing, prior: RuleState, now: datetime) -> Decision:
@@ -73,7 +95,7 @@ def _fire(t: Timing, prior: RuleState, now: datetime) -> Decision:
     state = replace(
         prior,
         phase="firing",
-        due_at=_plus(now, t.repeat_s) if t.repeat_max != 0 else None,
+        due_at=_plus(now, t.repeat_after(0)) if t.repeat_max != 0 else None,
         repeats=0,
         last_fired_at=fired_at,
     )
@@ -127,7 +149,7 @@ def on_due(t: Timing, *, prior: RuleState, active: bool, now: datetime) -> Decis
     if prior.phase == "firing" and t.repeat_s is not None:
         n = prior.repeats + 1
         more = t.repeat_max is None or n < t.repeat_max
-        nxt = replace(prior, repeats=n, due_at=_plus(now, t.repeat_s) if more else None)
+        nxt = replace(prior, repeats=n, due_at=_plus(now, t.repeat_after(n)) if more else None)
         return Decision(state=nxt, emit="firing", repeat=n)
     return Decision(state=replace(prior, due_at=None))
 

@@ -91,6 +91,9 @@ class AttemptOutcome:
     attempt: Attempt
     status: DeliveryStatus
     next_attempt_at: datetime | None
+    # A dead letter's copy for the channel's `fallback` (#14), queued in the same transaction; kept
+    # out when that channel already has this event (its delivery id is taken).
+    fallback: Delivery | None = None
 
 
 class Store(Protocol):
@@ -225,6 +228,11 @@ class Store(Protocol):
 
     async def list_rule_states(self) -> list[RuleState]:
         """Every stored rule state (holds, firings, cooldown memories): loaded once at start."""
+        ...
+
+    async def save_rule_states(self, states: Sequence[RuleState]) -> None:
+        """Write rule states that no poll result carries (stale timers armed or moved, acks), in one
+        transaction; forgettable ones are deleted."""
         ...
 
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:

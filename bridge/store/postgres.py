@@ -262,6 +262,9 @@ class PostgresStore(PostgresTraces):
                     ],
                 )
                 await conn.executemany(q.Q_ATTEMPT_INSERT, [rows_.attempt_row(o.attempt) for o in present])
+            fallbacks = [rows_.delivery_row(o.fallback) for o in present if o.fallback is not None]
+            if fallbacks:
+                await conn.executemany(q.Q_DELIVERY_INSERT, fallbacks)
         return set(ids) - known
 
     async def replay(self, delivery_ids: Sequence[str], now: datetime) -> int:
@@ -339,6 +342,17 @@ class PostgresStore(PostgresTraces):
 
     async def list_rule_states(self) -> list[RuleState]:
         return [rows_.rule_state(r) for r in await self._fetch(q.Q_RULE_STATES_ALL)]
+
+    async def save_rule_states(self, states: Sequence[RuleState]) -> None:
+        if not states:
+            return
+        forget = [rows_.rule_state_key(st) for st in states if st.forgettable]
+        keep = [rows_.rule_state_row(st) for st in states if not st.forgettable]
+        async with self._transaction() as conn:
+            if keep:
+                await conn.executemany(q.Q_RULE_STATE_UPSERT, keep)
+            if forget:
+                await conn.executemany(q.Q_RULE_STATE_DELETE, forget)
 
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
         return await self._execute(q.Q_RULE_STATES_DELETE_RULES, list(rule_ids))

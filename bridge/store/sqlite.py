@@ -188,6 +188,17 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
             rows = await db.execute_fetchall(Q_RULE_STATES_ALL)
         return [rule_state(row) for row in rows]
 
+    async def save_rule_states(self, states: Sequence[RuleState]) -> None:
+        if not states:
+            return
+        forget = [rule_state_key(st) for st in states if st.forgettable]
+        keep = [rule_state_row(st) for st in states if not st.forgettable]
+        async with self._transaction() as db:
+            if keep:
+                await db.executemany(Q_RULE_STATE_UPSERT, keep)
+            if forget:
+                await db.executemany(Q_RULE_STATE_DELETE, forget)
+
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
         async with self._transaction() as db:
             cur = await db.executemany(Q_RULE_STATES_DELETE_RULE, [(r,) for r in rule_ids])

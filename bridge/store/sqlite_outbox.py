@@ -119,8 +119,15 @@ class SqliteOutbox(SqliteConnection):
             )
             for o in outcomes
         ]
+        fallbacks = [_delivery_row(o.fallback) for o in outcomes if o.fallback is not None]
 
         def record(conn: sqlite3.Connection) -> set[str]:
+            missing = attempts(conn)
+            if fallbacks:
+                conn.executemany(Q_DELIVERY_INSERT, fallbacks)
+            return missing
+
+        def attempts(conn: sqlite3.Connection) -> set[str]:
             # Update first: an unknown delivery is skipped instead of failing the foreign key (and
             # with it every other attempt of the batch). Normally every delivery exists: one
             # executemany per statement; only when some update found nothing, ask which.

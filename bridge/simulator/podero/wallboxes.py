@@ -92,6 +92,7 @@ class _Wallbox:
     user_id: str
     fields: dict[str, Any]
     actions: list[_Action] = field(default_factory=list)
+    quiet: bool = False  # the device stopped reporting: Podero serves its last state, timestamps frozen
 
 
 class WallboxMixin:
@@ -173,6 +174,11 @@ class WallboxMixin:
             merged[key] = None if merged[key] is None else float(merged[key])
         box.fields = merged
 
+    def go_quiet(self, wallbox_id: str, quiet: bool = True) -> None:
+        """The device stops reporting to Podero (`quiet=False`: it reports again): Podero still
+        answers for it, with its `current_state_last_updated_at` and the other stamps frozen."""
+        self._wallbox(wallbox_id).quiet = quiet
+
     def add_action(
         self, wallbox_id: str, code: str = "reauthenticate", *, message: str | None = None, **metadata: Any
     ) -> str:
@@ -224,7 +230,7 @@ class WallboxMixin:
     def _render(self, box: _Wallbox) -> dict[str, Any]:
         now = self.clock.now()
         f = box.fields
-        for key in VOLATILE:
+        for key in VOLATILE if not box.quiet else ():
             if f[key] is not None:
                 f[key] = now
         user = self._users[box.user_id].data
