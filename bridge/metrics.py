@@ -91,6 +91,7 @@ class Metrics:
         self.attempts: dict[tuple[str, str], int] = {}  # (channel, outcome)
         self.attempt_seconds: dict[str, _Histogram] = {}  # by channel
         self.state: BridgeState | None = None
+        self.conflicts = 0  # results another writer (replica) committed first: left out, read again
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
 
@@ -109,6 +110,10 @@ class Metrics:
         for result in results:
             for event in result.events:
                 events[event.rule_id] = events.get(event.rule_id, 0) + 1
+
+    def conflicted(self, n: int) -> None:
+        """`n` results lost a compare-and-swap to another writer (not an error: theirs stands)."""
+        self.conflicts += n
 
     def delivery_attempt(self, channel: str, status: DeliveryStatus, latency_ms: float) -> None:
         """One attempt was made; `status` is where it left the delivery (delivered, pending, dead)."""
@@ -161,7 +166,12 @@ class _Collector:
             "Time one delivery attempt took (request to response or failure).",
             labels=["channel"],
         )
+        conflicts = CounterMetricFamily(
+            "wattbridge_commit_conflicts",
+            "Poll results left out because another replica committed the same resource first.",
+        )
         if not empty:
+            conflicts.add_metric([], m.conflicts)
             for (provider, outcome), n in sorted(m.polls.items()):
                 polls.add_metric([provider, outcome], n)
             for provider, hist in sorted(m.poll_seconds.items()):
@@ -172,7 +182,7 @@ class _Collector:
                 attempts.add_metric([ch, outcome], n)
             for ch, hist in sorted(m.attempt_seconds.items()):
                 attempt_seconds.add_metric([ch], hist.cumulative(), hist.total)
-        yield from (polls, poll_seconds, events, attempts, attempt_seconds)
+        yield from (polls, poll_seconds, events, attempts, attempt_seconds, conflicts)
         s = None if empty else m.state
         yield InfoMetricFamily(
             "wattbridge_build",

@@ -99,3 +99,28 @@ def test_check_names_an_unreachable_postgres_without_its_password(tmp_path, caps
     assert "wattbridge: cannot open PostgreSQL store postgresql://bridge:***@127.0.0.1:1/x" in err
     assert "s3cret" not in err
     assert "Traceback" not in err
+
+
+async def test_two_replicas_polling_one_change_together_notify_once(make_config, make_bridge, podero, sink):
+    # Two bridges on one database see the same change at the same time: the snapshot's
+    # compare-and-swap lets one commit its transition; the other's transaction rolls back (counted).
+    user = podero.add_user(email="ada@example.com")
+    podero.add_wallbox(user, wallbox_id=WB, is_plugged_in=True, is_charging=False)
+    async with pg_schema() as (url, schema):
+        config = make_config(
+            wallboxes=[{"user_id": user, "wallbox_id": WB}], store={"url": f"{url}?search_path={schema}"}
+        )
+        a, b = await make_bridge(config), await make_bridge(config)
+        await a.poll()  # baseline
+        for flips in range(1, 4):
+            podero.update_wallbox(WB, is_charging=flips % 2 == 1)
+            a.clock.advance(timedelta(seconds=60))
+            await asyncio.gather(a.poll(), b.poll())
+        await a.deliver()
+        await b.deliver()
+
+        events = await a.store.list_events()
+        assert len(events) == 2  # charging started twice (rule `to = true`), each once
+        assert sorted(e.sequence for e in events) == [1, 2]
+        assert len(sink.received) == 2
+        assert len({r.webhook_id for r in sink.received}) == 2

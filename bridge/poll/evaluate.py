@@ -66,6 +66,12 @@ class Evaluator:
             else:
                 self._open[st.key].add(st.rule_id)
 
+    def replace_all(self, states: Iterable[RuleState]) -> None:
+        """Mirror exactly these states (read back from a store other replicas write too)."""
+        self._states.clear()
+        self._open.clear()
+        self.remember(states)
+
     @property
     def states(self) -> list[RuleState]:
         return list(self._states.values())
@@ -108,11 +114,13 @@ class Evaluator:
         if snapshot is None:
             # New in a listing that was already baselined: it appeared.
             snapshot = Snapshot(
-                key=obs.key, state=None, digest="gone", sequence=0, updated_at=obs.observed_at
+                key=obs.key, state=None, digest="gone", sequence=0, updated_at=obs.observed_at, version=0
             )
         if snapshot.digest == digest:
             if end_watch is not None:  # terminal and unchanged: still end the watch
-                return PollResult(snapshot=snapshot, end_watch=end_watch, start_watch=start_watch)
+                return PollResult(
+                    snapshot=snapshot.next_write(), end_watch=end_watch, start_watch=start_watch
+                )
             return None  # only volatile fields moved: write nothing
         kind: EventKind
         if obs.state is None:
@@ -128,7 +136,7 @@ class Evaluator:
             firings, moved = self._through_state(obs, firings, changes, rules)
         events, deliveries, sequence = self._emit(obs, firings, snapshot, rules)
         return PollResult(
-            snapshot=_snapshot(obs, digest, sequence),
+            snapshot=_snapshot(obs, digest, sequence, version=snapshot.version + 1),
             events=events,
             deliveries=deliveries,
             end_watch=end_watch,
@@ -165,7 +173,7 @@ class Evaluator:
                 firings.append(Firing(rule=rule, status=decision.emit, changes=st.changes))
         events, deliveries, sequence = self._emit(obs, firings, snapshot, rules)
         return PollResult(
-            snapshot=replace(snapshot, sequence=sequence),
+            snapshot=replace(snapshot, sequence=sequence, version=snapshot.version + 1),
             events=events,
             deliveries=deliveries,
             rule_states=tuple(moved),
@@ -221,7 +229,13 @@ class Evaluator:
         return out, moved
 
 
-def _snapshot(obs: Observation, digest: str, sequence: int) -> Snapshot:
+def _snapshot(obs: Observation, digest: str, sequence: int, *, version: int = 1) -> Snapshot:
+    """The snapshot to write; `version` is the stored one's plus one (1: there is none yet)."""
     return Snapshot(
-        key=obs.key, state=obs.state, digest=digest, sequence=sequence, updated_at=obs.observed_at
+        key=obs.key,
+        state=obs.state,
+        digest=digest,
+        sequence=sequence,
+        updated_at=obs.observed_at,
+        version=version,
     )

@@ -79,6 +79,12 @@ class AttemptOutcome:
 
 
 class Store(Protocol):
+    @property
+    def shared(self) -> bool:
+        """Whether other processes (replicas) may write this store while it is open: then callers
+        must not trust what they cached between polls (PostgreSQL: yes; SQLite: one process)."""
+        ...
+
     async def open(self) -> None:
         """Connect and create/upgrade the schema."""
         ...

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from bridge.errors import StoreError
+from bridge.errors import CommitConflict, StoreError
 from bridge.model import (
     Attempt,
     Delivery,
@@ -62,6 +62,8 @@ class PostgresStore:
         self._schema = schema
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+
+    shared = True  # several replicas may write one database
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -180,8 +182,6 @@ class PostgresStore:
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot serialise a poll result: {exc}") from exc
         batches = [
-            (q.Q_SNAPSHOT_UPSERT, snapshots),
-            (q.Q_EVENT_INSERT, events),
             (q.Q_DELIVERY_INSERT, deliveries),
             (q.Q_WATCH_END, ended),
             (q.Q_WATCH_START, started),
@@ -189,6 +189,19 @@ class PostgresStore:
             (q.Q_RULE_STATE_DELETE, forget),
         ]
         async with self._transaction() as conn:
+            landed = await conn.fetch(q.Q_SNAPSHOT_CAS, *map(list, zip(*snapshots, strict=True)))
+            if len(landed) < len(snapshots):  # another writer got there first: write nothing
+                won = {tuple(r) for r in landed}
+                raise CommitConflict([rows_.key_of(r) for r in snapshots if tuple(r[:3]) not in won])
+            try:
+                if events:
+                    await conn.executemany(q.Q_EVENT_INSERT, events)
+            except asyncpg.UniqueViolationError as exc:
+                # A backstop behind the compare-and-swap (which row lost is not said: all of the
+                # batch's evented resources are left out, and read again by the next poll).
+                if exc.constraint_name != "events_transition":
+                    raise
+                raise CommitConflict(list(dict.fromkeys(rows_.key_of(e[5:8]) for e in events))) from None
             for query, batch in batches:
                 if batch:
                     await conn.executemany(query, batch)

@@ -106,6 +106,15 @@ CREATE TABLE silences (
 )
 """,
     ),
+    (
+        # Replicas: snapshot writes compare-and-swap on `version`; one event per transition.
+        2,
+        """
+ALTER TABLE snapshots ADD COLUMN version bigint NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX events_transition
+    ON events (rule_id, provider, source, resource_id, sequence) WHERE sequence > 0
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -117,21 +126,26 @@ MIGRATION_LOCK = 0x57A77B51
 
 Q_SNAPSHOT_GET = """
 SELECT provider, source, resource_id, state, digest, sequence,
-updated_at FROM snapshots WHERE provider = $1 AND source = $2 AND resource_id = $3"""
+updated_at, version FROM snapshots WHERE provider = $1 AND source = $2 AND resource_id = $3"""
 Q_SNAPSHOTS_OF_SOURCE = """
 SELECT provider, source, resource_id, state, digest, sequence,
-updated_at FROM snapshots WHERE provider = $1 AND source = $2"""
+updated_at, version FROM snapshots WHERE provider = $1 AND source = $2"""
 Q_DIGESTS_OF_SOURCE = "SELECT resource_id, digest FROM snapshots WHERE provider = $1 AND source = $2"
 Q_SNAPSHOTS_BY_IDS = (
-    "SELECT provider, source, resource_id, state, digest, sequence, updated_at FROM snapshots "
+    "SELECT provider, source, resource_id, state, digest, sequence, updated_at, version FROM snapshots "
     "WHERE provider = $1 AND source = $2 AND resource_id = ANY($3::text[])"
 )
-Q_SNAPSHOT_UPSERT = """
-INSERT INTO snapshots (provider, source, resource_id, state, digest, sequence,
-    updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+# Compare-and-swap, every row of a commit in one statement: a row lands when it is new or when the
+# stored version is the one before it; RETURNING names what landed, so the store can tell who lost.
+Q_SNAPSHOT_CAS = """
+INSERT INTO snapshots (provider, source, resource_id, state, digest, sequence, updated_at, version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+    $7::timestamptz[], $8::bigint[])
 ON CONFLICT (provider, source, resource_id) DO UPDATE SET
     state = excluded.state, digest = excluded.digest,
-    sequence = excluded.sequence, updated_at = excluded.updated_at"""
+    sequence = excluded.sequence, updated_at = excluded.updated_at, version = excluded.version
+WHERE snapshots.version = excluded.version - 1
+RETURNING provider, source, resource_id"""
 Q_EVENT_INSERT = """
 INSERT INTO events (id, rule_id, type, status, severity, provider, source, resource_id, sequence,
     changes, state, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)

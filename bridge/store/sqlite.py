@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bridge.errors import StoreError
+from bridge.errors import CommitConflict, StoreError
 from bridge.model import (
     PollResult,
     ResourceKey,
@@ -66,6 +66,8 @@ from bridge.store.sqlite_sql import (
 
 class SqliteStore(SqliteOutbox, SqliteApiReads):
     """The Store protocol on one SQLite file (WAL; `synchronous=FULL` survives power loss)."""
+
+    shared = False  # one process: replicas need PostgreSQL
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -214,10 +216,24 @@ class SqliteStore(SqliteOutbox, SqliteApiReads):
 def _commit_batches(
     conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[tuple[Any, ...]]]]
 ) -> None:
-    """BEGIN IMMEDIATE, one executemany per non-empty batch, COMMIT; ROLLBACK on anything."""
+    """BEGIN IMMEDIATE, the snapshots and events row by row (each compare-and-swap checked), one
+    executemany per other batch, COMMIT; ROLLBACK on anything, CommitConflict naming the losers."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for query, rows in batches:
+        (snap_q, snapshots), (event_q, events), *rest = batches
+        stale = [row[:3] for row in snapshots if conn.execute(snap_q, row).rowcount == 0]
+        for row in events:
+            try:
+                conn.execute(event_q, row)
+            except sqlite3.IntegrityError as exc:
+                if "events.rule_id" not in str(exc):
+                    raise
+                stale.append((row[5], row[6], row[7]))  # this transition is recorded already
+        if stale:
+            raise CommitConflict(
+                [ResourceKey(provider=p, source=s, resource_id=r) for p, s, r in dict.fromkeys(stale)]
+            )
+        for query, rows in rest:
             if rows:
                 conn.executemany(query, rows)
         conn.execute("COMMIT")
