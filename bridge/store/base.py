@@ -243,3 +243,20 @@ class Store(Protocol):
     async def commit_digest(self, event: Event, digest: Delivery, members: Sequence[str]) -> None:
         """Queue one digest delivery and mark its members `digested`, atomically."""
         ...
+
+    async def acquire_lease(self, name: str, holder: str, now: datetime, period: timedelta) -> int | None:
+        """Take or renew lease `name` for `holder` until `now + period`; its fencing token (which
+        grows whenever the holder changes), or None while another holder's lease is unexpired."""
+        ...
+
+    async def renew_leases(self, holder: str, now: datetime, period: timedelta) -> int:
+        """Extend every unexpired lease of `holder` to `now + period` (heartbeat); how many."""
+        ...
+
+    async def release_leases(self, holder: str, names: Sequence[str]) -> None:
+        """Give these leases up now (a clean stop), so another holder need not wait for expiry."""
+        ...
+
+    async def held_leases(self, holder: str, now: datetime) -> list[str]:
+        """The names of `holder`'s unexpired leases."""
+        ...

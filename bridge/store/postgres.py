@@ -383,3 +383,22 @@ class PostgresStore:
             await conn.execute(q.Q_EVENT_INSERT, *event_row)
             await conn.execute(q.Q_DELIVERY_INSERT, *digest_row)
             await conn.executemany(q.Q_MARK_DIGESTED, [(f"sent in digest {digest.id}", m) for m in members])
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, holder: str, now: datetime, period: timedelta) -> int | None:
+        at = rows_.aware(now)
+        async with self._transaction() as conn:
+            token = await conn.fetchval(q.Q_LEASE_ACQUIRE, name, holder, at, at + period)
+        return None if token is None else int(token)
+
+    async def renew_leases(self, holder: str, now: datetime, period: timedelta) -> int:
+        at = rows_.aware(now)
+        return await self._execute(q.Q_LEASE_RENEW, holder, at, at + period)
+
+    async def release_leases(self, holder: str, names: Sequence[str]) -> None:
+        if names:
+            await self._execute(q.Q_LEASE_RELEASE, holder, list(names))
+
+    async def held_leases(self, holder: str, now: datetime) -> list[str]:
+        return [r[0] for r in await self._fetch(q.Q_LEASES_HELD, holder, rows_.aware(now))]

@@ -112,7 +112,13 @@ CREATE TABLE silences (
         """
 ALTER TABLE snapshots ADD COLUMN version bigint NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX events_transition
-    ON events (rule_id, provider, source, resource_id, sequence) WHERE sequence > 0
+    ON events (rule_id, provider, source, resource_id, sequence) WHERE sequence > 0;
+CREATE TABLE leases (
+    name        text COLLATE "C" PRIMARY KEY,
+    holder      text NOT NULL,
+    token       bigint NOT NULL,
+    expires_at  timestamptz NOT NULL
+)
 """,
     ),
 )
@@ -289,3 +295,16 @@ Q_RESOURCE_COUNTS = """
 SELECT source, COUNT(*) FROM snapshots
 WHERE provider = $1 AND state IS NOT NULL AND resource_id <> '' AND source NOT LIKE 'bridge.%'
 GROUP BY source"""
+
+# A lease is taken when free, expired, or already ours; the fencing token grows on every change of
+# holder, so a write fenced with an old token (a replica that lost its lease) can be refused.
+Q_LEASE_ACQUIRE = """
+INSERT INTO leases (name, holder, token, expires_at) VALUES ($1, $2, 1, $4)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder, expires_at = excluded.expires_at,
+    token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END
+WHERE leases.holder = excluded.holder OR leases.expires_at <= $3
+RETURNING token"""
+Q_LEASE_RENEW = "UPDATE leases SET expires_at = $3 WHERE holder = $1 AND expires_at > $2"
+Q_LEASE_RELEASE = "DELETE FROM leases WHERE holder = $1 AND name = ANY($2::text[])"
+Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = $1 AND expires_at > $2 ORDER BY name"

@@ -60,6 +60,14 @@ CREATE INDEX IF NOT EXISTS events_firing_by_rule ON events (rule_id, occurred_at
 -- transition. Digests (sequence 0) are numbered by their own ids.
 CREATE UNIQUE INDEX IF NOT EXISTS events_transition
     ON events (rule_id, provider, source, resource_id, sequence) WHERE sequence > 0;
+-- v6: leases (poll-group ownership). With one process every lease is its own, but the semantics
+-- (and the contract tests) are the same as PostgreSQL's.
+CREATE TABLE IF NOT EXISTS leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    token       INTEGER NOT NULL,
+    expires_at  TEXT NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     id               TEXT PRIMARY KEY,
@@ -404,3 +412,15 @@ def _watch(row: Row) -> Watch:
         ended_at=_dt(row[5]) if row[5] else None,
         end_reason=row[6],
     )
+
+
+Q_LEASE_ACQUIRE = """
+INSERT INTO leases (name, holder, token, expires_at) VALUES (?1, ?2, 1, ?4)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder, expires_at = excluded.expires_at,
+    token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END
+WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3
+RETURNING token"""
+Q_LEASE_RENEW = "UPDATE leases SET expires_at = ?3 WHERE holder = ?1 AND expires_at > ?2"
+Q_LEASE_RELEASE = "DELETE FROM leases WHERE holder = ? AND name IN (SELECT value FROM json_each(?))"
+Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = ? AND expires_at > ? ORDER BY name"

@@ -389,3 +389,38 @@ async def test_a_suppressed_delivery_is_kept_and_can_be_replayed(store):
     assert [x.id for x in await store.list_deliveries(status="suppressed")] == [d.id]
     assert await store.replay([d.id], T0) == 1
     assert await store.outbox_depth() == 1
+
+
+async def test_a_lease_is_one_holders_until_it_expires_and_the_next_holder_gets_a_greater_token(store):
+    period = timedelta(seconds=30)
+    first = await store.acquire_lease("poll:podero:wallboxes", "r1", T0, period)
+    assert first is not None
+    assert (
+        await store.acquire_lease("poll:podero:wallboxes", "r2", T0 + timedelta(seconds=29), period) is None
+    )
+    # The holder renews without a new token; another name is free.
+    assert (
+        await store.acquire_lease("poll:podero:wallboxes", "r1", T0 + timedelta(seconds=10), period) == first
+    )
+    assert await store.acquire_lease("poll:podero:devices", "r2", T0, period) is not None
+    # r1 stops heart-beating: 30 s after its last renewal the lease is r2's, fenced by a new token.
+    later = T0 + timedelta(seconds=40)
+    taken = await store.acquire_lease("poll:podero:wallboxes", "r2", later, period)
+    assert taken is not None
+    assert taken > first
+    assert await store.held_leases("r1", later) == []
+    # (r2's lease on devices, taken at T0 and never renewed, has run out by then)
+    assert await store.held_leases("r2", later) == ["poll:podero:wallboxes"]
+
+
+async def test_heartbeats_keep_leases_and_a_release_frees_them_at_once(store):
+    period = timedelta(seconds=30)
+    for name in ("poll:a:x", "poll:a:y"):
+        assert await store.acquire_lease(name, "r1", T0, period) is not None
+    assert await store.renew_leases("r1", T0 + timedelta(seconds=20), period) == 2
+    # Renewed at +20 s: still r1's at +45 s.
+    assert await store.acquire_lease("poll:a:x", "r2", T0 + timedelta(seconds=45), period) is None
+    assert await store.held_leases("r1", T0 + timedelta(seconds=45)) == ["poll:a:x", "poll:a:y"]
+    await store.release_leases("r1", ["poll:a:x"])
+    assert await store.acquire_lease("poll:a:x", "r2", T0 + timedelta(seconds=46), period) is not None
+    assert await store.held_leases("r1", T0 + timedelta(seconds=46)) == ["poll:a:y"]
