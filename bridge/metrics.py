@@ -78,6 +78,8 @@ class BridgeState:
     rule_reloads_failed: int
     rules_loaded_at: datetime | None
     last_reload_ok: bool
+    replica_id: str | None = None  # with [cluster] on a shared store
+    leases_held: int = 0  # watch groups this replica polls now
 
 
 class Metrics:
@@ -244,6 +246,11 @@ class _Collector:
         last_reload = GaugeMetricFamily(
             "wattbridge_rule_last_reload_successful", "1 if the last rule load or reload succeeded, else 0."
         )
+        leases = GaugeMetricFamily(
+            "wattbridge_replica_leases",
+            "Watch-group leases this replica holds (the groups it polls), labelled by replica id.",
+            labels=["replica"],
+        )
         store_up = GaugeMetricFamily("wattbridge_store_up", "1 if the store answered this scrape, else 0.")
         if s is not None:
             store_up.add_metric([], 0 if s.outbox is None else 1)
@@ -273,6 +280,9 @@ class _Collector:
             if s.rules_loaded_at is not None:
                 reloaded_at.add_metric([], s.rules_loaded_at.timestamp())
             last_reload.add_metric([], 1 if s.last_reload_ok else 0)
+            if s.replica_id is not None:
+                leases.add_metric([s.replica_id], s.leases_held)
+        yield leases
         yield from (store_up, pending, dead, oldest, up, health, failures, last_ok, deferred, backing_off)
         yield channel
         yield from (rules, reloads, reloaded_at, last_reload)

@@ -63,7 +63,7 @@ async def test_a_change_becomes_one_webhook_through_a_postgres_outbox(make_confi
 
 async def test_wattbridge_run_serves_and_drains_on_postgres(tmp_path, unused_tcp_port):
     async with pg_schema() as (url, schema):
-        server = f'[server]\nlisten = "127.0.0.1:{unused_tcp_port}"\n'
+        server = f'[server]\nlisten = "127.0.0.1:{unused_tcp_port}"\n[cluster]\nreplica_id = "replica-a"\n'
         path = write_config(tmp_path, f"{url}?search_path={schema}", server)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "--log-format", "json", "run", "-c", path,
@@ -77,6 +77,10 @@ async def test_wattbridge_run_serves_and_drains_on_postgres(tmp_path, unused_tcp
                 session.get(f"http://127.0.0.1:{unused_tcp_port}/readyz") as resp,
             ):
                 assert resp.status == 200
+                ready = await resp.json()
+            # Which replica answered, and the watch groups it polls (leases are taken at first runs).
+            assert ready["replica"]["id"] == "replica-a"
+            assert isinstance(ready["replica"]["leases"], list)
             proc.send_signal(signal.SIGTERM)
             await read_until(proc.stderr, "bridge.stopped")
             assert await asyncio.wait_for(proc.wait(), timeout=15) == 0
