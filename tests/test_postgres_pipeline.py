@@ -13,6 +13,7 @@ import aiohttp
 
 from bridge.cli.main import main
 from tests.store.conftest import pg_schema
+from tests.store.factories import result
 from tests.test_serve import read_until, wait_healthy
 
 WB = "00000000-0000-4000-8000-0000000000b1"
@@ -128,3 +129,22 @@ async def test_two_replicas_polling_one_change_together_notify_once(make_config,
         assert sorted(e.sequence for e in events) == [1, 2]
         assert len(sink.received) == 2
         assert len({r.webhook_id for r in sink.received}) == 2
+
+
+async def test_a_replica_sends_what_another_committed_and_could_not_send(make_config, make_bridge, sink):
+    # Replica A committed a delivery and died before sending it: nothing wakes replica B's worker,
+    # so on a shared store it looks at the outbox again every second and sends it.
+    async with pg_schema() as (url, schema):
+        config = make_config(store={"url": f"{url}?search_path={schema}"})
+        b = await make_bridge(config)
+        await asyncio.sleep(0.1)  # B's worker has found the outbox empty and waits
+        r = result(channels=("partner",), at=b.clock.now())
+        await b.store.commit([r])  # as replica A would have: no wake-up reaches B
+        for _ in range(20):  # bounded: each step is one second of B's clock
+            if sink.received:
+                break
+            b.clock.advance(timedelta(seconds=1))
+            await asyncio.sleep(0.05)
+        [got] = await sink.wait_for(1)
+        assert got.body == r.deliveries[0].body
+        assert got.webhook_id == r.deliveries[0].id

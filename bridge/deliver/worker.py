@@ -35,6 +35,8 @@ from bridge.store.base import AttemptOutcome, Store
 
 log = structlog.get_logger(__name__)
 
+SHARED_POLL_S = 1.0  # a replica's outbox look-up when no wake-up can come (README "Running several replicas")
+
 STORE_BACKOFF_MAX_S = 60.0
 
 
@@ -205,10 +207,15 @@ class DeliveryWorker:
                 continue
             if stop.is_set():
                 break
+            # On a store shared by replicas, work another replica committed (and could not send:
+            # it died) wakes nobody here: look at the outbox again at least every SHARED_POLL_S.
+            shared = self._store.shared
             if due is None:
-                await self._wait(stop, None)
+                await self._wait(stop, SHARED_POLL_S if shared else None)
                 continue
             delay = (due - self._clock.now()).total_seconds()
+            if shared:
+                delay = min(delay, SHARED_POLL_S)
             if delay > 0:
                 await self._wait(stop, delay)
             # else: due already (time moved while we sent), so go round again without waiting
