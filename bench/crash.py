@@ -255,6 +255,7 @@ def write_config(
     partner: str = "",
     tail: str = "",
     watches: Sequence[tuple[str, str]] = (),
+    store_url: str | None = None,
 ) -> Path:
     """The bridge these benchmarks run: Podero discovery (or, given `watches`, those (user id,
     wallbox id) watched by id), one rule notifying every change of `charge_rate_w`, one webhook
@@ -276,7 +277,7 @@ def write_config(
     config.write_text(
         f"""
 [store]
-url = "sqlite:///{workdir / "bridge.db"}"
+url = "{store_url or f"sqlite:///{workdir / 'bridge.db'}"}"
 {store}
 [server]
 {server}

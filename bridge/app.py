@@ -28,6 +28,7 @@ from bridge.app_keys import (
     HEALTH,
     METRICS,
     ON_CRASH,
+    OWNERSHIP,
     POLLER,
     PROVIDERS,
     RULEBOOK,
@@ -53,6 +54,7 @@ from bridge.notify.rulebook import RuleBook, load_for
 from bridge.poll.cycle import Poller
 from bridge.poll.fetch_pool import FetchPool
 from bridge.poll.health import HealthBoard
+from bridge.poll.ownership import PollOwnership
 from bridge.poll.scheduler import PollScheduler
 from bridge.poll.timers import timer_loop
 from bridge.providers.base import Provider
@@ -95,7 +97,7 @@ def create_app(
     setup_admin_api(app)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
     if start_scheduler:  # tests drive polls and rule timers by hand, on a ManualClock
-        app.cleanup_ctx.extend([_timers, _retention, _scheduler])
+        app.cleanup_ctx.extend([_timers, _retention, _ownership, _scheduler])
     return app
 
 
@@ -263,8 +265,23 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _ownership(app: web.Application) -> AsyncIterator[None]:
+    """Poll-group leases: heartbeats while running, released after the scheduler has stopped."""
+    cluster = app[CONFIG].cluster
+    ownership = PollOwnership(
+        app[STORE], app[CLOCK], replica_id=cluster.replica_id, period=cluster.lease_period
+    )
+    app[OWNERSHIP] = ownership
+    if not app[STORE].shared:  # one process (SQLite): every group is this one's, no leases
+        yield
+        return
+    async with Service(ownership.loop(), name="leases", on_crash=app[ON_CRASH]):
+        yield
+
+
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
-    scheduler = PollScheduler(app[POLLER], list(app[PROVIDERS].values()))
+    ownership = app[OWNERSHIP] if app[STORE].shared else None
+    scheduler = PollScheduler(app[POLLER], list(app[PROVIDERS].values()), ownership=ownership)
     scheduler.start()
     app[SCHEDULER] = scheduler
     yield

@@ -17,6 +17,7 @@ from bridge.notify.rulebook import RuleBook
 from bridge.poll.cycle import Poller
 from bridge.poll.fetch_pool import FetchPool
 from bridge.poll.health import HealthBoard
+from bridge.poll.ownership import PollOwnership
 from bridge.poll.scheduler import PollScheduler
 from bridge.providers.base import Provider
 from bridge.store.base import Store
@@ -34,6 +35,7 @@ DELIVERY_SERVICE = web.AppKey("delivery_service", Service)
 POLLER = web.AppKey("poller", Poller)
 DIGESTER = web.AppKey("digester", Digester)
 SCHEDULER = web.AppKey("scheduler", PollScheduler)
+OWNERSHIP = web.AppKey("ownership", PollOwnership)
 METRICS = web.AppKey("metrics", Metrics)
 
 

@@ -12,6 +12,7 @@ BridgeError
 ├── DeliveryError          a channel could not send (the outbox retries it)
 │   └── ReplayRefused            a replay that would not deliver (unknown, not replayable, channel disabled)
 └── StoreError             the store is unreachable or corrupt
+    └── CommitConflict           another writer (replica) committed these resources first
 """
 
 from __future__ import annotations
@@ -146,3 +147,13 @@ class ReplayRefused(DeliveryError):
 
 class StoreError(BridgeError):
     """The store is unreachable, locked or corrupt."""
+
+
+class CommitConflict(StoreError):
+    """A commit that wrote nothing: another writer changed some of its resources since they were
+    read (snapshot compare-and-swap, or a transition already recorded). Not a failure: the winner's
+    transition stands, and the loser leaves these resources out and reads them again."""
+
+    def __init__(self, keys: Sequence[object]) -> None:
+        self.keys = tuple(keys)
+        super().__init__(f"{len(self.keys)} resource(s) committed by another writer first")

@@ -78,6 +78,8 @@ class BridgeState:
     rule_reloads_failed: int
     rules_loaded_at: datetime | None
     last_reload_ok: bool
+    replica_id: str | None = None  # with [cluster] on a shared store
+    leases_held: int = 0  # watch groups this replica polls now
 
 
 class Metrics:
@@ -91,6 +93,7 @@ class Metrics:
         self.attempts: dict[tuple[str, str], int] = {}  # (channel, outcome)
         self.attempt_seconds: dict[str, _Histogram] = {}  # by channel
         self.state: BridgeState | None = None
+        self.conflicts = 0  # results another writer (replica) committed first: left out, read again
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
 
@@ -109,6 +112,10 @@ class Metrics:
         for result in results:
             for event in result.events:
                 events[event.rule_id] = events.get(event.rule_id, 0) + 1
+
+    def conflicted(self, n: int) -> None:
+        """`n` results lost a compare-and-swap to another writer (not an error: theirs stands)."""
+        self.conflicts += n
 
     def delivery_attempt(self, channel: str, status: DeliveryStatus, latency_ms: float) -> None:
         """One attempt was made; `status` is where it left the delivery (delivered, pending, dead)."""
@@ -161,7 +168,12 @@ class _Collector:
             "Time one delivery attempt took (request to response or failure).",
             labels=["channel"],
         )
+        conflicts = CounterMetricFamily(
+            "wattbridge_commit_conflicts",
+            "Poll results left out because another replica committed the same resource first.",
+        )
         if not empty:
+            conflicts.add_metric([], m.conflicts)
             for (provider, outcome), n in sorted(m.polls.items()):
                 polls.add_metric([provider, outcome], n)
             for provider, hist in sorted(m.poll_seconds.items()):
@@ -172,7 +184,7 @@ class _Collector:
                 attempts.add_metric([ch, outcome], n)
             for ch, hist in sorted(m.attempt_seconds.items()):
                 attempt_seconds.add_metric([ch], hist.cumulative(), hist.total)
-        yield from (polls, poll_seconds, events, attempts, attempt_seconds)
+        yield from (polls, poll_seconds, events, attempts, attempt_seconds, conflicts)
         s = None if empty else m.state
         yield InfoMetricFamily(
             "wattbridge_build",
@@ -234,6 +246,11 @@ class _Collector:
         last_reload = GaugeMetricFamily(
             "wattbridge_rule_last_reload_successful", "1 if the last rule load or reload succeeded, else 0."
         )
+        leases = GaugeMetricFamily(
+            "wattbridge_replica_leases",
+            "Watch-group leases this replica holds (the groups it polls), labelled by replica id.",
+            labels=["replica"],
+        )
         store_up = GaugeMetricFamily("wattbridge_store_up", "1 if the store answered this scrape, else 0.")
         if s is not None:
             store_up.add_metric([], 0 if s.outbox is None else 1)
@@ -263,6 +280,9 @@ class _Collector:
             if s.rules_loaded_at is not None:
                 reloaded_at.add_metric([], s.rules_loaded_at.timestamp())
             last_reload.add_metric([], 1 if s.last_reload_ok else 0)
+            if s.replica_id is not None:
+                leases.add_metric([s.replica_id], s.leases_held)
+        yield leases
         yield from (store_up, pending, dead, oldest, up, health, failures, last_ok, deferred, backing_off)
         yield channel
         yield from (rules, reloads, reloaded_at, last_reload)

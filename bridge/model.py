@@ -8,7 +8,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -59,6 +59,13 @@ class Snapshot:
     digest: str  # digest of the meaningful (non-volatile) fields
     sequence: int  # last event sequence number used for this resource
     updated_at: datetime
+    # The row's write count: a write carrying version N lands only on version N-1 (or on no row when
+    # N is 1), so two replicas that read the same version cannot both commit (compare-and-swap).
+    version: int = 1
+
+    def next_write(self) -> Snapshot:
+        """This snapshot as the next write of its row (its version one on)."""
+        return replace(self, version=self.version + 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -226,3 +226,20 @@ def test_systemd_accepts_every_directive_of_the_unit(repo_root, tmp_path):
     assert done.returncode == 0, done.stderr
     complaints = [line for line in done.stderr.splitlines() if "wattbridge.service" in line]
     assert complaints == [], complaints
+
+
+def test_the_compose_file_runs_postgres_and_three_replicas_on_it_with_the_shipped_config(repo_root):
+    import yaml
+
+    compose = yaml.safe_load((repo_root / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    replicas = sorted(n for n in services if n.startswith("bridge-"))
+    assert replicas == ["bridge-a", "bridge-b", "bridge-c"]
+    urls = {services[n]["environment"]["WATTBRIDGE_STORE_URL"] for n in replicas}
+    assert len(urls) == 1
+    assert next(iter(urls)).startswith("postgresql://")
+    assert "@db:5432/" in next(iter(urls))
+    assert services["db"]["image"].startswith("postgres:")
+    assert all(services[n]["depends_on"]["db"]["condition"] == "service_healthy" for n in replicas)
+    # deploy/config.toml takes the store URL from the environment the replicas set
+    assert "${WATTBRIDGE_STORE_URL:-" in (repo_root / "deploy" / "config.toml").read_text()

@@ -13,6 +13,7 @@ import aiohttp
 
 from bridge.cli.main import main
 from tests.store.conftest import pg_schema
+from tests.store.factories import result
 from tests.test_serve import read_until, wait_healthy
 
 WB = "00000000-0000-4000-8000-0000000000b1"
@@ -63,7 +64,7 @@ async def test_a_change_becomes_one_webhook_through_a_postgres_outbox(make_confi
 
 async def test_wattbridge_run_serves_and_drains_on_postgres(tmp_path, unused_tcp_port):
     async with pg_schema() as (url, schema):
-        server = f'[server]\nlisten = "127.0.0.1:{unused_tcp_port}"\n'
+        server = f'[server]\nlisten = "127.0.0.1:{unused_tcp_port}"\n[cluster]\nreplica_id = "replica-a"\n'
         path = write_config(tmp_path, f"{url}?search_path={schema}", server)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "--log-format", "json", "run", "-c", path,
@@ -77,6 +78,10 @@ async def test_wattbridge_run_serves_and_drains_on_postgres(tmp_path, unused_tcp
                 session.get(f"http://127.0.0.1:{unused_tcp_port}/readyz") as resp,
             ):
                 assert resp.status == 200
+                ready = await resp.json()
+            # Which replica answered, and the watch groups it polls (leases are taken at first runs).
+            assert ready["replica"]["id"] == "replica-a"
+            assert isinstance(ready["replica"]["leases"], list)
             proc.send_signal(signal.SIGTERM)
             await read_until(proc.stderr, "bridge.stopped")
             assert await asyncio.wait_for(proc.wait(), timeout=15) == 0
@@ -99,3 +104,47 @@ def test_check_names_an_unreachable_postgres_without_its_password(tmp_path, caps
     assert "wattbridge: cannot open PostgreSQL store postgresql://bridge:***@127.0.0.1:1/x" in err
     assert "s3cret" not in err
     assert "Traceback" not in err
+
+
+async def test_two_replicas_polling_one_change_together_notify_once(make_config, make_bridge, podero, sink):
+    # Two bridges on one database see the same change at the same time: the snapshot's
+    # compare-and-swap lets one commit its transition; the other's transaction rolls back (counted).
+    user = podero.add_user(email="ada@example.com")
+    podero.add_wallbox(user, wallbox_id=WB, is_plugged_in=True, is_charging=False)
+    async with pg_schema() as (url, schema):
+        config = make_config(
+            wallboxes=[{"user_id": user, "wallbox_id": WB}], store={"url": f"{url}?search_path={schema}"}
+        )
+        a, b = await make_bridge(config), await make_bridge(config)
+        await a.poll()  # baseline
+        for flips in range(1, 4):
+            podero.update_wallbox(WB, is_charging=flips % 2 == 1)
+            a.clock.advance(timedelta(seconds=60))
+            await asyncio.gather(a.poll(), b.poll())
+        await a.deliver()
+        await b.deliver()
+
+        events = await a.store.list_events()
+        assert len(events) == 2  # charging started twice (rule `to = true`), each once
+        assert sorted(e.sequence for e in events) == [1, 2]
+        assert len(sink.received) == 2
+        assert len({r.webhook_id for r in sink.received}) == 2
+
+
+async def test_a_replica_sends_what_another_committed_and_could_not_send(make_config, make_bridge, sink):
+    # Replica A committed a delivery and died before sending it: nothing wakes replica B's worker,
+    # so on a shared store it looks at the outbox again every second and sends it.
+    async with pg_schema() as (url, schema):
+        config = make_config(store={"url": f"{url}?search_path={schema}"})
+        b = await make_bridge(config)
+        await asyncio.sleep(0.1)  # B's worker has found the outbox empty and waits
+        r = result(channels=("partner",), at=b.clock.now())
+        await b.store.commit([r])  # as replica A would have: no wake-up reaches B
+        for _ in range(20):  # bounded: each step is one second of B's clock
+            if sink.received:
+                break
+            b.clock.advance(timedelta(seconds=1))
+            await asyncio.sleep(0.05)
+        [got] = await sink.wait_for(1)
+        assert got.body == r.deliveries[0].body
+        assert got.webhook_id == r.deliveries[0].id

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge import errors
-from bridge.app_keys import DELIVERY_SERVICE, HEALTH, SCHEDULER, STORE
+from bridge.app_keys import DELIVERY_SERVICE, HEALTH, OWNERSHIP, SCHEDULER, STORE
 
 routes = web.RouteTableDef()
 
@@ -30,7 +30,12 @@ async def readyz(request: web.Request) -> web.Response:
     checks["delivery"] = "ok" if delivery is not None and delivery.running else "stopped"
     providers = {name: h.status for name, h in app[HEALTH].providers.items()}
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
-        {"status": "ok" if ready else "unavailable", "checks": checks, "providers": providers},
-        status=200 if ready else 503,
-    )
+    body: dict[str, object] = {
+        "status": "ok" if ready else "unavailable",
+        "checks": checks,
+        "providers": providers,
+    }
+    ownership = app.get(OWNERSHIP)
+    if ownership is not None:  # which replica answered, and the watch groups it polls now
+        body["replica"] = {"id": ownership.replica_id, "leases": sorted(ownership.held)}
+    return web.json_response(body, status=200 if ready else 503)

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge import errors
-from bridge.app_keys import CHANNELS, CLOCK, DELIVERY, HEALTH, METRICS, RULEBOOK, STORE
+from bridge.app_keys import CHANNELS, CLOCK, DELIVERY, HEALTH, METRICS, OWNERSHIP, RULEBOOK, STORE
 from bridge.metrics import BridgeState, ProviderView
 from bridge.store.base import OutboxCounts
 
@@ -59,4 +59,6 @@ async def bridge_state(app: web.Application) -> BridgeState:
         rule_reloads_failed=rulebook.reloads_failed,
         rules_loaded_at=rulebook.loaded_at,
         last_reload_ok=rulebook.last_reload_ok,
+        replica_id=ownership.replica_id if (ownership := app.get(OWNERSHIP)) is not None else None,
+        leases_held=len(ownership.held) if ownership is not None else 0,
     )

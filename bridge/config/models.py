@@ -6,7 +6,9 @@ Loading (TOML → env expansion → validation with FILE:LINE errors) lives in `
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import socket
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -66,6 +68,27 @@ class StoreConfig(Strict):
         reason = unsupported_reason(v)
         if reason is not None:
             raise ValueError(reason)
+        return v
+
+
+def default_replica_id() -> str:
+    """`HOST-PID`: unique per process on a host, and says where to look."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ClusterConfig(Strict):
+    """Several `wattbridge run` on one PostgreSQL database (README "Running several replicas")."""
+
+    replica_id: str = Field(default_factory=default_replica_id, min_length=1, max_length=200)
+    # How long a replica's lease on a watch group outlives its last heartbeat: a dead replica's
+    # groups are polled by another within one lease period (plus that group's interval).
+    lease_period: Duration = timedelta(seconds=30)
+
+    @field_validator("lease_period")
+    @classmethod
+    def _lease_bounds(cls, v: timedelta) -> timedelta:
+        if not timedelta(seconds=3) <= v <= timedelta(hours=1):
+            raise ValueError("must be between 3s (heartbeats need room) and 1h (takeover waits that long)")
         return v
 
 
@@ -516,6 +539,7 @@ class Config(Strict):
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     # Where relative paths (rule globs, template files) resolve from: the config file's folder.
     base_dir: str = Field(default=".", exclude=True)
 

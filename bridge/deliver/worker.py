@@ -41,6 +41,8 @@ from bridge.store.base import AttemptOutcome, Store
 
 log = structlog.get_logger(__name__)
 
+SHARED_POLL_S = 1.0  # a replica's outbox look-up when no wake-up can come (README "Running several replicas")
+
 STORE_BACKOFF_MAX_S = 60.0
 
 
@@ -233,15 +235,21 @@ class DeliveryWorker:
             claim = False
             if stop.is_set():
                 break
+            # On a store shared by replicas, work another replica committed (and could not send:
+            # it died) wakes nobody here: look at the outbox again at least every SHARED_POLL_S.
+            shared = self._store.shared
             if due is None:
-                await self._wait(stop, None)
+                await self._wait(stop, SHARED_POLL_S if shared else None)
             else:
                 delay = (due - self._clock.now()).total_seconds()
+                if shared:
+                    delay = min(delay, SHARED_POLL_S)
                 if delay > 0:
                     await self._wait(stop, delay)
                 # due now (or time moved while we sent): claim, then ask the store again
                 claim = self._clock.now() >= due
-            claim = claim or self._wake.is_set()
+            # On a shared store another replica's work may be due whatever we know: claim after each wait.
+            claim = claim or shared or self._wake.is_set()
 
     async def _release_fresh(self) -> None:
         """Stopping: fresh deliveries not started are due again now, not at the end of their lease."""

@@ -88,6 +88,10 @@ class Poller:
         # polls are decided here, without a store round trip. Loaded per source on first use, updated
         # after each commit; the store stays the truth (snapshot states are never kept in memory).
         self._digests: dict[tuple[str, str], dict[str, int]] = {}
+        self._health_stale: set[str] = set()  # providers whose health row another writer moved
+        # On a store shared by replicas, another replica may have written any row since this one
+        # last looked: the mirrors are read again at the start of each poll and tick.
+        self._shared = store.shared
 
     async def load_state(self) -> None:
         """Read stored rule states (running holds, firings, cooldowns) so a restart continues them."""
@@ -111,6 +115,22 @@ class Poller:
     async def load_health(self) -> None:
         """Read stored `bridge.provider` snapshots, so a restart does not re-baseline them."""
         for provider in list(self.health.providers):
+            snap = await self._store.get_snapshot(
+                ResourceKey(source=HEALTH_SOURCE, provider=provider, resource_id=provider)
+            )
+            if snap is not None:
+                self._health_snapshots[provider] = snap
+
+    async def _refresh_mirrors(self, provider: str) -> None:
+        """Shared store: forget this provider's digests, re-read rule states, read health again."""
+        for source in [k for k in self._digests if k[0] == provider]:
+            del self._digests[source]
+        self._evaluate.replace_all(await self._store.list_rule_states())
+        self._health_stale.add(provider)
+
+    async def _reload_health(self, provider: str) -> None:
+        if provider in self._health_stale:
+            self._health_stale.discard(provider)
             snap = await self._store.get_snapshot(
                 ResourceKey(source=HEALTH_SOURCE, provider=provider, resource_id=provider)
             )
@@ -146,12 +166,15 @@ class Poller:
                 self._metrics.poll(provider.name, "deferred", 0.0)
             return PollSummary(provider=provider.name, group=group, ok=False, deferred_until=deferral.until)
         tally = Tally()
+        if self._shared:
+            await self._refresh_mirrors(provider.name)
         try:
             await self._poll_slices(provider, group, now, tally, backoff)
         except errors.ProviderError as exc:
             backoff.failed(exc, now)
             self.health.failure(provider.name, str(exc), now)
             async with self._lock:
+                await self._reload_health(provider.name)
                 await self._commit(self._health_results(provider.name, now))
             elapsed = time.perf_counter() - started
             log.warning(
@@ -177,6 +200,7 @@ class Poller:
         else:
             self.health.success(provider.name, now)
         async with self._lock:
+            await self._reload_health(provider.name)
             health = self._health_results(provider.name, now)
             await self._commit(health)
         summary = PollSummary(
@@ -336,8 +360,7 @@ class Poller:
         to_commit = list(lease.results) if lease is not None else results
         committed: list[PollResult] = []
         try:
-            await self._store.commit(to_commit)
-            committed = to_commit
+            committed = await self._commit_fresh(to_commit)
         except errors.StoreError:
             if len(to_commit) == 1:
                 raise
@@ -356,12 +379,42 @@ class Poller:
         if self._handoff is None and any(r.deliveries for r in committed):
             self._on_committed()
 
+    async def _commit_fresh(self, results: list[PollResult]) -> list[PollResult]:
+        """Commit, leaving out the results another writer (a replica) committed first: their
+        transaction rolled back, and the rest is committed again without them. What they would have
+        written is forgotten here, so the next poll reads those resources from the store again."""
+        todo = results
+        while todo:
+            try:
+                await self._store.commit(todo)
+                return todo
+            except errors.CommitConflict as conflict:
+                lost = set(conflict.keys)
+                self._forget(lost)
+                if self._metrics is not None:
+                    self._metrics.conflicted(sum(1 for r in todo if r.snapshot.key in lost))
+                log.info("poll.conflict", resources=len(lost), first=str(next(iter(lost), "")))
+                kept = [r for r in todo if r.snapshot.key not in lost]
+                if len(kept) == len(todo):  # named nothing of ours: do not loop
+                    raise
+                todo = kept
+        return []
+
+    def _forget(self, keys: AbstractSet[object]) -> None:
+        """Drop what this replica believed about these resources (another one wrote them)."""
+        for k in keys:
+            if isinstance(k, ResourceKey):
+                self._digests.get((k.provider, k.source), {}).pop(k.resource_id, None)
+                if k.source == HEALTH_SOURCE:
+                    self._health_snapshots.pop(k.provider, None)
+                    self._health_stale.add(k.provider)
+
     async def _commit_each(self, results: list[PollResult]) -> list[PollResult]:
         committed: list[PollResult] = []
         first: errors.StoreError | None = None
         for r in results:
             try:
-                await self._store.commit([r])
+                await self._commit_fresh([r])
             except errors.StoreError as exc:
                 first = first or exc
                 log.error("poll.result_failed", resource=str(r.snapshot.key), error=str(exc))
@@ -450,6 +503,8 @@ class Poller:
         now = self._clock.now()
         if self._rulebook.current is not self._rules_seen:
             await self._forget_removed_rules()
+        if self._shared:  # another replica may have started, moved or ended a timer
+            self._evaluate.replace_all(await self._store.list_rule_states())
         if not self._evaluate.due_now(now):
             return 0
         async with self._lock:

@@ -93,6 +93,12 @@ class Evaluator:
             else:
                 self._open[st.key].add(st.rule_id)
 
+    def replace_all(self, states: Iterable[RuleState]) -> None:
+        """Mirror exactly these states (read back from a store other replicas write too)."""
+        self._states.clear()
+        self._open.clear()
+        self.remember(states)
+
     @property
     def states(self) -> list[RuleState]:
         return list(self._states.values())
@@ -180,11 +186,13 @@ class Evaluator:
         if snapshot is None:
             # New in a listing that was already baselined: it appeared.
             snapshot = Snapshot(
-                key=obs.key, state=None, digest="gone", sequence=0, updated_at=obs.observed_at
+                key=obs.key, state=None, digest="gone", sequence=0, updated_at=obs.observed_at, version=0
             )
         if snapshot.digest == digest:
             if end_watch is not None:  # terminal and unchanged: still end the watch
-                return PollResult(snapshot=snapshot, end_watch=end_watch, start_watch=start_watch)
+                return PollResult(
+                    snapshot=snapshot.next_write(), end_watch=end_watch, start_watch=start_watch
+                )
             return None  # only volatile fields moved: write nothing
         kind: EventKind
         if obs.state is None:
@@ -202,7 +210,7 @@ class Evaluator:
         events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
         traces = self._traces(obs, kind, snapshot.state, changes, rules, notes)
         return PollResult(
-            snapshot=_snapshot(obs, digest, sequence),
+            snapshot=_snapshot(obs, digest, sequence, version=snapshot.version + 1),
             events=events,
             deliveries=deliveries,
             end_watch=end_watch,
@@ -308,7 +316,7 @@ class Evaluator:
             if rule_id in checked and (note := notes.get(rule_id)) is not None
         )
         return PollResult(
-            snapshot=replace(snapshot, sequence=sequence),
+            snapshot=replace(snapshot, sequence=sequence, version=snapshot.version + 1),
             events=events,
             deliveries=deliveries,
             rule_states=tuple(moved),
@@ -446,7 +454,13 @@ def _note_due(notes: Notes, rule_id: str, prior: RuleState, decision: Decision) 
         notes.stopped(rule_id, "ended", "the condition no longer holds: nothing sent")
 
 
-def _snapshot(obs: Observation, digest: str, sequence: int) -> Snapshot:
+def _snapshot(obs: Observation, digest: str, sequence: int, *, version: int = 1) -> Snapshot:
+    """The snapshot to write; `version` is the stored one's plus one (1: there is none yet)."""
     return Snapshot(
-        key=obs.key, state=obs.state, digest=digest, sequence=sequence, updated_at=obs.observed_at
+        key=obs.key,
+        state=obs.state,
+        digest=digest,
+        sequence=sequence,
+        updated_at=obs.observed_at,
+        version=version,
     )

@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bridge.poll.cycle import Poller
+from bridge.poll.ownership import PollOwnership
 from bridge.providers.base import Provider
 
 log = structlog.get_logger(__name__)
@@ -34,9 +35,16 @@ class PollScheduler:
     """Owns the AsyncIOScheduler and the set of polls in flight (drained on shutdown)."""
 
     def __init__(
-        self, poller: Poller, providers: Sequence[Provider], *, rng: random.Random | None = None
+        self,
+        poller: Poller,
+        providers: Sequence[Provider],
+        *,
+        rng: random.Random | None = None,
+        ownership: PollOwnership | None = None,
     ) -> None:
         self._poller = poller
+        # With replicas: a run polls only when this replica holds the group's lease (ownership.py).
+        self._ownership = ownership
         self._providers = list(providers)
         self._rng = rng or random.Random()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -87,6 +95,8 @@ class PollScheduler:
         if task is not None:
             self._in_flight.add(task)
         try:
+            if self._ownership is not None and not await self._ownership.owns(provider.name, group):
+                return  # another replica polls this group
             # Back-off is the poller's (bridge/poll/backoff.py): the timetable never moves for a fault.
             await self._poller.poll(provider, group)
         except asyncio.CancelledError:

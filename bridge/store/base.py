@@ -97,6 +97,12 @@ class AttemptOutcome:
 
 
 class Store(Protocol):
+    @property
+    def shared(self) -> bool:
+        """Whether other processes (replicas) may write this store while it is open: then callers
+        must not trust what they cached between polls (PostgreSQL: yes; SQLite: one process)."""
+        ...
+
     async def open(self) -> None:
         """Connect and create/upgrade the schema."""
         ...
@@ -294,4 +300,21 @@ class Store(Protocol):
     ) -> None:
         """End deferred (`held`) deliveries in one transaction: `release` become pending, due now;
         `drop` (id, why) become `suppressed` with the reason (still replayable). Others are left."""
+        ...
+
+    async def acquire_lease(self, name: str, holder: str, now: datetime, period: timedelta) -> int | None:
+        """Take or renew lease `name` for `holder` until `now + period`; its fencing token (which
+        grows whenever the holder changes), or None while another holder's lease is unexpired."""
+        ...
+
+    async def renew_leases(self, holder: str, now: datetime, period: timedelta) -> int:
+        """Extend every unexpired lease of `holder` to `now + period` (heartbeat); how many."""
+        ...
+
+    async def release_leases(self, holder: str, names: Sequence[str]) -> None:
+        """Give these leases up now (a clean stop), so another holder need not wait for expiry."""
+        ...
+
+    async def held_leases(self, holder: str, now: datetime) -> list[str]:
+        """The names of `holder`'s unexpired leases."""
         ...

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from bridge.errors import StoreError
+from bridge.errors import CommitConflict, StoreError
 from bridge.model import (
     Attempt,
     Delivery,
@@ -63,6 +63,8 @@ class PostgresStore(PostgresTraces):
         self._schema = schema
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+
+    shared = True  # several replicas may write one database
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -182,8 +184,6 @@ class PostgresStore(PostgresTraces):
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot serialise a poll result: {exc}") from exc
         batches = [
-            (q.Q_SNAPSHOT_UPSERT, snapshots),
-            (q.Q_EVENT_INSERT, events),
             (q.Q_DELIVERY_INSERT, deliveries),
             (q.Q_WATCH_END, ended),
             (q.Q_WATCH_START, started),
@@ -192,6 +192,19 @@ class PostgresStore(PostgresTraces):
             (Q_TRACE_INSERT, traces),
         ]
         async with self._transaction() as conn:
+            landed = await conn.fetch(q.Q_SNAPSHOT_CAS, *map(list, zip(*snapshots, strict=True)))
+            if len(landed) < len(snapshots):  # another writer got there first: write nothing
+                won = {tuple(r) for r in landed}
+                raise CommitConflict([rows_.key_of(r) for r in snapshots if tuple(r[:3]) not in won])
+            try:
+                if events:
+                    await conn.executemany(q.Q_EVENT_INSERT, events)
+            except asyncpg.UniqueViolationError as exc:
+                # A backstop behind the compare-and-swap (which row lost is not said: all of the
+                # batch's evented resources are left out, and read again by the next poll).
+                if exc.constraint_name != "events_transition":
+                    raise
+                raise CommitConflict(list(dict.fromkeys(rows_.key_of(e[5:8]) for e in events))) from None
             for query, batch in batches:
                 if batch:
                     await conn.executemany(query, batch)
@@ -387,3 +400,22 @@ class PostgresStore(PostgresTraces):
             await conn.execute(q.Q_EVENT_INSERT, *event_row)
             await conn.execute(q.Q_DELIVERY_INSERT, *digest_row)
             await conn.executemany(q.Q_MARK_DIGESTED, [(f"sent in digest {digest.id}", m) for m in members])
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, holder: str, now: datetime, period: timedelta) -> int | None:
+        at = rows_.aware(now)
+        async with self._transaction() as conn:
+            token = await conn.fetchval(q.Q_LEASE_ACQUIRE, name, holder, at, at + period)
+        return None if token is None else int(token)
+
+    async def renew_leases(self, holder: str, now: datetime, period: timedelta) -> int:
+        at = rows_.aware(now)
+        return await self._execute(q.Q_LEASE_RENEW, holder, at, at + period)
+
+    async def release_leases(self, holder: str, names: Sequence[str]) -> None:
+        if names:
+            await self._execute(q.Q_LEASE_RELEASE, holder, list(names))
+
+    async def held_leases(self, holder: str, now: datetime) -> list[str]:
+        return [r[0] for r in await self._fetch(q.Q_LEASES_HELD, holder, rows_.aware(now))]

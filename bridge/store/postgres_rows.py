@@ -64,17 +64,19 @@ def snapshot_row(s: Snapshot) -> tuple[Any, ...]:
         s.digest,
         s.sequence,
         aware(s.updated_at),
+        s.version,
     )
 
 
 def snapshot(row: Row) -> Snapshot:
-    provider, source, resource_id, state, digest, sequence, updated_at = row
+    provider, source, resource_id, state, digest, sequence, updated_at, version = row
     return Snapshot(
         key=ResourceKey(source=source, provider=provider, resource_id=resource_id),
         state=_loads(state),
         digest=digest,
         sequence=sequence,
         updated_at=updated_at,
+        version=version,
     )
 
 
@@ -242,3 +244,8 @@ def silence(row: Row) -> Silence:
         created_by=created_by,
         created_at=created_at,
     )
+
+
+def key_of(row: Sequence[Any]) -> ResourceKey:
+    """The resource a row starting (provider, source, resource_id) is about."""
+    return ResourceKey(provider=row[0], source=row[1], resource_id=row[2])

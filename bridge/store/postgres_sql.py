@@ -109,6 +109,21 @@ CREATE TABLE silences (
 """,
     ),
     (2, MIGRATION_2),  # #14: evaluation traces, deliveries by event
+    (
+        # Replicas: snapshot writes compare-and-swap on `version`; one event per transition.
+        3,
+        """
+ALTER TABLE snapshots ADD COLUMN version bigint NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX events_transition
+    ON events (rule_id, provider, source, resource_id, sequence) WHERE sequence > 0;
+CREATE TABLE leases (
+    name        text COLLATE "C" PRIMARY KEY,
+    holder      text NOT NULL,
+    token       bigint NOT NULL,
+    expires_at  timestamptz NOT NULL
+)
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -120,21 +135,26 @@ MIGRATION_LOCK = 0x57A77B51
 
 Q_SNAPSHOT_GET = """
 SELECT provider, source, resource_id, state, digest, sequence,
-updated_at FROM snapshots WHERE provider = $1 AND source = $2 AND resource_id = $3"""
+updated_at, version FROM snapshots WHERE provider = $1 AND source = $2 AND resource_id = $3"""
 Q_SNAPSHOTS_OF_SOURCE = """
 SELECT provider, source, resource_id, state, digest, sequence,
-updated_at FROM snapshots WHERE provider = $1 AND source = $2"""
+updated_at, version FROM snapshots WHERE provider = $1 AND source = $2"""
 Q_DIGESTS_OF_SOURCE = "SELECT resource_id, digest FROM snapshots WHERE provider = $1 AND source = $2"
 Q_SNAPSHOTS_BY_IDS = (
-    "SELECT provider, source, resource_id, state, digest, sequence, updated_at FROM snapshots "
+    "SELECT provider, source, resource_id, state, digest, sequence, updated_at, version FROM snapshots "
     "WHERE provider = $1 AND source = $2 AND resource_id = ANY($3::text[])"
 )
-Q_SNAPSHOT_UPSERT = """
-INSERT INTO snapshots (provider, source, resource_id, state, digest, sequence,
-    updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+# Compare-and-swap, every row of a commit in one statement: a row lands when it is new or when the
+# stored version is the one before it; RETURNING names what landed, so the store can tell who lost.
+Q_SNAPSHOT_CAS = """
+INSERT INTO snapshots (provider, source, resource_id, state, digest, sequence, updated_at, version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+    $7::timestamptz[], $8::bigint[])
 ON CONFLICT (provider, source, resource_id) DO UPDATE SET
     state = excluded.state, digest = excluded.digest,
-    sequence = excluded.sequence, updated_at = excluded.updated_at"""
+    sequence = excluded.sequence, updated_at = excluded.updated_at, version = excluded.version
+WHERE snapshots.version = excluded.version - 1
+RETURNING provider, source, resource_id"""
 Q_EVENT_INSERT = """
 INSERT INTO events (id, rule_id, type, status, severity, provider, source, resource_id, sequence,
     changes, state, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -278,3 +298,16 @@ Q_RESOURCE_COUNTS = """
 SELECT source, COUNT(*) FROM snapshots
 WHERE provider = $1 AND state IS NOT NULL AND resource_id <> '' AND source NOT LIKE 'bridge.%'
 GROUP BY source"""
+
+# A lease is taken when free, expired, or already ours; the fencing token grows on every change of
+# holder, so a write fenced with an old token (a replica that lost its lease) can be refused.
+Q_LEASE_ACQUIRE = """
+INSERT INTO leases (name, holder, token, expires_at) VALUES ($1, $2, 1, $4)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder, expires_at = excluded.expires_at,
+    token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END
+WHERE leases.holder = excluded.holder OR leases.expires_at <= $3
+RETURNING token"""
+Q_LEASE_RENEW = "UPDATE leases SET expires_at = $3 WHERE holder = $1 AND expires_at > $2"
+Q_LEASE_RELEASE = "DELETE FROM leases WHERE holder = $1 AND name = ANY($2::text[])"
+Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = $1 AND expires_at > $2 ORDER BY name"

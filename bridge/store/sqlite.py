@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.errors import StoreError
+from bridge.errors import CommitConflict, StoreError
 from bridge.model import (
     PollResult,
     ResourceKey,
@@ -44,6 +44,10 @@ from bridge.store.sqlite_sql import (
     Q_DELIVERY_INSERT,
     Q_DIGESTS_OF_SOURCE,
     Q_EVENT_INSERT,
+    Q_LEASE_ACQUIRE,
+    Q_LEASE_RELEASE,
+    Q_LEASE_RENEW,
+    Q_LEASES_HELD,
     Q_SNAPSHOT_GET,
     Q_SNAPSHOT_UPSERT,
     Q_SNAPSHOTS_BY_IDS,
@@ -68,6 +72,8 @@ from bridge.store.sqlite_traces import SqliteTraces
 
 class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
     """The Store protocol on one SQLite file (WAL; `synchronous=FULL` survives power loss)."""
+
+    shared = False  # one process: replicas need PostgreSQL
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -225,14 +231,52 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
             cur = await db.execute(Q_SILENCE_EXPIRE, (_ts(now), silence_id))
             return cur.rowcount > 0
 
+    # -- leases (one process: every lease is this one's, unless a test plays two holders) ---------
+
+    async def acquire_lease(self, name: str, holder: str, now: datetime, period: timedelta) -> int | None:
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(Q_LEASE_ACQUIRE, (name, holder, _ts(now), _ts(now + period)))
+            )
+        return int(rows[0][0]) if rows else None
+
+    async def renew_leases(self, holder: str, now: datetime, period: timedelta) -> int:
+        async with self._transaction() as db:
+            cur = await db.execute(Q_LEASE_RENEW, (holder, _ts(now), _ts(now + period)))
+            return max(cur.rowcount, 0)
+
+    async def release_leases(self, holder: str, names: Sequence[str]) -> None:
+        if names:
+            async with self._transaction() as db:
+                await db.execute(Q_LEASE_RELEASE, (holder, _json(list(names))))
+
+    async def held_leases(self, holder: str, now: datetime) -> list[str]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_LEASES_HELD, (holder, _ts(now)))
+        return [str(r[0]) for r in rows]
+
 
 def _commit_batches(
     conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[tuple[Any, ...]]]]
 ) -> None:
-    """BEGIN IMMEDIATE, one executemany per non-empty batch, COMMIT; ROLLBACK on anything."""
+    """BEGIN IMMEDIATE, the snapshots and events row by row (each compare-and-swap checked), one
+    executemany per other batch, COMMIT; ROLLBACK on anything, CommitConflict naming the losers."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for query, rows in batches:
+        (snap_q, snapshots), (event_q, events), *rest = batches
+        stale = [row[:3] for row in snapshots if conn.execute(snap_q, row).rowcount == 0]
+        for row in events:
+            try:
+                conn.execute(event_q, row)
+            except sqlite3.IntegrityError as exc:
+                if "events.rule_id" not in str(exc):
+                    raise
+                stale.append((row[5], row[6], row[7]))  # this transition is recorded already
+        if stale:
+            raise CommitConflict(
+                [ResourceKey(provider=p, source=s, resource_id=r) for p, s, r in dict.fromkeys(stale)]
+            )
+        for query, rows in rest:
             if rows:
                 conn.executemany(query, rows)
         conn.execute("COMMIT")

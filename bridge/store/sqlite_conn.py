@@ -22,6 +22,7 @@ from bridge.store.sqlite_sql import (
     _SCHEMA,
     BUSY_TIMEOUT_S,
     MIGRATE_DELIVERIES_TO_V3,
+    MIGRATE_SNAPSHOTS_TO_V6,
     SCHEMA_VERSION,
     _dt,
 )
@@ -85,6 +86,9 @@ class SqliteConnection:
                 for statement in MIGRATE_DELIVERIES_TO_V3.split(";"):
                     if statement.strip():
                         await db.execute(statement)
+            columns = {r[1] for r in await db.execute_fetchall("PRAGMA table_info(snapshots)")}
+            if 0 < version < 7 and "version" not in columns:
+                await db.execute(MIGRATE_SNAPSHOTS_TO_V6)
             for statement in (_SCHEMA + RULE_SCHEMA + TRACE_SCHEMA).split(";"):
                 if statement.strip():
                     await db.execute(statement)

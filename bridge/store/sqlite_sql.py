@@ -23,7 +23,7 @@ from bridge.model import (
     Watch,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_S = 5.0
 
 _SCHEMA = """
@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     digest       TEXT NOT NULL,
     sequence     INTEGER NOT NULL,
     updated_at   TEXT NOT NULL,
+    version      INTEGER NOT NULL DEFAULT 0,  -- v6: compare-and-swap on every write
     PRIMARY KEY (provider, source, resource_id)
 ) WITHOUT ROWID;
 
@@ -55,6 +56,18 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_time ON events (occurred_at);
 -- v5: a rule's last firing is one seek, however many events other rules made since (status page).
 CREATE INDEX IF NOT EXISTS events_firing_by_rule ON events (rule_id, occurred_at) WHERE status = 'firing';
+-- v6: one event per (rule, resource, transition sequence): two writers cannot both record one
+-- transition. Digests (sequence 0) are numbered by their own ids.
+CREATE UNIQUE INDEX IF NOT EXISTS events_transition
+    ON events (rule_id, provider, source, resource_id, sequence) WHERE sequence > 0;
+-- v6: leases (poll-group ownership). With one process every lease is its own, but the semantics
+-- (and the contract tests) are the same as PostgreSQL's.
+CREATE TABLE IF NOT EXISTS leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    token       INTEGER NOT NULL,
+    expires_at  TEXT NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     id               TEXT PRIMARY KEY,
@@ -103,6 +116,9 @@ CREATE TABLE IF NOT EXISTS watches (
 ) WITHOUT ROWID;
 """
 
+# v1..v5 → v6: snapshots gain the version their compare-and-swap writes check (0: written before).
+MIGRATE_SNAPSHOTS_TO_V6 = "ALTER TABLE snapshots ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
+
 # v1/v2 → v3: `deliveries` gains statuses (a CHECK cannot be altered in SQLite) and `group_key`.
 # Runs with foreign keys off (attempts reference deliveries), before _SCHEMA recreates the indexes.
 MIGRATE_DELIVERIES_TO_V3 = """
@@ -129,29 +145,31 @@ ALTER TABLE deliveries_v3 RENAME TO deliveries
 
 # Named queries, spelled out in full (no string building anywhere near SQL).
 Q_SNAPSHOT_GET = """
-SELECT provider, source, resource_id, state, digest, sequence, updated_at FROM snapshots
+SELECT provider, source, resource_id, state, digest, sequence, updated_at, version FROM snapshots
 WHERE provider = ? AND source = ? AND resource_id = ?"""
 Q_SNAPSHOTS_OF_SOURCE = """
-SELECT provider, source, resource_id, state, digest, sequence, updated_at FROM snapshots
+SELECT provider, source, resource_id, state, digest, sequence, updated_at, version FROM snapshots
 WHERE provider = ? AND source = ?"""
 # The poller's "did anything meaningful change?" check needs only these two columns.
 Q_DIGESTS_OF_SOURCE = """
 SELECT resource_id, digest FROM snapshots WHERE provider = ? AND source = ?"""
 # Many ids in one statement (one thread hop) without building SQL: the ids travel as one JSON array.
 Q_SNAPSHOTS_BY_IDS = """
-SELECT provider, source, resource_id, state, digest, sequence, updated_at FROM snapshots
+SELECT provider, source, resource_id, state, digest, sequence, updated_at, version FROM snapshots
 WHERE provider = ? AND source = ? AND resource_id IN (SELECT value FROM json_each(?))"""
 Q_SNAPSHOT_UPSERT = """
-INSERT INTO snapshots (provider, source, resource_id, state, digest, sequence, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO snapshots (provider, source, resource_id, state, digest, sequence, updated_at, version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (provider, source, resource_id) DO UPDATE SET
     state = excluded.state, digest = excluded.digest,
-    sequence = excluded.sequence, updated_at = excluded.updated_at"""
+    sequence = excluded.sequence, updated_at = excluded.updated_at, version = excluded.version
+WHERE snapshots.version = excluded.version - 1"""
 Q_EVENT_INSERT = """
-INSERT OR IGNORE INTO events
+INSERT INTO events
     (id, rule_id, type, status, severity, provider, source, resource_id, sequence,
      changes, state, occurred_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING"""
 Q_EVENT_GET = """
 SELECT id, rule_id, type, status, severity, provider, source, resource_id, sequence,
        changes, state, occurred_at
@@ -276,17 +294,19 @@ def _snapshot_row(s: Snapshot) -> tuple[Any, ...]:
         s.digest,
         s.sequence,
         _ts(s.updated_at),
+        s.version,
     )
 
 
 def _snapshot(row: Row) -> Snapshot:
-    provider, source, resource_id, state, digest, sequence, updated_at = row
+    provider, source, resource_id, state, digest, sequence, updated_at, version = row
     return Snapshot(
         key=ResourceKey(source=source, provider=provider, resource_id=resource_id),
         state=_load(state),
         digest=digest,
         sequence=sequence,
         updated_at=_dt(updated_at),
+        version=version,
     )
 
 
@@ -392,3 +412,15 @@ def _watch(row: Row) -> Watch:
         ended_at=_dt(row[5]) if row[5] else None,
         end_reason=row[6],
     )
+
+
+Q_LEASE_ACQUIRE = """
+INSERT INTO leases (name, holder, token, expires_at) VALUES (?1, ?2, 1, ?4)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder, expires_at = excluded.expires_at,
+    token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END
+WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3
+RETURNING token"""
+Q_LEASE_RENEW = "UPDATE leases SET expires_at = ?3 WHERE holder = ?1 AND expires_at > ?2"
+Q_LEASE_RELEASE = "DELETE FROM leases WHERE holder = ? AND name IN (SELECT value FROM json_each(?))"
+Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = ? AND expires_at > ? ORDER BY name"

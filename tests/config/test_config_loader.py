@@ -176,3 +176,29 @@ def test_a_zero_retry_after_cap_is_refused_at_its_line(tmp_path):
         f"{tmp_path / 'config.toml'}:7: providers.ws.retry_after_cap: retry_after_cap must be longer than 0s"
         in (problems(info))
     )
+
+
+def test_cluster_defaults_to_host_pid_and_a_30s_lease(tmp_path):
+    import os
+    import socket
+
+    cluster = load_config(write(tmp_path, VALID), environ=ENV).cluster
+    assert cluster.replica_id == f"{socket.gethostname()}-{os.getpid()}"
+    assert cluster.lease_period == timedelta(seconds=30)
+
+
+def test_a_bad_cluster_section_is_named_at_its_line(tmp_path):
+    text = VALID + '\n[cluster]\nreplica_id = ""\nlease_period = "1s"\nleader = true\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ=ENV)
+    found = problems(info)
+    path = tmp_path / "config.toml"
+    lines = text.splitlines()
+    at = {key: lines.index(line) + 1 for key in ("replica_id", "lease_period", "leader")
+          for line in lines if line.startswith(f"{key} =")}  # fmt: skip
+    assert any(p.startswith(f"{path}:{at['replica_id']}: cluster.replica_id: ") for p in found)
+    assert any(
+        p.startswith(f"{path}:{at['lease_period']}: cluster.lease_period: ") and "between 3s" in p
+        for p in found
+    )
+    assert f"{path}:{at['leader']}: cluster.leader: unknown key (check its spelling)" in found

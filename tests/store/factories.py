@@ -30,7 +30,9 @@ def result(
     channels: tuple[str, ...] = ("partner",),
     at: datetime = T0,
     state: dict[str, object] | None = None,
+    version: int | None = None,
 ) -> PollResult:
+    """`version` is the snapshot write's (default: `sequence`, one write per transition)."""
     k = key(resource_id)
     state = {"is_charging": True, "power": 7.4} if state is None else state
     evt = Event(
@@ -56,7 +58,14 @@ def result(
         )
         for ch in channels
     )
-    snap = Snapshot(key=k, state=state, digest=f"d{sequence}", sequence=sequence, updated_at=at)
+    snap = Snapshot(
+        key=k,
+        state=state,
+        digest=f"d{sequence}",
+        sequence=sequence,
+        updated_at=at,
+        version=sequence if version is None else version,
+    )
     return PollResult(snapshot=snap, events=(evt,), deliveries=deliveries)
 
 

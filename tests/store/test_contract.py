@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from bridge.errors import StoreError
+from bridge.errors import CommitConflict, StoreError
 from bridge.model import (
     Attempt,
     Delivery,
@@ -68,11 +68,13 @@ async def test_unserialisable_state_is_a_store_error_and_writes_nothing(store):
     assert await store.get_snapshot(key("wb-good")) is None
 
 
-async def test_recommitting_the_same_ids_is_idempotent(store):
+async def test_recommitting_the_same_result_is_a_conflict_that_writes_nothing_twice(store):
     r = result(channels=("partner", "ops"))
     await store.commit([r])
-    await store.commit([r])
+    with pytest.raises(CommitConflict) as lost:
+        await store.commit([r])  # the same write again: version 1 over version 1
 
+    assert lost.value.keys == (key(),)
     assert len(await store.list_deliveries()) == 2
     assert len(await store.list_events()) == 1
     assert await store.outbox_depth() == 2
@@ -86,11 +88,69 @@ async def test_recommit_does_not_reset_a_delivery_already_sent(store):
         Attempt(delivery_id=d.id, number=1, at=T0, ok=True), status="delivered", next_attempt_at=None
     )
 
-    await store.commit([r])
+    with pytest.raises(CommitConflict):
+        await store.commit([r])
 
     again = await store.get_delivery(d.id)
     assert again is not None
     assert again.status == "delivered"
+
+
+async def test_two_writers_of_one_version_one_wins_and_the_loser_writes_nothing_at_all(store):
+    await store.commit([result(sequence=1)])
+    # Two replicas read version 1 and each saw the next transition (different instants, so
+    # different event ids): only the first commit lands; the loser's whole transaction rolls back.
+    mine = result(sequence=2, at=T0 + timedelta(seconds=1))
+    theirs = result(sequence=2, at=T0 + timedelta(seconds=2), channels=("ops",))
+    other = result("wb-2", sequence=1)
+    await store.commit([theirs])
+    with pytest.raises(CommitConflict) as lost:
+        await store.commit([mine, other])
+
+    assert lost.value.keys == (key(),)
+    assert await store.get_snapshot(key("wb-2")) is None  # rolled back with the loser
+    assert [e.id for e in await store.list_events()] == [theirs.events[0].id, result().events[0].id]
+    assert await store.get_event(mine.events[0].id) is None
+    await store.commit([other])  # the others go through without it
+    assert (await store.get_snapshot(key("wb-2"))) == other.snapshot
+
+
+async def test_a_snapshot_write_lands_only_on_the_version_before_it(store):
+    await store.commit([result(sequence=1)])
+    with pytest.raises(CommitConflict):
+        await store.commit([result(sequence=3, version=3)])  # skipped version 2: someone else's
+    stored = await store.get_snapshot(key())
+    assert stored is not None
+    assert stored.version == 1
+    await store.commit([result(sequence=2, version=2)])
+    stored = await store.get_snapshot(key())
+    assert stored is not None
+    assert (stored.version, stored.sequence) == (2, 2)
+
+
+async def test_one_transition_is_recorded_once_even_past_the_snapshot_check(store):
+    # The events' unique key (rule, resource, sequence) is the schema's own guard: a second event
+    # for transition 1 is refused however its snapshot was written.
+    await store.commit([result(sequence=1)])
+    twin = result(sequence=1, at=T0 + timedelta(seconds=5), version=2)
+    with pytest.raises(CommitConflict) as lost:
+        await store.commit([twin])
+
+    assert lost.value.keys == (key(),)
+    assert len(await store.list_events()) == 1
+    stored = await store.get_snapshot(key())
+    assert stored is not None
+    assert stored.version == 1
+
+
+async def test_concurrent_writers_of_one_transition_commit_exactly_one(store):
+    await store.commit([result(sequence=1)])
+    racers = [result(sequence=2, at=T0 + timedelta(seconds=i + 1)) for i in range(4)]
+    outcomes = await asyncio.gather(*(store.commit([r]) for r in racers), return_exceptions=True)
+
+    assert sum(o is None for o in outcomes) == 1
+    assert all(isinstance(o, CommitConflict) for o in outcomes if o is not None)
+    assert len(await store.list_events()) == 2
 
 
 async def test_snapshot_upsert_keeps_one_row_per_resource_with_the_latest_state(store):
@@ -329,3 +389,38 @@ async def test_a_suppressed_delivery_is_kept_and_can_be_replayed(store):
     assert [x.id for x in await store.list_deliveries(status="suppressed")] == [d.id]
     assert await store.replay([d.id], T0) == 1
     assert await store.outbox_depth() == 1
+
+
+async def test_a_lease_is_one_holders_until_it_expires_and_the_next_holder_gets_a_greater_token(store):
+    period = timedelta(seconds=30)
+    first = await store.acquire_lease("poll:podero:wallboxes", "r1", T0, period)
+    assert first is not None
+    assert (
+        await store.acquire_lease("poll:podero:wallboxes", "r2", T0 + timedelta(seconds=29), period) is None
+    )
+    # The holder renews without a new token; another name is free.
+    assert (
+        await store.acquire_lease("poll:podero:wallboxes", "r1", T0 + timedelta(seconds=10), period) == first
+    )
+    assert await store.acquire_lease("poll:podero:devices", "r2", T0, period) is not None
+    # r1 stops heart-beating: 30 s after its last renewal the lease is r2's, fenced by a new token.
+    later = T0 + timedelta(seconds=40)
+    taken = await store.acquire_lease("poll:podero:wallboxes", "r2", later, period)
+    assert taken is not None
+    assert taken > first
+    assert await store.held_leases("r1", later) == []
+    # (r2's lease on devices, taken at T0 and never renewed, has run out by then)
+    assert await store.held_leases("r2", later) == ["poll:podero:wallboxes"]
+
+
+async def test_heartbeats_keep_leases_and_a_release_frees_them_at_once(store):
+    period = timedelta(seconds=30)
+    for name in ("poll:a:x", "poll:a:y"):
+        assert await store.acquire_lease(name, "r1", T0, period) is not None
+    assert await store.renew_leases("r1", T0 + timedelta(seconds=20), period) == 2
+    # Renewed at +20 s: still r1's at +45 s.
+    assert await store.acquire_lease("poll:a:x", "r2", T0 + timedelta(seconds=45), period) is None
+    assert await store.held_leases("r1", T0 + timedelta(seconds=45)) == ["poll:a:x", "poll:a:y"]
+    await store.release_leases("r1", ["poll:a:x"])
+    assert await store.acquire_lease("poll:a:x", "r2", T0 + timedelta(seconds=46), period) is not None
+    assert await store.held_leases("r1", T0 + timedelta(seconds=46)) == ["poll:a:y"]

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from bridge.errors import StoreError
+from bridge.errors import CommitConflict, StoreError
 from bridge.store.sqlite import SqliteStore
 from bridge.store.sqlite_api_sql import Q_LAST_FIRINGS
 from bridge.store.sqlite_sql import SCHEMA_VERSION
@@ -61,6 +61,35 @@ async def test_a_v4_store_gains_the_last_firing_index_when_opened(tmp_path):
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_firing_by_rule'").fetchone()
+    db.close()
+
+
+async def test_a_v5_store_gains_snapshot_versions_and_the_transition_key_when_opened(tmp_path):
+    path = tmp_path / "v5.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.commit([result("wb-1", at=T0)])
+    await s.close()
+    with sqlite3.connect(path) as db:  # back to the v5 shape: no version column, no unique key
+        db.execute("DROP INDEX events_transition")
+        db.execute("ALTER TABLE snapshots DROP COLUMN version")
+        db.execute("PRAGMA user_version = 5")
+    db.close()
+
+    upgraded = SqliteStore(path)
+    await upgraded.open()
+    try:
+        before = await upgraded.get_snapshot(key("wb-1"))
+        assert before is not None
+        assert before.version == 0
+        await upgraded.commit([result("wb-1", sequence=2, version=1)])  # the next write lands
+        with pytest.raises(CommitConflict):
+            await upgraded.commit([result("wb-1", sequence=2, version=1, at=T0 + timedelta(seconds=1))])
+    finally:
+        await upgraded.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_transition'").fetchone()
     db.close()
 
 

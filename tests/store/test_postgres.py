@@ -1,0 +1,64 @@
+"""PostgreSQL-only promises: the schema migrates in versions, once, whoever opens it first."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from bridge.errors import CommitConflict
+from bridge.store import postgres_sql as q
+from bridge.store.postgres import PostgresStore
+from tests.store.conftest import pg_schema
+from tests.store.factories import T0, key, result
+
+
+async def test_a_version_1_database_gains_snapshot_versions_and_the_transition_key(tmp_path):
+    async with pg_schema() as (url, schema):
+        conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+        try:  # the database as the first PostgreSQL release left it, with one row in it
+            await conn.execute(q.Q_VERSION_TABLE)
+            await conn.execute(q.MIGRATIONS[0][1])
+            await conn.execute(q.Q_VERSION_SET, 1)
+            await conn.execute(
+                "INSERT INTO snapshots VALUES ('podero', 'podero.wallbox', 'wb-1', NULL, 'd1', 1, $1)", T0
+            )
+        finally:
+            await conn.close()
+
+        store = PostgresStore(url, schema=schema, pool_size=2)
+        await store.open()
+        try:
+            before = await store.get_snapshot(key())
+            assert before is not None
+            assert before.version == 0
+            await store.commit([result(sequence=2, version=1)])
+            with pytest.raises(CommitConflict):
+                await store.commit([result(sequence=2, version=1, at=T0.replace(second=5))])
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+        try:
+            assert await conn.fetchval(q.Q_VERSION_GET) == q.SCHEMA_VERSION == 2
+            assert await conn.fetchval("SELECT count(*) FROM wattbridge_schema") == 2
+        finally:
+            await conn.close()
+
+
+async def test_replicas_opening_an_empty_database_together_migrate_it_once(tmp_path):
+    async with pg_schema() as (url, schema):
+        stores = [PostgresStore(url, schema=schema, pool_size=1) for _ in range(3)]
+        await asyncio.gather(*(s.open() for s in stores))
+        try:
+            await stores[0].commit([result()])
+            assert await stores[2].get_snapshot(key()) is not None
+        finally:
+            for s in stores:
+                await s.close()
+        conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+        try:
+            versions = [r[0] for r in await conn.fetch("SELECT version FROM wattbridge_schema ORDER BY 1")]
+            assert versions == [1, 2]
+        finally:
+            await conn.close()
