@@ -44,3 +44,5 @@ class CrashHandler(Protocol):
 
 
 ON_CRASH = web.AppKey("on_crash", CrashHandler)
+# Whether the poller hands fresh deliveries to the sender in memory (bridge/deliver/handoff.py).
+HAND_OVER = web.AppKey("hand_over", bool)

@@ -40,8 +40,8 @@ async def test_a_version_1_database_gains_snapshot_versions_and_the_transition_k
             await store.close()
         conn = await asyncpg.connect(url, server_settings={"search_path": schema})
         try:
-            assert await conn.fetchval(q.Q_VERSION_GET) == q.SCHEMA_VERSION == 2
-            assert await conn.fetchval("SELECT count(*) FROM wattbridge_schema") == 2
+            assert await conn.fetchval(q.Q_VERSION_GET) == q.SCHEMA_VERSION == 3
+            assert await conn.fetchval("SELECT count(*) FROM wattbridge_schema") == 3
         finally:
             await conn.close()
 
