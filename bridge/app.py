@@ -40,7 +40,7 @@ from bridge.channels.base import Channel
 from bridge.channels.registry import build_channels, channel_session
 from bridge.clock import Clock, SystemClock
 from bridge.config.models import Config, WebhookChannelConfig
-from bridge.config.windows import Schedule, windows_of
+from bridge.config.windows import channel_windows
 from bridge.deliver.fallback import FallbackRouter
 from bridge.deliver.ratelimit import rate_limits
 from bridge.deliver.replay import disabled_in_store
@@ -206,7 +206,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         fetch_pools=app[FETCH_POOLS],
         event_types={n: c.accepts for n, c in app[CONFIG].channels.items() if c.event_types is not None},
-        windows=channel_windows(app[CONFIG]),
+        windows=channel_windows(app[CONFIG].channels),
     )
     app[DIGESTER] = Digester(
         app[STORE],
@@ -229,11 +229,6 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
     async with Service(worker.run, name="delivery", drain=drain, on_crash=app[ON_CRASH]) as service:
         app[DELIVERY_SERVICE] = service
         yield
-
-
-def channel_windows(config: Config) -> dict[str, Schedule]:
-    """Each channel's `mute` / `active` windows, for the channels that have any (#14)."""
-    return {name: s for name, c in config.channels.items() if (s := windows_of(c)) is not None}
 
 
 def retry_policies(config: Config) -> dict[str, RetryPolicy]:

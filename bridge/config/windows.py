@@ -14,7 +14,7 @@ import difflib
 import functools
 import re
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -168,6 +168,11 @@ def muted_until(schedules: Sequence[Schedule], now: datetime) -> datetime | None
         return None
     edges = sorted({e for start, end in [*mutes, *(p for a in actives for p in a)] for e in (start, end)})
     return next((e for e in edges if e > now and not muted(e)), now + timedelta(days=HORIZON_DAYS))
+
+
+def channel_windows(channels: Mapping[str, Any]) -> dict[str, Schedule]:
+    """Each channel's `mute` / `active` windows, for the channels that have any."""
+    return {name: s for name, c in channels.items() if (s := windows_of(c)) is not None}
 
 
 def windows_of(data: Any) -> Schedule | None:

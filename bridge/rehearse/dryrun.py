@@ -22,12 +22,12 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
-from bridge.app import channel_windows
 from bridge.channels.base import Channel
 from bridge.channels.email import EmailChannel
 from bridge.channels.registry import build_channels
 from bridge.clock import ManualClock
 from bridge.config.models import Config
+from bridge.config.windows import channel_windows
 from bridge.errors import ProviderUnavailable
 from bridge.model import (
     CHANNEL_PROVIDER,
@@ -189,7 +189,7 @@ class DryRun:
             clock=self.clock,
             health=HealthBoard(),
             digest_groups={n: tuple(c.group_by) for n, c in digest_configs(config.channels).items()},
-            windows=channel_windows(config),
+            windows=channel_windows(config.channels),
         )
         self.digester = Digester(
             store, digest_configs(config.channels), clock=self.clock, rules=lambda: rules

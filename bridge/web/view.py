@@ -13,6 +13,7 @@ from aiohttp import web
 from bridge.app_keys import CLOCK, CONFIG, DELIVERY, HEALTH, POLLER, RULEBOOK, STORE
 from bridge.logs import scrub
 from bridge.model import Delivery, Event
+from bridge.notify.render import deferred_end
 
 PENDING_SHOWN = 25
 BACKOFF_SHOWN = 5  # resources backing off named per provider; the rest are counted
@@ -80,6 +81,16 @@ class RuleRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeferredRow:
+    """Notifications a time window deferred (#14): how many, to which channel, until when."""
+
+    channel: str
+    count: int
+    since: datetime
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StatusView:
     now: datetime
     providers: list[ProviderRow]
@@ -91,6 +102,7 @@ class StatusView:
     delivered: list[DeliveryRow]
     events: list[Event]
     rules: list[RuleRow]
+    deferred: list[DeferredRow]
     dead_limit: int = DEAD_SHOWN
 
 
@@ -117,6 +129,14 @@ async def build_view(app: web.Application) -> StatusView:
         delivered=await rows(await store.list_deliveries(status="delivered", limit=DELIVERED_SHOWN)),
         events=recent[:EVENTS_SHOWN],
         rules=await _rules(app),
+        deferred=sorted(
+            (
+                DeferredRow(channel=g.channel, count=g.count, since=g.first_at, until=until)
+                for g in await store.held_groups()
+                if (until := deferred_end(g.group_key)) is not None
+            ),
+            key=lambda r: (r.until, r.channel),
+        ),
     )
 
 
