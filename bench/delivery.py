@@ -5,7 +5,8 @@ Three contenders, in the same run, against the same receiver (bench/receiver.py,
 - **Wattbridge**: the real SqliteStore (a temp file, `synchronous=FULL` unless told otherwise), the
   real DeliveryWorker and WebhookChannel on the system clock, logging at info as `wattbridge run`
   does (JSON to /dev/null). Each notification is one PollResult (snapshot + event + delivery)
-  committed durably, then claimed, signed (Standard Webhooks), POSTed and its attempt recorded.
+  committed durably as the poller commits (its delivery leased to the worker and handed over, or
+  claimed when the worker has no room), signed (Standard Webhooks), POSTed and its attempt recorded.
   The results are built and rendered before the clock starts (rendering belongs to the poller).
 - **ceiling**: a bare aiohttp POST loop of the same bodies at the same concurrency, no store, no
   signing, no logging: what the network and the receiver allow.

@@ -3,7 +3,8 @@
 Runs bench/latency.py unchanged (same arguments) with `DeliveryWorker.notify`, `SqliteStore.claim_due`
 and `WebhookChannel.send` wrapped on their classes to stamp `time.monotonic_ns()`; each webhook is
 matched by `wallbox:new value` to its claim, its send and its arrival at the receiver, and to the
-last `notify` before its claim. Prints, per part, p50 / p90 / p99 in ms:
+last `notify` before its claim. A delivery handed over from the commit (#16) is stamped at
+`DeliveryWorker.hand_over` instead: its notify and claim parts are 0. Prints, per part, p50 / p90 / p99 in ms:
 
     notify -> claim starts -> claim returns -> its send starts -> arrival at the receiver
 
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[float]]:
     notified: list[int] = []
     arrived: list[tuple[int, str]] = []
     real_notify, real_claim = DeliveryWorker.notify, SqliteStore.claim_due
+    real_hand_over = DeliveryWorker.hand_over
     real_send, real_arrivals = WebhookChannel.send, Receiver.arrivals
 
     def notify(self: DeliveryWorker) -> None:
@@ -63,6 +65,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[float]]:
             stamps[_key(delivery)].update(claim0=started, claim1=returned)
         return claimed
 
+    def hand_over(self: DeliveryWorker, lease: Any, committed: Any) -> None:
+        # A hand-over replaces both the notify and the claim (#16): those parts are 0 for its webhooks.
+        at = time.monotonic_ns()
+        notified.append(at)
+        for r in committed:
+            for delivery in r.deliveries:
+                if delivery.id in lease.leased:
+                    stamps[_key(delivery)].update(claim0=at, claim1=at)
+        real_hand_over(self, lease, committed)
+
     async def send(self: WebhookChannel, delivery: Delivery) -> SendResult:
         stamps[_key(delivery)]["send0"] = time.monotonic_ns()
         return await real_send(self, delivery)
@@ -74,12 +86,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[float]]:
 
     DeliveryWorker.notify = notify  # type: ignore[method-assign]
     SqliteStore.claim_due = claim_due  # type: ignore[method-assign]
+    DeliveryWorker.hand_over = hand_over  # type: ignore[method-assign]
     WebhookChannel.send = send  # type: ignore[method-assign]
     Receiver.arrivals = arrivals  # type: ignore[method-assign]
     try:
         latency.main(argv)
     finally:
         DeliveryWorker.notify, SqliteStore.claim_due = real_notify, real_claim  # type: ignore[method-assign]
+        DeliveryWorker.hand_over = real_hand_over  # type: ignore[method-assign]
         WebhookChannel.send, Receiver.arrivals = real_send, real_arrivals  # type: ignore[method-assign]
 
     first: dict[str, int] = {}
