@@ -20,6 +20,7 @@ import math
 import os
 import random
 import sys
+import shutil
 import tempfile
 import time
 import uuid
@@ -117,6 +118,9 @@ async def replica_run(
                     await p.stop(timeout=10)
                 for f in logs:
                     f.close()
+                if os.environ.get("WATTBRIDGE_KEEP_LOGS"):  # debugging: keep the replicas' logs
+                    for i in range(replicas):
+                        shutil.copy(Path(tmp) / f"r{i}" / "bridge.log", f"/tmp/replica-{i}.log")
                 if driving is not None:
                     driving.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -16,6 +16,7 @@ PG_URL = os.environ.get("WATTBRIDGE_TEST_PG")
 
 
 @pytest.mark.skipif(not PG_URL, reason=NO_PG)
+@pytest.mark.timeout(240)  # three `wattbridge run` processes: ~45 s alone, more on a loaded 2-core CI machine
 async def test_three_replicas_with_sigkills_lose_nothing_and_never_notify_one_step_twice():
     assert PG_URL is not None
     run = await replica_run(PG_URL, replicas=3, wallboxes=30, steps=3, kills=2, seed=3, budget=90.0)

@@ -242,7 +242,15 @@ async def _channel_enable(config: Config, name: str, store: Store) -> int:
         }
         digest = meaningful_digest(state, source=CHANNEL_SOURCE, keep=frozenset())
         now = SystemClock().now()
-        await store.commit([PollResult(snapshot=replace(snap, state=state, digest=digest, updated_at=now))])
+        written = replace(snap, state=state, digest=digest, updated_at=now, version=snap.version + 1)
+        try:  # the next version: a service writing it at this instant wins, and we say so
+            await store.commit([PollResult(snapshot=written)])
+        except errors.CommitConflict:
+            print(
+                f"wattbridge: {name} changed while enabling it (is the service running?); try again",
+                file=sys.stderr,
+            )
+            return EXIT_RUNTIME
     finally:
         await store.close()
     print(

@@ -59,6 +59,6 @@ async def test_replicas_opening_an_empty_database_together_migrate_it_once(tmp_p
         conn = await asyncpg.connect(url, server_settings={"search_path": schema})
         try:
             versions = [r[0] for r in await conn.fetch("SELECT version FROM wattbridge_schema ORDER BY 1")]
-            assert versions == [1, 2]
+            assert versions == [1, 2, 3]
         finally:
             await conn.close()
