@@ -19,8 +19,8 @@ import contextlib
 import math
 import os
 import random
-import sys
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -120,7 +120,10 @@ async def replica_run(
                     f.close()
                 if os.environ.get("WATTBRIDGE_KEEP_LOGS"):  # debugging: keep the replicas' logs
                     for i in range(replicas):
-                        shutil.copy(Path(tmp) / f"r{i}" / "bridge.log", f"/tmp/replica-{i}.log")
+                        shutil.copy(
+                            Path(tmp) / f"r{i}" / "bridge.log",
+                            Path(tempfile.gettempdir()) / f"replica-{i}.log",
+                        )
                 if driving is not None:
                     driving.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
