@@ -164,6 +164,32 @@ async def _endless(request: web.Request, status: int, headers: dict[str, str]) -
     return resp
 
 
+class FaultScript:
+    """`fail(route, …)` for a simulator whose faults are one FaultPlan (routes, or one resource)."""
+
+    faults: FaultPlan
+
+    def fail(
+        self,
+        route_name: str,
+        *,
+        status: int = 500,
+        times: int | None = 1,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        kind: FaultKind = "status",
+        delay: float = 1.0,
+        resource: str | None = None,
+    ) -> None:
+        """Fail the next `times` requests on a route (see the simulator's ROUTES; None: until
+        `faults.clear()`), or only those for one resource (a home, device or session id); `delay` is
+        for `kind="slow"`."""
+        self.faults.add(
+            route_name, status=status, times=times, body=body, headers=headers, kind=kind, delay=delay,
+            resource=resource,
+        )  # fmt: skip
+
+
 def _raw(status: int, body: bytes, content_type: str, headers: dict[str, str]) -> web.Response:
     headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
     headers["Content-Type"] = content_type

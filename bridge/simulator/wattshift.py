@@ -25,8 +25,8 @@ from aiohttp import web
 from bridge.clock import Clock
 from bridge.simulator import (
     AdminAction,
-    FaultKind,
     FaultPlan,
+    FaultScript,
     add_admin_routes,
     iso_z,
     json_response,
@@ -82,7 +82,7 @@ class _BadRequest(Exception):
         self.messages = messages
 
 
-class WattShiftSimulator:
+class WattShiftSimulator(FaultScript):
     """One WattShift API owner's homes and their onboarding, served as an aiohttp app by `app()`."""
 
     def __init__(
@@ -184,31 +184,6 @@ class WattShiftSimulator:
     def revoke_tokens(self) -> None:
         """Invalidate every session token now (the API key stays valid)."""
         self._session_tokens.clear()
-
-    def fail(
-        self,
-        route_name: str,
-        *,
-        status: int = 500,
-        times: int | None = 1,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        kind: FaultKind = "status",
-        delay: float = 1.0,
-        resource: str | None = None,
-    ) -> None:
-        """Fail the next `times` requests on a route (see ROUTES; None: until `faults.clear()`), or
-        only those for one resource (a home id); `delay` is for `kind="slow"`."""
-        self.faults.add(
-            route_name,
-            status=status,
-            times=times,
-            body=body,
-            headers=headers,
-            kind=kind,
-            delay=delay,
-            resource=resource,
-        )
 
     def status(self, home_id: str) -> dict[str, Any]:
         """The body `/v1/onboarding/status/get` would return now."""

@@ -22,8 +22,8 @@ from aiohttp import web
 from bridge.clock import Clock
 from bridge.simulator import (
     AdminAction,
-    FaultKind,
     FaultPlan,
+    FaultScript,
     add_admin_routes,
     json_response,
     serve_fault,
@@ -49,7 +49,7 @@ ROUTES = ("token", "wallbox", "users", "user_wallboxes", "onboarding", "cue", *D
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 
 
-class PoderoSimulator(WallboxMixin, DeviceMixin):
+class PoderoSimulator(FaultScript, WallboxMixin, DeviceMixin):
     """One Podero organisation in memory, served as an aiohttp app by `app()`."""
 
     def __init__(
@@ -152,31 +152,6 @@ class PoderoSimulator(WallboxMixin, DeviceMixin):
     def revoke_tokens(self) -> None:
         """Invalidate every issued token now (the next API call gets 401)."""
         self._tokens.clear()
-
-    def fail(
-        self,
-        route_name: str,
-        *,
-        status: int = 500,
-        times: int | None = 1,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        kind: FaultKind = "status",
-        delay: float = 1.0,
-        resource: str | None = None,
-    ) -> None:
-        """Fail the next `times` requests on a route (see ROUTES; None: until `faults.clear()`), or
-        only those for one resource (a device or onboarding session id); `delay` is for `kind="slow"`."""
-        self.faults.add(
-            route_name,
-            status=status,
-            times=times,
-            body=body,
-            headers=headers,
-            kind=kind,
-            delay=delay,
-            resource=resource,
-        )
 
     def state(self) -> dict[str, Any]:
         """An overview for people: the org, its users, their wallboxes and pending actions."""
