@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple, cast
 
+import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
@@ -85,9 +86,12 @@ class Poster:
             host += f":{self._port}"
         path = u.raw_path_qs or "/"
         # The head of every request but its per-attempt headers and length (appended by `post`).
-        self._head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n".encode(
-            "latin-1"
-        ) + header_bytes(headers)
+        ours = [("Host", host), ("Accept", "*/*")]
+        if u.user is not None:  # credentials in the URL: Basic auth, as aiohttp sends them
+            ours.append(("Authorization", aiohttp.encode_basic_auth(u.user, u.password or "")))
+        given = {name.lower() for name, _ in headers}  # a configured header replaces ours
+        ours = [(n, v) for n, v in ours if n.lower() not in given]
+        self._head = f"POST {path} HTTP/1.1\r\n".encode("latin-1") + header_bytes([*ours, *headers])
         self._idle: list[_Connection] = []
         self._addresses: list[tuple[str, int, int]] = []
         self._resolved_at = -DNS_TTL_S

@@ -303,6 +303,23 @@ async def test_a_header_with_a_line_break_fails_every_send_without_a_request(aio
     assert seen.requests == []
 
 
+async def test_a_configured_host_or_accept_header_replaces_ours(aiohttp_server, channels):
+    url, seen = await serve(aiohttp_server, no_content)
+    channel = channels(url, headers={"host": "hooks.partner.example", "Accept": "application/json"})
+    assert (await channel.send(delivery_for(channel))).ok
+    raw_headers = seen.requests[0][2]
+    assert raw_headers["Host"] == "hooks.partner.example"
+    assert raw_headers["Accept"] == "application/json"
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth(aiohttp_server, channels):
+    url, seen = await serve(aiohttp_server, no_content)
+    channel = channels(url.replace("http://", "http://hook%20user:s3cr%3At@"))
+    assert (await channel.send(delivery_for(channel))).ok
+    scheme, _, encoded = seen.requests[0][2]["Authorization"].partition(" ")
+    assert (scheme, base64.b64decode(encoded)) == ("Basic", b"hook user:s3cr:t")
+
+
 def test_header_lines_refuse_breaks_and_colons_in_names():
     assert header_bytes([("X-A", "1"), ("User-Agent", "w/1")]) == b"X-A: 1\r\nUser-Agent: w/1\r\n"
     for bad in [("X-A", "1\n"), ("X:A", "1"), ("X-A\r", "1"), (" ", "1")]:
