@@ -209,6 +209,7 @@ async def _bridge(
                     yield store, channel, worker
                 finally:
                     heap.release()
+                    await channel.close()  # its kept-alive connections
         finally:
             await store.close()
 
