@@ -31,11 +31,11 @@ class AttemptLog:
     or stops.
     """
 
-    def __init__(self, store: Store, *, window_s: float = STREAM_WINDOW_S) -> None:
+    def __init__(self, store: Store, *, window_s: float | None = None) -> None:
         self._store = store
         self._queue: list[AttemptOutcome] = []
         self._writer: asyncio.Task[None] | None = None
-        self._window = window_s
+        self._window = STREAM_WINDOW_S if window_s is None else window_s
         self._last_write = -math.inf  # loop time the last write began
         self._hurry: asyncio.Future[None] | None = None  # resolved by the window's end or `flush`
         self._flushing = 0  # callers waiting in `flush`: no window while there are any
