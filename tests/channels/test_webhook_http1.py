@@ -303,6 +303,15 @@ async def test_a_header_with_a_line_break_fails_every_send_without_a_request(aio
     assert seen.requests == []
 
 
+async def test_a_name_without_a_guard_is_resolved_by_the_system_and_delivered(aiohttp_server, channels):
+    url, seen = await serve(aiohttp_server, no_content)
+    channel = channels(url.replace("127.0.0.1", "localhost"))  # built without an outbound guard
+    results = [await channel.send(delivery_for(channel, i)) for i in range(2)]
+    assert all(r.ok for r in results), results
+    assert len(set(seen.ports)) == 1
+    assert seen.requests[0][2]["Host"].startswith("localhost:")
+
+
 async def test_a_configured_host_or_accept_header_replaces_ours(aiohttp_server, channels):
     url, seen = await serve(aiohttp_server, no_content)
     channel = channels(url, headers={"host": "hooks.partner.example", "Accept": "application/json"})
