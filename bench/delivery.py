@@ -16,7 +16,8 @@ Three contenders, in the same run, against the same receiver (bench/receiver.py,
 
 Two loads: a **burst** (all N handed over at once; rate = N / time until the last one is recorded,
 p99 = arrival - hand-over) and **paced** (R per second; latency = arrival - the scheduled hand-over
-time). CPU per notification = process CPU time (all threads) / notifications.
+time). CPU per notification = process CPU time (all threads) / notifications. `rx core` is the
+receiver's CPU over the same run as a share of one core: near 1.0, the receiver sets the rate.
 
     .venv/bin/python bench/delivery.py [--n 5000] [--rate 1000] [--paced-n 5000] [--repeat 3]
         [--synchronous FULL NORMAL] [--concurrency 64] [--no-alertmanager] [--json out.json]
