@@ -16,7 +16,8 @@ Three contenders, in the same run, against the same receiver (bench/receiver.py,
 
 Two loads: a **burst** (all N handed over at once; rate = N / time until the last one is recorded,
 p99 = arrival - hand-over) and **paced** (R per second; latency = arrival - the scheduled hand-over
-time). CPU per notification = process CPU time (all threads) / notifications.
+time). CPU per notification = process CPU time (all threads) / notifications. `rx core` is the
+receiver's CPU over the same run as a share of one core: near 1.0, the receiver sets the rate.
 
     .venv/bin/python bench/delivery.py [--n 5000] [--rate 1000] [--paced-n 5000] [--repeat 3]
         [--synchronous FULL NORMAL] [--concurrency 64] [--no-alertmanager] [--json out.json]
@@ -74,6 +75,7 @@ class Figures:
     max_ms: float
     cpu_us: float  # CPU per notification
     lost: int
+    rx_core: float = 0.0  # the receiver's CPU over the run, as a share of one core (1.0: saturated)
 
 
 # -- the receiver -------------------------------------------------------------------------------------
@@ -98,6 +100,10 @@ class Receiver:
         async with http.get(f"http://127.0.0.1:{self.port}/count") as resp:
             return int(await resp.text())
 
+    def cpu(self) -> float:
+        """The receiver's CPU seconds so far (a burst that keeps it at ~1 core is bound by it)."""
+        return _proc_cpu(self.proc.pid)
+
     def close(self) -> None:
         stop_child(self.proc)
 
@@ -118,7 +124,7 @@ def stop_child(proc: subprocess.Popen[Any]) -> None:
 
 def _stats(
     who: str, load: str, n: int, t0: int, t_end: int, sent_at: dict[str, int], arrived: list[tuple[int, str]],
-    cpu_s: float,
+    cpu_s: float, rx_cpu_s: float = 0.0,
 ) -> Figures:  # fmt: skip
     first: dict[str, int] = {}
     for at, key in arrived:
@@ -141,6 +147,7 @@ def _stats(
         max_ms=round(lat[-1], 2) if lat else float("nan"),
         cpu_us=round(cpu_s / n * 1e6, 1),
         lost=n - len(first),
+        rx_core=round(rx_cpu_s / seconds, 2),
     )
 
 
@@ -203,6 +210,7 @@ async def _bridge(
                     yield store, channel, worker
                 finally:
                     heap.release()
+                    await channel.close()  # its kept-alive connections
         finally:
             await store.close()
 
@@ -282,17 +290,17 @@ async def run_wattbridge(
         stop = asyncio.Event()
         loop = asyncio.create_task(worker.run(stop))
         try:
-            cpu0 = time.process_time()
+            cpu0, rx0 = time.process_time(), receiver.cpu()
             t0, sent_at = await _handover(results, rate, _committer(store, worker), lambda: None)
             t_end = await _until_done(worker, store, n, within_s=60 + n / 200)
-            cpu = time.process_time() - cpu0
+            cpu, rx = time.process_time() - cpu0, receiver.cpu() - rx0
         finally:
             stop.set()
             await loop
         arrived = await receiver.arrivals(http)
     label = f"Wattbridge {synchronous}"
     load = "burst" if rate is None else f"paced {rate:g}/s"
-    return _stats(label, load, n, t0, t_end, sent_at, arrived, cpu)
+    return _stats(label, load, n, t0, t_end, sent_at, arrived, cpu, rx)
 
 
 # -- the bare ceiling ---------------------------------------------------------------------------------
@@ -318,13 +326,13 @@ async def run_ceiling(
                 async with session.post(receiver.url, data=body, headers={**headers, "webhook-id": key}) as r:
                     await r.read()
 
-        cpu0 = time.process_time()
+        cpu0, rx0 = time.process_time(), receiver.cpu()
         t0 = time.monotonic_ns()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
         t_end = time.monotonic_ns()
-        cpu = time.process_time() - cpu0
+        cpu, rx = time.process_time() - cpu0, receiver.cpu() - rx0
     arrived = await receiver.arrivals(http)
-    return _stats("bare aiohttp", "burst", n, t0, t_end, dict.fromkeys(keys, t0), arrived, cpu)
+    return _stats("bare aiohttp", "burst", n, t0, t_end, dict.fromkeys(keys, t0), arrived, cpu, rx)
 
 
 # -- Alertmanager -------------------------------------------------------------------------------------
@@ -399,28 +407,28 @@ async def run_alertmanager(
                 self.deliveries = (type("D", (), {"id": alert["labels"]["id"]})(),)
 
         shims = [Shim(a) for a in alerts]
-        cpu0 = _proc_cpu(pid)
+        cpu0, rx0 = _proc_cpu(pid), receiver.cpu()
         t0, sent_at = await _handover(shims, rate, lambda c: post([s.alert for s in c]), lambda: None)  # type: ignore[arg-type]
         deadline = time.monotonic() + 60 + n / 200
         while await receiver.count(http) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
         t_end = time.monotonic_ns()
-        cpu = _proc_cpu(pid) - cpu0
+        cpu, rx = _proc_cpu(pid) - cpu0, receiver.cpu() - rx0
         arrived = await receiver.arrivals(http)
     load = "burst" if rate is None else f"paced {rate:g}/s"
-    return _stats("Alertmanager", load, n, t0, t_end, sent_at, arrived, cpu)
+    return _stats("Alertmanager", load, n, t0, t_end, sent_at, arrived, cpu, rx)
 
 
 # -- the driver ---------------------------------------------------------------------------------------
 
 
 def _table(rows: Sequence[Figures]) -> str:
-    head = f"{'who':<20} {'load':<13} {'n':>6} {'s':>7} {'per s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU µs/notif':>13} {'lost':>5}"
+    head = f"{'who':<20} {'load':<13} {'n':>6} {'s':>7} {'per s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU µs/notif':>13} {'lost':>5} {'rx core':>7}"
     lines = [head]
     for f in rows:
         lines.append(
             f"{f.who:<20} {f.load:<13} {f.n:>6} {f.seconds:>7.3f} {f.rate:>8.0f} {f.p50_ms:>8.1f} "
-            f"{f.p99_ms:>8.1f} {f.max_ms:>8.1f} {f.cpu_us:>13.0f} {f.lost:>5}"
+            f"{f.p99_ms:>8.1f} {f.max_ms:>8.1f} {f.cpu_us:>13.0f} {f.lost:>5} {f.rx_core:>7.2f}"
         )
     return "\n".join(lines)
 

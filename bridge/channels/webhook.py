@@ -2,7 +2,8 @@
 
 The body is rendered once (bytes in the outbox); every attempt signs those same bytes with the same
 `webhook-id`, so a receiver can deduplicate retries. Sending never raises: the receiver's answer
-becomes a SendResult the outbox turns into a retry, a success or a dead letter.
+becomes a SendResult the outbox turns into a retry, a success or a dead letter. The POST goes out on
+the channel's own pooled keep-alive connections (`http1.Poster`, #16), not through aiohttp's session.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import math
+import ssl
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +26,8 @@ from standardwebhooks import Webhook
 
 from bridge import __version__
 from bridge.channels.base import RenderContext, SendResult
-from bridge.channels.outbound import OutboundGuard, OutboundRefused
+from bridge.channels.http1 import EXCERPT_BYTES, Poster
+from bridge.channels.outbound import GuardedResolver, OutboundGuard, OutboundRefused
 from bridge.clock import Clock
 from bridge.config.models import ChannelConfig as AnyChannelConfig
 from bridge.config.models import Config, WebhookChannelConfig
@@ -34,7 +37,6 @@ from bridge.rules.templates import ENV
 
 log = structlog.get_logger(__name__)
 
-EXCERPT_BYTES = 256
 MAX_BODY = 256 * 1024  # a templated body is capped: receivers reject huge payloads anyway
 _SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
@@ -77,10 +79,11 @@ class WebhookChannel:
         session: aiohttp.ClientSession,
         clock: Clock,
         outbound: OutboundGuard | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
         self._cfg = cfg
-        self._session = session
+        self._session = session  # the registry's shared session; a webhook POSTs on its own Poster
         self._clock = clock
         # Standard Webhooks signing (`Webhook.sign`), keyed once: each attempt copies the keyed HMAC
         # and feeds it the body bytes as stored, instead of decoding and re-encoding them. During a
@@ -99,7 +102,20 @@ class WebhookChannel:
         for reserved in _SIGNATURE_HEADERS:
             static.popall(reserved, None)
         self._static_headers = static
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout.total_seconds())
+        self._timeout_s = cfg.timeout.total_seconds()
+        # Names are resolved through the outbound guard, so the address checked is the one connected
+        # to; `ssl_context` is for tests (a private CA), the default verifies as aiohttp does.
+        self._broken: str | None = None
+        self._poster: Poster | None = None
+        try:
+            self._poster = Poster(
+                cfg.url,
+                list(static.items()),
+                resolver=GuardedResolver(outbound) if outbound is not None else None,
+                ssl_context=ssl_context,
+            )
+        except ValueError as exc:  # a header with a line break: every send fails, nothing is sent
+            self._broken = str(exc)
         self._body = ENV.from_string(cfg.body_template) if cfg.body_template is not None else None
         # Set by a 410 Gone: the receiver said the endpoint is gone for good; until an operator
         # re-enables the channel (a restart keeps it: the app reads the stored `bridge.channel`
@@ -133,6 +149,15 @@ class WebhookChannel:
 
     def headers(self, delivery: Delivery, when: datetime) -> CIMultiDict[str]:
         """Every header of one attempt; the signature covers `id.timestamp.body` (Standard Webhooks)."""
+        timestamp, signature = self._signature(delivery, when)
+        headers = self._static_headers.copy()
+        headers["webhook-id"] = delivery.id
+        headers["webhook-timestamp"] = timestamp
+        headers["webhook-signature"] = signature
+        return headers
+
+    def _signature(self, delivery: Delivery, when: datetime) -> tuple[str, str]:
+        """`webhook-timestamp` and `webhook-signature` of one attempt (raises on a non-UTF-8 body)."""
         delivery.body.decode()  # Standard Webhooks signs text: refuse bytes that are not UTF-8
         timestamp = str(math.floor(when.timestamp()))
         prefix = f"{delivery.id}.{timestamp}.".encode()
@@ -142,11 +167,7 @@ class WebhookChannel:
             mac.update(prefix)
             mac.update(delivery.body)
             signatures.append("v1," + base64.b64encode(mac.digest()).decode())
-        headers = self._static_headers.copy()
-        headers["webhook-id"] = delivery.id
-        headers["webhook-timestamp"] = timestamp
-        headers["webhook-signature"] = " ".join(signatures)
-        return headers
+        return timestamp, " ".join(signatures)
 
     async def send(self, delivery: Delivery) -> SendResult:
         if self.disabled:
@@ -155,37 +176,27 @@ class WebhookChannel:
             )
         if self._refused is not None:
             return SendResult(ok=False, permanent=True, error=f"outbound refused: {self._refused}")
+        if self._poster is None:
+            return SendResult(ok=False, permanent=True, error=f"channel headers: {self._broken}")
         try:
-            headers = self.headers(delivery, self._clock.now())
+            timestamp, signature = self._signature(delivery, self._clock.now())
         except UnicodeDecodeError:
             return SendResult(ok=False, permanent=True, error="stored webhook body is not UTF-8")
+        if not delivery.id.isascii() or not delivery.id.isprintable():
+            return SendResult(ok=False, permanent=True, error="delivery id is not printable ASCII")
+        extra = b"webhook-id: %b\r\nwebhook-timestamp: %b\r\nwebhook-signature: %b\r\n" % (
+            delivery.id.encode(),
+            timestamp.encode(),
+            signature.encode(),
+        )
         started = time.perf_counter()
         try:
-            async with self._session.post(
-                self._cfg.url,
-                data=delivery.body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as resp:
-                excerpt = await _read_excerpt(resp)
-                status = resp.status
-                retry_after_header = resp.headers.get("Retry-After")
+            answer = await self._poster.post(extra, delivery.body, within_s=self._timeout_s)
         except TimeoutError:
-            return SendResult(
-                ok=False,
-                error=f"timeout after {self._timeout.total:g}s",
-                latency_ms=_ms(started),
-            )
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, OutboundRefused):  # retried: a DNS answer may change
-                return SendResult(
-                    ok=False, error=f"outbound refused: {exc.os_error}", latency_ms=_ms(started)
-                )
-            return SendResult(
-                ok=False, error=f"connection error: {type(exc).__name__}: {exc}", latency_ms=_ms(started)
-            )
-        except aiohttp.ClientError as exc:
+            return SendResult(ok=False, error=f"timeout after {self._timeout_s:g}s", latency_ms=_ms(started))
+        except OutboundRefused as exc:  # retried: a DNS answer may change
+            return SendResult(ok=False, error=f"outbound refused: {exc}", latency_ms=_ms(started))
+        except OSError as exc:  # refused, reset, TLS verification, a broken answer
             return SendResult(
                 ok=False, error=f"connection error: {type(exc).__name__}: {exc}", latency_ms=_ms(started)
             )
@@ -194,7 +205,7 @@ class WebhookChannel:
             return SendResult(
                 ok=False, error=f"unexpected error: {type(exc).__name__}", latency_ms=_ms(started)
             )
-        return self._classify(status, retry_after_header, excerpt, _ms(started))
+        return self._classify(answer.status, answer.retry_after, answer.excerpt, _ms(started))
 
     def _classify(self, status: int, retry_after_header: str | None, excerpt: bytes, ms: float) -> SendResult:
         text = excerpt.decode("utf-8", errors="replace")
@@ -239,7 +250,9 @@ class WebhookChannel:
         )
 
     async def close(self) -> None:
-        """The session belongs to the app; nothing of our own to release."""
+        """Close the kept-alive connections (the session belongs to the app)."""
+        if self._poster is not None:
+            await self._poster.close()
 
 
 def _keyed(secret: SecretStr) -> hmac.HMAC:
@@ -254,7 +267,7 @@ def _ms(started: float) -> float:
 
 
 async def _read_excerpt(resp: aiohttp.ClientResponse) -> bytes:
-    """The first EXCERPT_BYTES of the answer, for the attempt record; the rest is not read."""
+    """The first EXCERPT_BYTES of an aiohttp answer (the Alertmanager channel's); the rest is not read."""
     buf = bytearray()
     while len(buf) < EXCERPT_BYTES:
         chunk = await resp.content.read(EXCERPT_BYTES - len(buf))

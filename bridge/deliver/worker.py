@@ -10,7 +10,8 @@ so their deliveries are written already leased to this worker, and `hand_over` g
 ones to the sender in memory (the row stays the truth: a crash lets the lease run out, and a claim
 then sends them with the same webhook-id and bytes). Claims remain for retries, replays, whatever a
 hand-over had no room for, and after a restart. Attempts that finish while a write is in progress
-are recorded together in the next one (group commit, `AttemptLog`).
+are recorded together in the next one (group commit, `AttemptLog`), at most one write per 10 ms in
+a steady stream; a claim first waits for the records of this worker's attempts.
 """
 
 from __future__ import annotations
@@ -208,6 +209,7 @@ class DeliveryWorker:
             await self._run(stop)
         finally:
             stopper.cancel()
+            await self._attempts.flush()  # stopped means every attempt so far is recorded
         await self._release_fresh()
 
     async def _run(self, stop: asyncio.Event) -> None:
@@ -270,7 +272,7 @@ class DeliveryWorker:
         before = self.attempts_made
         never = asyncio.Event()
         while True:
-            claimed = await self._pump(never)
+            claimed = await self._pump(never, settle=True)
             others = set(self._in_flight)
             if others:
                 await asyncio.wait(others)
@@ -303,9 +305,11 @@ class DeliveryWorker:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _pump(self, stop: asyncio.Event, *, claim: bool = True) -> int:
+    async def _pump(self, stop: asyncio.Event, *, claim: bool = True, settle: bool = False) -> int:
         """Send handed-over deliveries and claim due ones (when `claim` or notified), at most
         `concurrency` at once, until none is left; returns how many were claimed or handed over.
+        With `settle`, also waits until their attempts are recorded (otherwise the attempt log
+        writes them within its window, or `run` does when it stops).
 
         Only as many as there are free slots are claimed, so a claimed delivery starts sending at
         once and its lease only has to cover one send. New work (`notify`) is claimed while sends
@@ -331,6 +335,7 @@ class DeliveryWorker:
             task.add_done_callback(on_done)
 
         more = claim
+        idle = False  # returned normally (not cancelled, no error)
         store_error: errors.StoreError | None = None
         self._stirs.add(stir)
         try:
@@ -353,6 +358,9 @@ class DeliveryWorker:
                 enough = free >= min(self._min_claim, self._batch) or not mine
                 if more and free > 0 and enough and not stop.is_set():
                     try:
+                        # A claim must see every attempt this worker made: one still waiting in the
+                        # attempt log's window would look due again once its lease is gone.
+                        await self._attempts.flush()
                         now = self._clock.now()
                         claimed = await self._store.claim_due(now, limit=free, lease=self._lease)
                     except errors.StoreError as exc:
@@ -370,6 +378,7 @@ class DeliveryWorker:
                 if not mine:
                     if store_error is not None:
                         raise store_error
+                    idle = True
                     return claimed_total
                 stir.clear()
                 if not finished:
@@ -385,7 +394,8 @@ class DeliveryWorker:
                 task.cancel()
             if mine:
                 await asyncio.gather(*mine, return_exceptions=True)
-            await self._attempts.flush()  # idle or stopped means every attempt so far is recorded
+            if settle or not idle:  # cut short: record what was sent before anything else happens
+                await self._attempts.flush()
 
     async def _deliver(self, delivery: Delivery) -> None:
         channel = self._channels.get(delivery.channel)

@@ -1,0 +1,196 @@
+"""A lean HTTP/1.1 POST client for one webhook URL: pooled keep-alive connections, request bytes
+built once, a small response parser (#16).
+
+aiohttp's `ClientSession` builds a ClientRequest, a connector key, a timer context, a writer and a
+ClientResponse per request: 40-55 % of the event loop's time per durable delivery (bench/README.md,
+"fifth pass"). A webhook only ever POSTs bytes to one configured origin and needs the status, the
+first bytes of the answer and `Retry-After`, so this client writes one prebuilt head + the body on a
+pooled connection and parses the answer in `data_received`.
+
+What it keeps from the session it replaces: TLS with certificate and host name verification
+(`ssl.create_default_context()`); a total timeout over connect, write and read; redirects never
+followed (the status is returned as is); names resolved by the given resolver, so the outbound
+guard (`outbound.GuardedResolver`) checks the address connected to, and answers cached 10 s as
+aiohttp's connector does, each new connection made as its connector makes it (`aiohappyeyeballs`,
+aiohttp's own dependency: the next address family tried after 250 ms); idle connections dropped
+after 15 s or when the server closes them. A
+reused connection the server closed before answering is retried once on a new one (what aiohttp's
+caller would otherwise see as a failed attempt, retried later with the same webhook-id anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohappyeyeballs
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from bridge.channels.http1_conn import EXCERPT_BYTES, Answer, Connection, HttpError, Stale
+
+__all__ = ["EXCERPT_BYTES", "Answer", "HttpError", "Poster", "header_bytes"]
+
+KEEPALIVE_S = 15.0  # as aiohttp's connector: an idle connection older than this is closed
+DNS_TTL_S = 10.0  # as aiohttp's connector's DNS cache
+MAX_IDLE = 100  # idle connections kept per URL (aiohttp's connector limit)
+
+
+def header_bytes(headers: Sequence[tuple[str, str]]) -> bytes:
+    """`Name: value\\r\\n` lines; a value with a line break would inject headers, so it is refused."""
+    out = bytearray()
+    for name, value in headers:
+        if any(c in name for c in "\r\n:") or not name.strip() or "\r" in value or "\n" in value:
+            raise ValueError(f"header {name!r}: line breaks (or a colon in the name) are not allowed")
+        out += f"{name}: {value}\r\n".encode("latin-1")
+    return bytes(out)
+
+
+class Poster:
+    """POSTs bodies to one URL on pooled keep-alive connections; `close` drops them."""
+
+    def __init__(
+        self,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        *,
+        resolver: AbstractResolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        u = URL(url)
+        if u.scheme not in ("http", "https") or not u.raw_host:
+            raise ValueError(f"not an http(s) URL: {url}")
+        self._tls = u.scheme == "https"
+        self._host = u.raw_host
+        self._port = u.port or (443 if self._tls else 80)
+        self._ssl = (ssl_context or ssl.create_default_context()) if self._tls else None
+        self._literal = _is_ip(self._host)
+        self._resolver = resolver
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        if u.explicit_port:
+            host += f":{self._port}"
+        path = u.raw_path_qs or "/"
+        # The head of every request but its per-attempt headers and length (appended by `post`).
+        ours = [("Host", host), ("Accept", "*/*")]
+        if u.user is not None:  # credentials in the URL: Basic auth, as aiohttp sends them
+            ours.append(("Authorization", aiohttp.encode_basic_auth(u.user, u.password or "")))
+        given = {name.lower() for name, _ in headers}  # a configured header replaces ours
+        ours = [(n, v) for n, v in ours if n.lower() not in given]
+        self._head = f"POST {path} HTTP/1.1\r\n".encode("latin-1") + header_bytes([*ours, *headers])
+        self._idle: list[Connection] = []
+        self._addresses: list[AddrInfo] = []
+        self._resolved_at = -DNS_TTL_S
+        self._resolving: asyncio.Future[list[ResolveResult]] | None = None
+        self._closed = False
+
+    async def post(self, extra_head: bytes, body: bytes, *, within_s: float) -> Answer:
+        """POST `body` with the static head plus `extra_head` (header lines); the answer, or raises
+        TimeoutError, OutboundRefused (from the resolver) or another OSError."""
+        data = b"%b%bContent-Length: %d\r\n\r\n%b" % (self._head, extra_head, len(body), body)
+        async with asyncio.timeout(within_s):
+            conn = self._take()
+            if conn is not None:
+                try:
+                    return await self._exchange(conn, data)
+                except Stale:
+                    pass
+            return await self._exchange(await self._connect(), data)
+
+    async def _exchange(self, conn: Connection, data: bytes) -> Answer:
+        try:
+            answer, keep = await conn.request(data)
+        except BaseException:
+            conn.abort()
+            raise
+        if keep and not self._closed and len(self._idle) < MAX_IDLE:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return answer
+
+    def _take(self) -> Connection | None:
+        """The most recently used idle connection still open and fresh (LIFO keeps few warm)."""
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.open and now - conn.idle_since < KEEPALIVE_S:
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self) -> Connection:
+        """A new connection: the addresses tried as aiohttp's connector does (happy eyeballs, 250 ms
+        before the next address family), then TLS on the connected socket when the URL is https."""
+        loop = asyncio.get_running_loop()
+        sock = await aiohappyeyeballs.start_connection(
+            await self._addr_infos(), happy_eyeballs_delay=0.25, interleave=1
+        )
+        try:
+            _, conn = await loop.create_connection(
+                Connection,
+                sock=sock,
+                ssl=self._ssl,
+                server_hostname=self._host.rstrip(".") if self._ssl is not None else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    async def _addr_infos(self) -> list[AddrInfo]:
+        if self._literal:
+            return [_addr_info(self._host, self._port)]
+        if self._resolver is None:  # no guard asked for: the system's resolver, uncached
+            loop = asyncio.get_running_loop()
+            infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+            return [(f, t, p, "", addr) for f, t, p, _, addr in infos]
+        if time.monotonic() - self._resolved_at >= DNS_TTL_S:
+            # One look-up for every connection opened meanwhile (a burst opens dozens at once).
+            if self._resolving is None:
+                self._resolving = asyncio.ensure_future(
+                    self._resolver.resolve(self._host, self._port, socket.AF_UNSPEC)
+                )
+            resolving = self._resolving
+            try:
+                answers = await asyncio.shield(resolving)
+            finally:
+                if self._resolving is resolving and resolving.done():
+                    self._resolving = None
+            if not answers:
+                raise HttpError(f"{self._host} has no address")
+            self._addresses = [_addr_info(a["host"], a["port"]) for a in answers]
+            self._resolved_at = time.monotonic()
+        return self._addresses
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        if self._resolver is not None:
+            await self._resolver.close()
+
+
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]  # as socket.getaddrinfo gives them
+
+
+def _addr_info(host: str, port: int) -> AddrInfo:
+    if ":" in host:  # IPv6
+        return (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))
+
+
+def _is_ip(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return True
+    return False
