@@ -334,3 +334,50 @@ def test_header_lines_refuse_breaks_and_colons_in_names():
     for bad in [("X-A", "1\n"), ("X:A", "1"), ("X-A\r", "1"), (" ", "1")]:
         with pytest.raises(ValueError, match="line breaks"):
             header_bytes([bad])
+
+
+async def answer_once_and_close(answer: bytes) -> tuple[asyncio.Server, str]:
+    """A server that reads one request, writes `answer` and closes the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+
+
+@pytest.mark.parametrize(
+    ("answer", "ok", "excerpt"),
+    [
+        (b"HTTP/1.1 200 OK\r\n\r\nuntil the end", True, "until the end"),  # the body ends at the close
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", False, None),  # cut short: broken
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n", False, None),  # head too large
+    ],
+)
+async def test_an_answer_ended_by_the_server_closing_is_read_and_a_cut_one_is_a_failure(
+    channels, answer, ok, excerpt
+):
+    server, url = await answer_once_and_close(answer)
+    try:
+        channel = channels(url)
+        result = await channel.send(delivery_for(channel))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.ok is ok, result.error
+    if ok:
+        assert result.response_excerpt == excerpt
+    else:
+        assert (result.permanent, (result.error or "").startswith("connection error: HttpError")) == (
+            False,
+            True,
+        )
