@@ -50,6 +50,10 @@ class ClusterConfig(Strict):
     # How long a replica's lease on a watch group outlives its last heartbeat: a dead replica's
     # groups are polled by another within one lease period (plus that group's interval).
     lease_period: Duration = timedelta(seconds=30)
+    # A by-id watch group is polled in this many shards, one lease each (bridge/shards.py), so
+    # replicas share one provider's fleet: at least the number of replicas, a multiple of it for an
+    # even split. Every replica must use the same number (a shard of 4 is not a shard of 8).
+    shards: int = Field(default=8, ge=1, le=256)
 
     @field_validator("lease_period")
     @classmethod
