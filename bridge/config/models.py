@@ -53,7 +53,14 @@ class ClusterConfig(Strict):
     # A by-id watch group is polled in this many shards, one lease each (bridge/shards.py), so
     # replicas share one provider's fleet: at least the number of replicas, a multiple of it for an
     # even split. Every replica must use the same number (a shard of 4 is not a shard of 8).
-    shards: int = Field(default=8, ge=1, le=256)
+    shards: int = 8
+
+    @field_validator("shards")
+    @classmethod
+    def _shard_bounds(cls, v: int) -> int:
+        if not 1 <= v <= 256:
+            raise ValueError("must be between 1 and 256 (each shard of a by-id group is one lease)")
+        return v
 
     @field_validator("lease_period")
     @classmethod
