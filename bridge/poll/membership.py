@@ -20,7 +20,7 @@ which is what makes even shares fit.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -60,6 +60,7 @@ class Membership:
         self._providers = providers
         self._pools = pools or {}
         self.members: dict[str, list[str]] = {p: [replica_id] for p in providers}
+        self._read_at: datetime | None = None
 
     @property
     def leases(self) -> list[str]:
@@ -72,9 +73,15 @@ class Membership:
             await self._store.acquire_lease(name, self.replica_id, now, self.period)
         await self.refresh()
 
-    async def refresh(self) -> None:
-        """Read the live members again and run with the share they leave this replica."""
-        rows = await self._store.lease_holders(PREFIX, self._clock.now())
+    async def refresh(self, *, fresh_for: timedelta = timedelta(0)) -> None:
+        """Read the live members again and run with the share they leave this replica; unless they
+        were read less than `fresh_for` ago (each shard run at its quota asks: one read serves all
+        of them that come together)."""
+        now = self._clock.now()
+        if self._read_at is not None and now - self._read_at < fresh_for:
+            return
+        self._read_at = now
+        rows = await self._store.lease_holders(PREFIX, now)
         for provider in self._providers:
             prefix = f"{PREFIX}{provider}:"
             # This replica counts even when its own lease lapsed (a store hiccup): it still polls.
