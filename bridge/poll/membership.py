@@ -6,7 +6,8 @@ number of processes using it. Each replica holds one membership lease per provid
 heartbeat, released by a clean stop, expired one lease period after a replica died), and runs with
 1/N of the limits, N the provider's live members at its last look (as fetch workers split a
 replica's limits, bridge/poll/fetch_pool.py). The members are read again at every heartbeat (a
-third of a lease period) and whenever a shard quota is about to leave a shard alone.
+third of a lease period), and at a shard run that its quota would skip once another member's lease
+may have run out (so a dead replica's shards are taken at the first run after its expiry).
 
 Why shares and not a token bucket in the database: a shared bucket is one row every request of
 every replica updates (a round trip and a row lock per request, all replicas queueing on one
@@ -60,7 +61,9 @@ class Membership:
         self._providers = providers
         self._pools = pools or {}
         self.members: dict[str, list[str]] = {p: [replica_id] for p in providers}
-        self._read_at: datetime | None = None
+        # The other members' lease expiries as last read: when one has passed, the members are read
+        # again before a shard quota leaves a shard alone (a dead replica's shard is taken at once).
+        self._expiries: list[datetime] = []
 
     @property
     def leases(self) -> list[str]:
@@ -73,19 +76,23 @@ class Membership:
             await self._store.acquire_lease(name, self.replica_id, now, self.period)
         await self.refresh()
 
-    async def refresh(self, *, fresh_for: timedelta = timedelta(0)) -> None:
-        """Read the live members again and run with the share they leave this replica; unless they
-        were read less than `fresh_for` ago (each shard run at its quota asks: one read serves all
-        of them that come together)."""
+    async def refresh_if_expired(self) -> None:
+        """Read the members again if one of them may have left since the last read (its lease has
+        run out unless renewed meanwhile): a shard run at its quota asks, so it costs nothing until
+        a lease can have expired."""
         now = self._clock.now()
-        if self._read_at is not None and now - self._read_at < fresh_for:
-            return
-        self._read_at = now
+        if any(at <= now for at in self._expiries):
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Read the live members again and run with the share they leave this replica."""
+        now = self._clock.now()
         rows = await self._store.lease_holders(PREFIX, now)
+        self._expiries = [at for _, holder, at in rows if holder != self.replica_id]
         for provider in self._providers:
             prefix = f"{PREFIX}{provider}:"
             # This replica counts even when its own lease lapsed (a store hiccup): it still polls.
-            members = sorted({h for n, h in rows if n.startswith(prefix)} | {self.replica_id})
+            members = sorted({h for n, h, _ in rows if n.startswith(prefix)} | {self.replica_id})
             if members != self.members.get(provider):
                 log.info("cluster.members", provider=provider, members=members, replica=self.replica_id)
             self.members[provider] = members

@@ -102,7 +102,7 @@ class PollOwnership:
             return True
         # At quota: unless a member has gone since the last heartbeat (then the quota grows now,
         # not a third of a lease period later, and a dead replica's shard is taken at this run).
-        await self.membership.refresh(fresh_for=self.period / 10)
+        await self.membership.refresh_if_expired()
         return mine < self.membership.quota(provider, shard[1])
 
     async def heartbeat(self) -> None:

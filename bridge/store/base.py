@@ -326,6 +326,6 @@ class Store(Protocol):
         """The names of `holder`'s unexpired leases."""
         ...
 
-    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str]]:
-        """(name, holder) of every unexpired lease whose name starts with `prefix`, by name."""
+    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str, datetime]]:
+        """(name, holder, expiry) of every unexpired lease whose name starts with `prefix`, by name."""
         ...

@@ -427,5 +427,5 @@ class PostgresStore(PostgresTraces):
     async def held_leases(self, holder: str, now: datetime) -> list[str]:
         return [r[0] for r in await self._fetch(q.Q_LEASES_HELD, holder, rows_.aware(now))]
 
-    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in await self._fetch(q.Q_LEASE_HOLDERS, prefix, rows_.aware(now))]
+    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str, datetime]]:
+        return [(r[0], r[1], r[2]) for r in await self._fetch(q.Q_LEASE_HOLDERS, prefix, rows_.aware(now))]

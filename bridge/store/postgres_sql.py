@@ -313,4 +313,4 @@ Q_LEASE_RENEW = "UPDATE leases SET expires_at = $3 WHERE holder = $1 AND expires
 Q_LEASE_RELEASE = "DELETE FROM leases WHERE holder = $1 AND name = ANY($2::text[])"
 Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = $1 AND expires_at > $2 ORDER BY name"
 Q_LEASE_HOLDERS = """
-SELECT name, holder FROM leases WHERE starts_with(name, $1) AND expires_at > $2 ORDER BY name"""
+SELECT name, holder, expires_at FROM leases WHERE starts_with(name, $1) AND expires_at > $2 ORDER BY name"""

@@ -61,6 +61,7 @@ from bridge.store.sqlite_sql import (
     Q_WATCHES_LIST,
     Q_WATCHES_PAGE,
     _delivery_row,
+    _dt,
     _event_row,
     _json,
     _snapshot,
@@ -270,10 +271,10 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
             rows = await db.execute_fetchall(Q_LEASES_HELD, (holder, _ts(now)))
         return [str(r[0]) for r in rows]
 
-    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str]]:
+    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str, datetime]]:
         async with self._read() as db:
             rows = await db.execute_fetchall(Q_LEASE_HOLDERS, (prefix, _ts(now)))
-        return [(str(r[0]), str(r[1])) for r in rows]
+        return [(str(r[0]), str(r[1]), _dt(str(r[2]))) for r in rows]
 
 
 def _commit_batches(

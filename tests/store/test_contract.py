@@ -436,12 +436,12 @@ async def test_lease_holders_lists_the_live_leases_under_a_prefix_with_their_hol
     await store.acquire_lease("poll:podero:wallboxes", "r1", T0, period)
 
     assert await store.lease_holders("member:podero:", T0 + timedelta(seconds=20)) == [
-        ("member:podero:r1", "r1"),
-        ("member:podero:r2", "r2"),
+        ("member:podero:r1", "r1", T0 + timedelta(seconds=40)),
+        ("member:podero:r2", "r2", T0 + timedelta(seconds=30)),
     ]
     # r2 stopped heart-beating: 30 s later it is no longer a member; the prefix is literal text.
     assert await store.lease_holders("member:podero:", T0 + timedelta(seconds=35)) == [
-        ("member:podero:r1", "r1")
+        ("member:podero:r1", "r1", T0 + timedelta(seconds=40))
     ]
     assert await store.lease_holders("member:%", T0) == []
 
