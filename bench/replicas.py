@@ -14,9 +14,9 @@ victim is started again (a replica restarted under its own id resumes its own le
 
     WATTBRIDGE_TEST_PG=postgresql://postgres@127.0.0.1:5432/test \\
         .venv/bin/python bench/replicas.py [--replicas 3] [--wallboxes 1000] [--steps 10] [--kills 10]
-    ... --compare            one replica, then two, no kills: provider reads/s (polls of one wallbox)
-                             and deliveries/s of each, and the ratios (use a --rate that does not
-                             bind, e.g. --rate 20000 --poll-interval 250ms --wallboxes 2000)
+    ... --compare            one replica, then two, no kills, in this step-by-step harness (the
+                             in-process simulator and sink share this process's core); the
+                             throughput comparison is bench/replicas_compare.py
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ class Throughput:
         return (
             f"replicas={self.replicas}: {self.reads / self.seconds:,.0f} provider reads/s, "
             f"{self.deliveries / self.seconds:,.0f} deliveries/s over {self.seconds:.1f}s "
-            f"(CPU of a core: replicas {cpu}, simulator {self.sim_cpu / self.seconds:.0%})"
+            f"(CPU of a core: replicas {cpu}, simulator {self.sim_cpu / self.seconds:.0%}; "
+            f"{sum(self.replica_cpu) / max(1, self.reads) * 1e6:.0f} µs of replica CPU per read)"
         )
 
 
