@@ -7,7 +7,8 @@ heartbeat, released by a clean stop, expired one lease period after a replica di
 1/N of the limits, N the provider's live members at its last look (as fetch workers split a
 replica's limits, bridge/poll/fetch_pool.py). The members are read again at every heartbeat (a
 third of a lease period), and at a shard run that its quota would skip once another member's lease
-may have run out (so a dead replica's shards are taken at the first run after its expiry).
+may have run out (so a dead replica's shards are taken at the first run after its expiry) or a
+tenth of a lease period after the last read (a replica that stopped cleanly).
 
 Why shares and not a token bucket in the database: a shared bucket is one row every request of
 every replica updates (a round trip and a row lock per request, all replicas queueing on one
@@ -64,6 +65,7 @@ class Membership:
         # The other members' lease expiries as last read: when one has passed, the members are read
         # again before a shard quota leaves a shard alone (a dead replica's shard is taken at once).
         self._expiries: list[datetime] = []
+        self._read_at: datetime | None = None
 
     @property
     def leases(self) -> list[str]:
@@ -76,18 +78,21 @@ class Membership:
             await self._store.acquire_lease(name, self.replica_id, now, self.period)
         await self.refresh()
 
-    async def refresh_if_expired(self) -> None:
-        """Read the members again if one of them may have left since the last read (its lease has
-        run out unless renewed meanwhile): a shard run at its quota asks, so it costs nothing until
-        a lease can have expired."""
+    async def refresh_if_stale(self) -> None:
+        """Read the members again if one of them may have left since the last read: its lease has
+        run out unless renewed meanwhile (a replica that died), or a tenth of a lease period has
+        passed (one that stopped cleanly and released its leases). A shard run at its quota asks,
+        so the read is rare."""
         now = self._clock.now()
-        if any(at <= now for at in self._expiries):
+        stale = self._read_at is None or now - self._read_at >= self.period / 10
+        if stale or any(at <= now for at in self._expiries):
             await self.refresh()
 
     async def refresh(self) -> None:
         """Read the live members again and run with the share they leave this replica."""
         now = self._clock.now()
         rows = await self._store.lease_holders(PREFIX, now)
+        self._read_at = now
         self._expiries = [at for _, holder, at in rows if holder != self.replica_id]
         for provider in self._providers:
             prefix = f"{PREFIX}{provider}:"
@@ -105,9 +110,6 @@ class Membership:
         pool = self._pools.get(provider)
         if pool is not None:
             pool.replicas = n  # each page tells its worker (bridge/poll/fetch_pool.py)
-
-    def count(self, provider: str) -> int:
-        return len(self.members.get(provider, ())) or 1
 
     def quota(self, provider: str, shards: int) -> int:
         """How many of a group's `shards` this replica may hold (bridge.shards.fair_quota)."""

@@ -100,9 +100,9 @@ class PollOwnership:
             return False
         if mine < quota:
             return True
-        # At quota: unless a member has gone since the last heartbeat (then the quota grows now,
-        # not a third of a lease period later, and a dead replica's shard is taken at this run).
-        await self.membership.refresh_if_expired()
+        # At quota: unless a member has gone since the last look (then the quota grows now, not at
+        # the next heartbeat, and a dead or stopped replica's shard is taken at this run).
+        await self.membership.refresh_if_stale()
         return mine < self.membership.quota(provider, shard[1])
 
     async def heartbeat(self) -> None:

@@ -1,6 +1,7 @@
 """Two replicas on one PostgreSQL database share one provider's fleet: a by-id group is polled in
 shards, each replica holds its even part of them, each wallbox is read once per interval, and a
-killed replica's shards move to the survivor once its leases expire (then back when it returns)."""
+killed replica's shards move to the survivor once its leases expire (then back when it returns), and
+a replica that stops cleanly hands its shards over at once."""
 
 from __future__ import annotations
 
@@ -104,6 +105,16 @@ async def test_two_replicas_split_the_shards_read_each_wallbox_once_and_a_dead_o
         polled = await one_interval()
         assert all(len(by) == 1 for by in polled.values())
         assert sorted(i for by in polled.values() for i in by) == [0, 0, 1, 1]
+        assert reads() == Counter(WALLBOXES)
+
+        # replica-1 stops cleanly (SIGTERM): it releases its shards and its membership at once, and
+        # replica-0, looking again at the members a tenth of a lease period later, takes them at
+        # their next runs instead of waiting for any lease to expire.
+        await owners[1].release()
+        alive.remove(1)
+        clock.advance(PERIOD / 10)
+        polled = await one_interval()
+        assert all(by == [0] for by in polled.values())
         assert reads() == Counter(WALLBOXES)
 
         for b in bridges:
