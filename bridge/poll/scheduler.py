@@ -108,7 +108,10 @@ class PollScheduler:
             if self._ownership is not None and not await self._ownership.owns(provider.name, group, shard):
                 return  # another replica polls this group (or shard)
             # Back-off is the poller's (bridge/poll/backoff.py): the timetable never moves for a fault.
-            await self._poller.poll(provider, group, shard=shard)
+            if shard is None:  # as before sharding: a wrapped `poll` (bench/scale.py) keeps working
+                await self._poller.poll(provider, group)
+            else:
+                await self._poller.poll(provider, group, shard=shard)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
