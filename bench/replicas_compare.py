@@ -103,7 +103,10 @@ async def throughput(
                 if time.monotonic() > deadline:
                     raise TimeoutError("the baseline did not finish")
                 await asyncio.sleep(0.2)
-            await asyncio.sleep(3.0)  # warm-up: every shard with its holder, the outbox flowing
+            # Warm-up: the shards split evenly (a replica sees the others at its next heartbeat,
+            # a third of a lease period after they joined), then 3 s more for the outbox to flow.
+            await _balanced(admin, schema, replicas, shards, until=time.monotonic() + 60)
+            await asyncio.sleep(3.0)
             pids = [p.proc.pid for p in procs if p.proc is not None]
             before, cpu0, scpu0, t0 = (
                 await sim.stats(),
@@ -133,6 +136,24 @@ async def throughput(
             f.close()
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await admin.close()
+
+
+async def _balanced(
+    conn: asyncpg.Connection, schema: str, replicas: int, shards: int, *, until: float
+) -> None:
+    """Until each replica holds its even part of the wallbox shards (or `until`)."""
+    fair = sorted(shards // replicas + (1 if i < shards % replicas else 0) for i in range(replicas))
+    while time.monotonic() < until:
+        async with conn.transaction():
+            await conn.execute(f'SET LOCAL search_path = "{schema}"')
+            rows = await conn.fetch(
+                "SELECT holder, COUNT(*) FROM leases WHERE name LIKE 'poll:podero:wallboxes:%' "
+                "AND expires_at > now() GROUP BY holder"
+            )
+        if sorted(int(r[1]) for r in rows) == fair:
+            return
+        await asyncio.sleep(0.2)
+    print("warning: the shards were not split evenly before the measurement", flush=True)
 
 
 async def compare(url: str, args: argparse.Namespace) -> int:
