@@ -46,6 +46,7 @@ from bridge.deliver.ratelimit import rate_limits
 from bridge.deliver.replay import disabled_in_store
 from bridge.deliver.retry import DEFAULT_SCHEDULE, RetryPolicy
 from bridge.deliver.worker import DeliveryWorker
+from bridge.errors import StoreError
 from bridge.lifecycle import Service
 from bridge.logs import register_secrets
 from bridge.metrics import Metrics
@@ -55,6 +56,7 @@ from bridge.notify.rulebook import RuleBook, load_for
 from bridge.poll.cycle import Poller
 from bridge.poll.fetch_pool import FetchPool
 from bridge.poll.health import HealthBoard
+from bridge.poll.membership import Membership
 from bridge.poll.ownership import PollOwnership
 from bridge.poll.scheduler import PollScheduler
 from bridge.poll.timers import timer_loop
@@ -270,20 +272,47 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
 async def _ownership(app: web.Application) -> AsyncIterator[None]:
     """Poll-group leases: heartbeats while running, released after the scheduler has stopped."""
     cluster = app[CONFIG].cluster
+    shared = app[STORE].shared
+    # Replicas split each provider's limits between the live ones (bridge/poll/membership.py).
+    membership = (
+        Membership(
+            app[STORE],
+            app[CLOCK],
+            replica_id=cluster.replica_id,
+            period=cluster.lease_period,
+            providers=app[PROVIDERS],
+            pools=app[FETCH_POOLS],
+        )
+        if shared
+        else None
+    )
     ownership = PollOwnership(
-        app[STORE], app[CLOCK], replica_id=cluster.replica_id, period=cluster.lease_period
+        app[STORE],
+        app[CLOCK],
+        replica_id=cluster.replica_id,
+        period=cluster.lease_period,
+        membership=membership,
     )
     app[OWNERSHIP] = ownership
-    if not app[STORE].shared:  # one process (SQLite): every group is this one's, no leases
+    if membership is None:  # one process (SQLite): every group is this one's, the whole limits
         yield
         return
+    try:  # joined before the first poll, so the first polls already run with this replica's share
+        await membership.heartbeat()
+    except StoreError as exc:
+        log.warning("cluster.join_failed", error=str(exc))
     async with Service(ownership.loop(), name="leases", on_crash=app[ON_CRASH]):
         yield
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     ownership = app[OWNERSHIP] if app[STORE].shared else None
-    scheduler = PollScheduler(app[POLLER], list(app[PROVIDERS].values()), ownership=ownership)
+    scheduler = PollScheduler(
+        app[POLLER],
+        list(app[PROVIDERS].values()),
+        ownership=ownership,
+        shards=app[CONFIG].cluster.shards,
+    )
     scheduler.start()
     app[SCHEDULER] = scheduler
     yield

@@ -10,8 +10,11 @@ import itertools
 import json
 import os
 
-from bench import channels, memory, nodered, poll, scale
-from bench.common import HERE
+import pytest
+
+from bench import channels, memory, nodered, poll, replicas_compare, scale
+from bench.common import HERE, simulator
+from tests.store.conftest import NO_PG
 
 
 def test_poll_benchmark_measures_the_bridge_against_its_ceiling_with_deliveries():
@@ -78,3 +81,16 @@ async def test_hostile_benchmark_reads_the_healthy_home_more_than_the_failing_on
     assert result["healthy_reads"] > result["bad_reads"] >= 1
     assert result["change_notified"] == 1
     assert result["whole_provider_deferrals_logged"] == 0
+
+
+@pytest.mark.skipif(not os.environ.get("WATTBRIDGE_TEST_PG"), reason=NO_PG)
+@pytest.mark.timeout(180)  # three `wattbridge run` processes in turn on a loaded 2-core machine
+async def test_replicas_compare_benchmark_counts_reads_and_deliveries_of_one_and_two_replicas():
+    url = os.environ["WATTBRIDGE_TEST_PG"]
+    with simulator(40, change_every=2) as sim:
+        opts = {"wallboxes": 40, "seconds": 2.0, "rate": 1000, "concurrency": 8, "poll_interval": 0.25}
+        for n in (1, 2):
+            run = await replicas_compare.throughput(url, sim, replicas=n, shards=4, **opts)
+            assert run.reads > 0
+            assert run.deliveries > 0
+            assert len(run.replica_cpu) == n

@@ -50,6 +50,17 @@ class ClusterConfig(Strict):
     # How long a replica's lease on a watch group outlives its last heartbeat: a dead replica's
     # groups are polled by another within one lease period (plus that group's interval).
     lease_period: Duration = timedelta(seconds=30)
+    # A by-id watch group is polled in this many shards, one lease each (bridge/shards.py), so
+    # replicas share one provider's fleet: at least the number of replicas, a multiple of it for an
+    # even split. Every replica must use the same number (a shard of 4 is not a shard of 8).
+    shards: int = 8
+
+    @field_validator("shards")
+    @classmethod
+    def _shard_bounds(cls, v: int) -> int:
+        if not 1 <= v <= 256:
+            raise ValueError("must be between 1 and 256 (each shard of a by-id group is one lease)")
+        return v
 
     @field_validator("lease_period")
     @classmethod

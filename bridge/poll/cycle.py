@@ -147,8 +147,11 @@ class Poller:
             )
         return h.backoff
 
-    async def poll(self, provider: Provider, group: str) -> PollSummary:
-        """Fetch one watch group and commit what changed. Never raises for a provider fault."""
+    async def poll(
+        self, provider: Provider, group: str, *, shard: tuple[int, int] | None = None
+    ) -> PollSummary:
+        """Fetch one watch group (or shard K of N of a by-id group's watches, bridge/shards.py) and
+        commit what changed. Never raises for a provider fault."""
         started = time.perf_counter()
         now = self._clock.now()
         backoff = self._backoff(provider, group)
@@ -169,7 +172,7 @@ class Poller:
         if self._shared:
             await self._refresh_mirrors(provider.name)
         try:
-            await self._poll_slices(provider, group, now, tally, backoff)
+            await self._poll_slices(provider, group, now, tally, backoff, shard)
         except errors.ProviderError as exc:
             backoff.failed(exc, now)
             self.health.failure(provider.name, str(exc), now)
@@ -220,6 +223,7 @@ class Poller:
             "poll.completed",
             provider=provider.name,
             group=group,
+            **({"shard": f"{shard[0]}/{shard[1]}"} if shard is not None else {}),
             duration_ms=round(elapsed * 1000, 1),
             observations=summary.observed,
             failed=summary.failed,
@@ -234,7 +238,13 @@ class Poller:
         return summary
 
     async def _poll_slices(
-        self, provider: Provider, group: str, now: datetime, tally: Tally, backoff: ProviderBackoff
+        self,
+        provider: Provider,
+        group: str,
+        now: datetime,
+        tally: Tally,
+        backoff: ProviderBackoff,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         """A by-id group slice by slice, reading its watches page by page, in two lanes. Any other
         group (a listing) is one piece. Resources backing off are not asked (#18)."""
@@ -256,7 +266,7 @@ class Poller:
                 if finished or backoff.deferred(self._clock.now()) is not None:
                     return None
                 page = await self._store.list_watches_page(
-                    provider.name, source=spec.source, after=cursor[0], limit=SLICE
+                    provider.name, source=spec.source, after=cursor[0], limit=SLICE, shard=shard
                 )
                 finished = len(page) < SLICE
                 if page:

@@ -36,6 +36,7 @@ from bridge.config.models import ProviderConfig
 from bridge.model import Watch
 from bridge.poll.diff import digest64, meaningful_digest
 from bridge.providers.base import FetchResult, Provider
+from bridge.providers.http import ProviderHttp
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +49,9 @@ class PageRequest:
     watches: list[Watch]
     keep: frozenset[str]  # the fields rules keep although volatile (they count in the digest)
     known: dict[str, int]  # resource id → stored digest (see `digest64`), for those it has
+    # The provider's live replicas (bridge/poll/membership.py): the worker runs with 1/replicas of
+    # its own share, so replicas times workers together stay within the credential's limits.
+    replicas: int = 1
 
 
 def share(cfg: ProviderConfig, workers: int) -> ProviderConfig:
@@ -135,6 +139,9 @@ def _read_page(page: PageRequest) -> FetchResult:
     """One page in a worker: fetch, then triage (a ProviderError for the whole page is raised)."""
     if _worker is None:
         raise RuntimeError("the fetch worker's initializer did not run")
+    http = getattr(_worker.provider, "http", None)
+    if isinstance(http, ProviderHttp):
+        http.divide(page.replicas)
     fetched = _worker.loop.run_until_complete(_worker.provider.fetch(page.group, page.watches))
     return triage(fetched, page)
 
@@ -150,6 +157,7 @@ class FetchPool:
         self.workers = workers
         self._initargs: tuple[Any, ...] = (name, share(cfg, workers), secrets, logs.settings())
         self._executor: ProcessPoolExecutor | None = None
+        self.replicas = 1  # set by bridge/poll/membership.py on a shared store
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -166,6 +174,8 @@ class FetchPool:
         """The page's changed observations (checked, with digests), its failures, and how many were
         read unchanged. A ProviderError of the whole page propagates as it would in process."""
         executor = self._pool()
+        if page.replicas != self.replicas:
+            page = replace(page, replicas=self.replicas)
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, _read_page, page)
         except BrokenProcessPool as exc:

@@ -2,9 +2,13 @@
 
 `coalesce` folds missed runs into one, `max_instances=1` forbids overlapping polls of the same group
 (no duplicates from overlapping polls), and first runs are jittered so a restart does not hit every
-provider at the same instant. The timetable never moves for a fault: a `Retry-After` or a failing
-resource is the poller's back-off (bridge/poll/backoff.py, on the injected clock), which asks less,
-or nothing, at the runs it covers (#18: a deferred job once silenced a provider for 28 hours).
+provider at the same instant. On a store shared by replicas, a by-id group is split into
+`[cluster] shards` jobs (one lease each, bridge/poll/ownership.py), so replicas share one provider's
+fleet; a listing group (Podero `discover`, Realto's session and command-window listings, WattShift
+homes) stays one job, since a listing is read whole. The timetable never moves for a fault: a
+`Retry-After` or a failing resource is the poller's back-off (bridge/poll/backoff.py, on the
+injected clock), which asks less, or nothing, at the runs it covers (#18: a deferred job once
+silenced a provider for 28 hours).
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ log = structlog.get_logger(__name__)
 MAX_FIRST_RUN_JITTER = 5.0  # seconds
 
 
-def job_id(provider: str, group: str) -> str:
-    return f"poll:{provider}:{group}"
+def job_id(provider: str, group: str, shard: tuple[int, int] | None = None) -> str:
+    return f"poll:{provider}:{group}" if shard is None else f"poll:{provider}:{group}:{shard[0]}/{shard[1]}"
 
 
 class PollScheduler:
@@ -41,10 +45,12 @@ class PollScheduler:
         *,
         rng: random.Random | None = None,
         ownership: PollOwnership | None = None,
+        shards: int = 1,
     ) -> None:
         self._poller = poller
         # With replicas: a run polls only when this replica holds the group's lease (ownership.py).
         self._ownership = ownership
+        self._shards = shards if ownership is not None else 1  # one process never shards
         self._providers = list(providers)
         self._rng = rng or random.Random()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -61,16 +67,20 @@ class PollScheduler:
         for provider in self._providers:
             for group in provider.watch_groups():
                 interval = group.interval.total_seconds()
-                jitter = self._rng.uniform(0, min(MAX_FIRST_RUN_JITTER, interval))
-                jobs.append(
-                    {
-                        "id": job_id(provider.name, group.name),
-                        "provider": provider,
-                        "group": group.name,
-                        "interval": interval,
-                        "first_run": now + timedelta(seconds=jitter),
-                    }
-                )
+                n = self._shards if group.by_id else 1
+                shards: list[tuple[int, int] | None] = [(k, n) for k in range(n)] if n > 1 else [None]
+                for shard in shards:
+                    jitter = self._rng.uniform(0, min(MAX_FIRST_RUN_JITTER, interval))
+                    jobs.append(
+                        {
+                            "id": job_id(provider.name, group.name, shard),
+                            "provider": provider,
+                            "group": group.name,
+                            "shard": shard,
+                            "interval": interval,
+                            "first_run": now + timedelta(seconds=jitter),
+                        }
+                    )
         return jobs
 
     def start(self) -> None:
@@ -80,7 +90,7 @@ class PollScheduler:
                 self._run,
                 IntervalTrigger(seconds=float(job["interval"]), timezone=UTC),  # type: ignore[arg-type]
                 id=str(job["id"]),
-                args=(job["provider"], job["group"]),
+                args=(job["provider"], job["group"], job["shard"]),
                 next_run_time=job["first_run"],
                 coalesce=True,
                 max_instances=1,
@@ -90,15 +100,18 @@ class PollScheduler:
         self._scheduler.start()
         log.info("scheduler.started", jobs=len(self._scheduler.get_jobs()))
 
-    async def _run(self, provider: Provider, group: str) -> None:
+    async def _run(self, provider: Provider, group: str, shard: tuple[int, int] | None = None) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
         try:
-            if self._ownership is not None and not await self._ownership.owns(provider.name, group):
-                return  # another replica polls this group
+            if self._ownership is not None and not await self._ownership.owns(provider.name, group, shard):
+                return  # another replica polls this group (or shard)
             # Back-off is the poller's (bridge/poll/backoff.py): the timetable never moves for a fault.
-            await self._poller.poll(provider, group)
+            if shard is None:  # as before sharding: a wrapped `poll` (bench/scale.py) keeps working
+                await self._poller.poll(provider, group)
+            else:
+                await self._poller.poll(provider, group, shard=shard)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise

@@ -6,7 +6,6 @@ classified here, with messages that name the provider, the endpoint and the stat
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import re
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from yarl import URL
 
 from bridge import errors
 from bridge.clock import Clock, SystemClock
-from bridge.providers.pacing import GridLimiter
+from bridge.providers.pacing import Gate, GridLimiter
 
 # Retry-After is clamped to this when nobody says otherwise (a provider's is its `retry_after_cap`):
 # a header is the peer's wish, and no wish may stop us for longer than a day.
@@ -98,7 +97,27 @@ class ProviderHttp:
         # `rate` more per second (9 in one 1 s window at rate 5, measured). A bucket of one, refilled
         # every 1/rate s, spaces requests evenly: never more than `rate` in any 1 s window.
         self._limiter = _limiter(max_requests_per_second)
-        self._concurrency = asyncio.Semaphore(max_concurrency)
+        self._concurrency = Gate(max_concurrency)
+        # The whole credential's limits; a replica runs with a share of them (`divide`).
+        self._full = (max_requests_per_second, max_concurrency)
+        self.divisor = 1
+
+    def divide(self, n: int) -> None:
+        """Run with 1/n of the provider's limits: n replicas (or fetch workers) share one credential,
+        so together they stay within it (each keeps at least one connection). Requests already
+        waiting for the old pace keep it; the next ones take the new one."""
+        n = max(1, n)
+        if n == self.divisor:
+            return
+        rate, concurrency = self._full
+        self.divisor = n
+        self._limiter = _limiter(rate / n)
+        self._concurrency.resize(max(1, concurrency // n))
+
+    @property
+    def limits(self) -> tuple[float, int]:
+        """(requests per second, concurrency) this client runs with now."""
+        return self._full[0] / self.divisor, self._concurrency.size
 
     async def request_json(
         self,

@@ -66,3 +66,41 @@ class GridLimiter:
         tb: TracebackType | None,
     ) -> None:
         return None
+
+
+class Gate:
+    """A semaphore whose size can change while requests hold it (a replica's share of a provider's
+    `max_concurrency` moves with the number of replicas). Shrinking takes free places at once and
+    keeps the rest as a debt that requests pay on their way out, so no more than `size` are ever
+    let in after the change has settled, and no request in flight is disturbed."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._sem = asyncio.Semaphore(size)
+        self._debt = 0  # places to take back from requests still in flight
+
+    def resize(self, size: int) -> None:
+        delta, self.size = size - self.size, size
+        while delta > 0 and self._debt:
+            self._debt -= 1
+            delta -= 1
+        for _ in range(max(0, delta)):
+            self._sem.release()
+        while delta < 0 and not self._sem.locked():
+            self._sem._value -= 1  # a free place, taken without waiting (asyncio has no try_acquire)
+            delta += 1
+        self._debt += max(0, -delta)
+
+    async def __aenter__(self) -> None:
+        await self._sem.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._debt:
+            self._debt -= 1
+        else:
+            self._sem.release()

@@ -226,10 +226,17 @@ class Store(Protocol):
     ) -> list[Watch]: ...
 
     async def list_watches_page(
-        self, provider: str, *, source: str | None = None, after: tuple[str, str] | None, limit: int
+        self,
+        provider: str,
+        *,
+        source: str | None = None,
+        after: tuple[str, str] | None,
+        limit: int,
+        shard: tuple[int, int] | None = None,
     ) -> list[Watch]:
         """Up to `limit` active watches of a provider (of one source, if given) after (source,
-        resource id), in that order."""
+        resource id), in that order; with `shard` (K, N), only those whose resource id falls in shard
+        K of N (`bridge.poll.shards.shard_of`: md5, the same in SQL and in Python)."""
         ...
 
     async def list_rule_states(self) -> list[RuleState]:
@@ -317,4 +324,8 @@ class Store(Protocol):
 
     async def held_leases(self, holder: str, now: datetime) -> list[str]:
         """The names of `holder`'s unexpired leases."""
+        ...
+
+    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str, datetime]]:
+        """(name, holder, expiry) of every unexpired lease whose name starts with `prefix`, by name."""
         ...

@@ -345,10 +345,17 @@ class PostgresStore(PostgresTraces):
         return [rows_.watch(r) for r in await self._fetch(q.Q_WATCHES_LIST, provider, source, active_only)]
 
     async def list_watches_page(
-        self, provider: str, *, source: str | None = None, after: tuple[str, str] | None, limit: int
+        self,
+        provider: str,
+        *,
+        source: str | None = None,
+        after: tuple[str, str] | None,
+        limit: int,
+        shard: tuple[int, int] | None = None,
     ) -> list[Watch]:
         after_source, after_id = after or ("", "")
-        found = await self._fetch(q.Q_WATCHES_PAGE, provider, after_source, after_id, limit, source)
+        k, n = shard if shard is not None else (None, None)
+        found = await self._fetch(q.Q_WATCHES_PAGE, provider, after_source, after_id, limit, source, n, k)
         return [rows_.watch(r) for r in found]
 
     # -- rule states and silences ----------------------------------------------------------------
@@ -419,3 +426,6 @@ class PostgresStore(PostgresTraces):
 
     async def held_leases(self, holder: str, now: datetime) -> list[str]:
         return [r[0] for r in await self._fetch(q.Q_LEASES_HELD, holder, rows_.aware(now))]
+
+    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str, datetime]]:
+        return [(r[0], r[1], r[2]) for r in await self._fetch(q.Q_LEASE_HOLDERS, prefix, rows_.aware(now))]

@@ -233,6 +233,7 @@ Q_WATCHES_PAGE = """
 SELECT provider, source, resource_id, params, created_at, ended_at, end_reason FROM watches
 WHERE provider = $1 AND ended_at IS NULL AND (source, resource_id) > ($2, $3)
   AND ($5::text IS NULL OR source = $5)
+  AND ($6::int IS NULL OR ('x' || substr(md5(resource_id), 1, 8))::bit(32)::bigint % $6 = $7)
 ORDER BY source, resource_id LIMIT $4"""
 
 Q_RULE_STATE_UPSERT = """
@@ -311,3 +312,5 @@ RETURNING token"""
 Q_LEASE_RENEW = "UPDATE leases SET expires_at = $3 WHERE holder = $1 AND expires_at > $2"
 Q_LEASE_RELEASE = "DELETE FROM leases WHERE holder = $1 AND name = ANY($2::text[])"
 Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = $1 AND expires_at > $2 ORDER BY name"
+Q_LEASE_HOLDERS = """
+SELECT name, holder, expires_at FROM leases WHERE starts_with(name, $1) AND expires_at > $2 ORDER BY name"""

@@ -23,6 +23,7 @@ from bridge.model import (
     Snapshot,
     Watch,
 )
+from bridge.shards import shard_of
 from bridge.store.sqlite_api import SqliteApiReads
 from bridge.store.sqlite_outbox import SqliteOutbox
 from bridge.store.sqlite_rule_sql import (
@@ -45,6 +46,7 @@ from bridge.store.sqlite_sql import (
     Q_DIGESTS_OF_SOURCE,
     Q_EVENT_INSERT,
     Q_LEASE_ACQUIRE,
+    Q_LEASE_HOLDERS,
     Q_LEASE_RELEASE,
     Q_LEASE_RENEW,
     Q_LEASES_HELD,
@@ -59,6 +61,7 @@ from bridge.store.sqlite_sql import (
     Q_WATCHES_LIST,
     Q_WATCHES_PAGE,
     _delivery_row,
+    _dt,
     _event_row,
     _json,
     _snapshot,
@@ -178,14 +181,27 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
         return [_watch(row) for row in rows]
 
     async def list_watches_page(
-        self, provider: str, *, source: str | None = None, after: tuple[str, str] | None, limit: int
+        self,
+        provider: str,
+        *,
+        source: str | None = None,
+        after: tuple[str, str] | None,
+        limit: int,
+        shard: tuple[int, int] | None = None,
     ) -> list[Watch]:
-        after_source, after_id = after or ("", "")
-        async with self._read() as db:
-            rows = await db.execute_fetchall(
-                Q_WATCHES_PAGE, (provider, after_source, after_id, limit, source)
-            )
-        return [_watch(row) for row in rows]
+        # One process never shards its polls (README "Running several replicas"); a shard asked for
+        # anyway (the contract suite) is filtered here, page by page, to the same hash as PostgreSQL.
+        found: list[Watch] = []
+        cursor = after or ("", "")
+        while len(found) < limit:
+            async with self._read() as db:
+                rows = list(await db.execute_fetchall(Q_WATCHES_PAGE, (provider, *cursor, limit, source)))
+            page = [_watch(row) for row in rows]
+            found += [w for w in page if shard is None or shard_of(w.key.resource_id, shard[1]) == shard[0]]
+            if len(rows) < limit:
+                break
+            cursor = (page[-1].key.source, page[-1].key.resource_id)
+        return found[:limit]
 
     # -- rule states and silences ----------------------------------------------------------------
 
@@ -254,6 +270,11 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
         async with self._read() as db:
             rows = await db.execute_fetchall(Q_LEASES_HELD, (holder, _ts(now)))
         return [str(r[0]) for r in rows]
+
+    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str, datetime]]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_LEASE_HOLDERS, (prefix, _ts(now)))
+        return [(str(r[0]), str(r[1]), _dt(str(r[2]))) for r in rows]
 
 
 def _commit_batches(

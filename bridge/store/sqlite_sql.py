@@ -424,3 +424,6 @@ RETURNING token"""
 Q_LEASE_RENEW = "UPDATE leases SET expires_at = ?3 WHERE holder = ?1 AND expires_at > ?2"
 Q_LEASE_RELEASE = "DELETE FROM leases WHERE holder = ? AND name IN (SELECT value FROM json_each(?))"
 Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = ? AND expires_at > ? ORDER BY name"
+Q_LEASE_HOLDERS = """
+SELECT name, holder, expires_at FROM leases
+WHERE substr(name, 1, length(?1)) = ?1 AND expires_at > ?2 ORDER BY name"""

@@ -185,16 +185,17 @@ def test_cluster_defaults_to_host_pid_and_a_30s_lease(tmp_path):
     cluster = load_config(write(tmp_path, VALID), environ=ENV).cluster
     assert cluster.replica_id == f"{socket.gethostname()}-{os.getpid()}"
     assert cluster.lease_period == timedelta(seconds=30)
+    assert cluster.shards == 8
 
 
 def test_a_bad_cluster_section_is_named_at_its_line(tmp_path):
-    text = VALID + '\n[cluster]\nreplica_id = ""\nlease_period = "1s"\nleader = true\n'
+    text = VALID + '\n[cluster]\nreplica_id = ""\nlease_period = "1s"\nleader = true\nshards = 0\n'
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), environ=ENV)
     found = problems(info)
     path = tmp_path / "config.toml"
     lines = text.splitlines()
-    at = {key: lines.index(line) + 1 for key in ("replica_id", "lease_period", "leader")
+    at = {key: lines.index(line) + 1 for key in ("replica_id", "lease_period", "leader", "shards")
           for line in lines if line.startswith(f"{key} =")}  # fmt: skip
     assert any(p.startswith(f"{path}:{at['replica_id']}: cluster.replica_id: ") for p in found)
     assert any(
@@ -202,3 +203,5 @@ def test_a_bad_cluster_section_is_named_at_its_line(tmp_path):
         for p in found
     )
     assert f"{path}:{at['leader']}: cluster.leader: unknown key (check its spelling)" in found
+    shards = f"{path}:{at['shards']}: cluster.shards: "
+    assert any(p.startswith(shards) and "between 1 and 256" in p for p in found)

@@ -12,7 +12,9 @@ from structlog.testing import LogCapture
 
 from bridge.app_keys import POLLER, PROVIDERS
 from bridge.poll import scheduler as scheduler_module
+from bridge.poll.ownership import PollOwnership
 from bridge.poll.scheduler import MAX_FIRST_RUN_JITTER, PollScheduler, job_id
+from tests.conftest import ORG
 
 
 async def test_every_watch_group_gets_one_jittered_job(make_config, make_bridge, podero):
@@ -57,6 +59,38 @@ async def test_a_provider_without_static_watches_still_gets_jobs_for_run_time_wa
     bridge = await make_bridge(make_config(wallboxes=[]))
     scheduler = PollScheduler(bridge.app[POLLER], list(bridge.app[PROVIDERS].values()))
     assert len(scheduler.plan(datetime(2026, 11, 22, tzinfo=UTC))) == 5
+
+
+async def test_on_a_shared_store_by_id_groups_get_one_job_per_shard_and_listings_stay_one(
+    make_config, make_bridge, podero, clock
+):
+    podero_cfg = {"kind": "podero", "base_url": podero.base_url, "client_id": "c", "client_secret": "s"}
+    config = make_config(
+        providers={
+            "podero": {**podero_cfg, "org_id": ORG, "discover": True},
+            "wattshift": {"kind": "wattshift", "base_url": "http://127.0.0.1:9", "api_key": "k"},
+        }
+    )
+    bridge = await make_bridge(config)
+    ownership = PollOwnership(bridge.store, clock, replica_id="r", period=timedelta(seconds=30))
+    providers = list(bridge.app[PROVIDERS].values())
+    sharded = PollScheduler(bridge.app[POLLER], providers, ownership=ownership, shards=3)
+    ids = [j["id"] for j in sharded.plan(datetime(2026, 11, 22, tzinfo=UTC))]
+    # Podero with discover lists every device family (one job each); onboarding is by id (3 shards);
+    # WattShift lists its homes.
+    assert ids == [
+        "poll:podero:wallboxes",
+        "poll:podero:heat_pumps",
+        "poll:podero:electric_vehicles",
+        "poll:podero:inverters",
+        "poll:podero:onboarding:0/3",
+        "poll:podero:onboarding:1/3",
+        "poll:podero:onboarding:2/3",
+        "poll:wattshift:homes",
+    ]
+    # One process (no leases): never sharded, whatever `shards` says.
+    single = PollScheduler(bridge.app[POLLER], providers, shards=3)
+    assert len(single.plan(datetime(2026, 11, 22, tzinfo=UTC))) == 6
 
 
 class _LatestFirstRun(random.Random):

@@ -18,9 +18,11 @@ from bridge.model import (
     RuleState,
     Silence,
     Snapshot,
+    Watch,
     delivery_id,
     event_id,
 )
+from bridge.shards import shard_of
 from bridge.store.base import AttemptOutcome
 from tests.store.factories import T0, key, pending, result
 
@@ -424,3 +426,41 @@ async def test_heartbeats_keep_leases_and_a_release_frees_them_at_once(store):
     await store.release_leases("r1", ["poll:a:x"])
     assert await store.acquire_lease("poll:a:x", "r2", T0 + timedelta(seconds=46), period) is not None
     assert await store.held_leases("r1", T0 + timedelta(seconds=46)) == ["poll:a:y"]
+
+
+async def test_lease_holders_lists_the_live_leases_under_a_prefix_with_their_holders(store):
+    period = timedelta(seconds=30)
+    await store.acquire_lease("member:podero:r2", "r2", T0, period)
+    await store.acquire_lease("member:podero:r1", "r1", T0 + timedelta(seconds=10), period)
+    await store.acquire_lease("member:realto:r1", "r1", T0, period)
+    await store.acquire_lease("poll:podero:wallboxes", "r1", T0, period)
+
+    assert await store.lease_holders("member:podero:", T0 + timedelta(seconds=20)) == [
+        ("member:podero:r1", "r1", T0 + timedelta(seconds=40)),
+        ("member:podero:r2", "r2", T0 + timedelta(seconds=30)),
+    ]
+    # r2 stopped heart-beating: 30 s later it is no longer a member; the prefix is literal text.
+    assert await store.lease_holders("member:podero:", T0 + timedelta(seconds=35)) == [
+        ("member:podero:r1", "r1", T0 + timedelta(seconds=40))
+    ]
+    assert await store.lease_holders("member:%", T0) == []
+
+
+async def test_a_page_of_one_shard_holds_exactly_the_watches_whose_id_hashes_to_it(store):
+    ids = [f"wb-{i:03d}" for i in range(60)]
+    for rid in ids:
+        await store.add_watch(Watch(key=key(rid), params={}, created_at=T0))
+    shards = 4
+    seen: list[str] = []
+    for k in range(shards):
+        after, mine = None, []
+        while page := await store.list_watches_page(
+            "podero", source="podero.wallbox", after=after, limit=7, shard=(k, shards)
+        ):
+            mine += [w.key.resource_id for w in page]
+            after = (page[-1].key.source, page[-1].key.resource_id)
+        # The database's hash (SQL on PostgreSQL) is the one every replica computes in Python.
+        assert mine == [rid for rid in ids if shard_of(rid, shards) == k]
+        seen += mine
+    assert sorted(seen) == ids  # every watch in exactly one shard
+    assert all(0 < sum(shard_of(r, shards) == k for r in ids) < 30 for k in range(shards))
