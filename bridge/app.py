@@ -51,6 +51,7 @@ from bridge.logs import register_secrets
 from bridge.metrics import Metrics
 from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, ResourceKey, Watch
 from bridge.notify.batches import Digester, digest_configs
+from bridge.notify.links import LinkSigner
 from bridge.notify.rulebook import RuleBook, load_for
 from bridge.poll.cycle import Poller
 from bridge.poll.fetch_pool import FetchPool
@@ -207,6 +208,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         fetch_pools=app[FETCH_POOLS],
         event_types={n: c.accepts for n, c in app[CONFIG].channels.items() if c.event_types is not None},
         windows=channel_windows(app[CONFIG].channels),
+        links=LinkSigner.from_config(app[CONFIG].server),
     )
     app[DIGESTER] = Digester(
         app[STORE],
