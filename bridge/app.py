@@ -64,6 +64,7 @@ from bridge.providers.registry import make_provider
 from bridge.store.base import Store
 from bridge.store.factory import store_for_url
 from bridge.store.retention import Pruner, retention_loop
+from bridge.web.links import setup_links
 from bridge.web.status import setup_status_page
 
 log = structlog.get_logger(__name__)
@@ -101,6 +102,7 @@ def create_app(
     app[HAND_OVER] = start_scheduler if handoff is None else handoff
     app.add_routes(health.routes)
     setup_status_page(app)
+    setup_links(app)
     app.add_routes(metrics_api.routes)
     setup_admin_api(app)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])

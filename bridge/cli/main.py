@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bridge import __version__, logs
+from bridge.cli import acks as cli_acks
 from bridge.cli import deliveries as cli_deliveries
 from bridge.cli import explain as cli_explain
 from bridge.cli import rules as cli_rules
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_deliveries.add_parsers(sub)
     cli_rules.add_parsers(sub)
     cli_explain.add_parsers(sub)
+    cli_acks.add_parsers(sub)
 
     sim = sub.add_parser("simulate", help="serve the provider simulators on loopback")
     sim.add_argument("--host", default="127.0.0.1")
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_rules.run(args)
         if args.command == "explain":
             return cli_explain.run(args)
+        if args.command == "ack":
+            return cli_acks.run(args)
         if args.command in ("deliveries", "channels"):
             return cli_deliveries.run(args)
         if args.command == "simulate":
