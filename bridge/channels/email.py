@@ -23,7 +23,7 @@ from bridge.clock import Clock
 from bridge.config.models import ChannelConfig as AnyChannelConfig
 from bridge.config.models import Config, EmailChannelConfig, SmtpConfig
 from bridge.model import Delivery, Event
-from bridge.notify.links import link_lines
+from bridge.notify.links import link_html, link_lines
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +103,7 @@ class EmailChannel:
             "to": list(self._cfg.to),
         }
         if ctx.email_html is not None:
-            stored["html"] = ctx.email_html
+            stored["html"] = ctx.email_html + link_html(ctx.links)
         return orjson.dumps(stored)
 
     def message(self, delivery: Delivery) -> EmailMessage:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -162,6 +163,17 @@ class LinkSigner:
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def link_html(links: dict[str, Any] | None) -> str:
+    """The links as a paragraph for an HTML email part ("" without links)."""
+    if not links:
+        return ""
+    snoozes = " ".join(
+        f'<a href="{html.escape(url)}">{html.escape(n)}</a>' for n, url in links["snooze"].items()
+    )
+    ack = html.escape(links["acknowledge"])
+    return f'\n<p><a href="{ack}">Acknowledge</a> (stops reminders and escalation) · Snooze: {snoozes}</p>\n'
 
 
 def link_lines(links: dict[str, Any] | None) -> list[str]:

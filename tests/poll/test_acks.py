@@ -185,6 +185,11 @@ async def test_escalation_goes_to_oncall_when_nobody_acknowledges_and_not_when_s
 ):
     steps = 'escalate = [{after = "30m", channels = ["oncall"]}, {after = "1h", channels = ["ops"]}]'
     bridge = await make_bridge(configure(steps, **store_cfg))
+    [rule] = (await (await bridge.client.get("/api/rules", headers=auth())).json())["items"]
+    assert rule["escalate"] == [
+        {"after_s": 1800.0, "channels": ["oncall"]},
+        {"after_s": 3600.0, "channels": ["ops"]},
+    ]
     start = await fire(bridge, podero)
     await minutes(bridge, 45)
     await until(sink, 2)
