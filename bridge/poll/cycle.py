@@ -112,6 +112,9 @@ class Poller:
     def rule_states(self) -> list[RuleState]:
         return self._evaluate.states
 
+    def rule_state(self, rule_id: str, key: ResourceKey) -> RuleState | None:
+        return self._evaluate.state_of(rule_id, key)
+
     def next_due(self) -> datetime | None:
         """When the earliest hold ends or reminder is due (None: no timer running)."""
         return self._evaluate.next_due()
@@ -532,7 +535,13 @@ class Poller:
         async with self._lock:
             if self._shared:  # the firing may be another replica's: read what is stored now
                 self._evaluate.replace_all(await self._store.list_rule_states())
-            state, trace = acking.apply(self._evaluate.states, req, self._clock.now())
+            if req.provider is not None and req.source is not None:  # a link: one lookup
+                key = ResourceKey(provider=req.provider, source=req.source, resource_id=req.resource_id)
+                known = self._evaluate.state_of(req.rule_id, key)
+                candidates = [known] if known is not None else []
+            else:
+                candidates = self._evaluate.states
+            state, trace = acking.apply(candidates, req, self._clock.now())
             await self._store.record_ack(state, trace)
             self._remember([state])
         log.info(

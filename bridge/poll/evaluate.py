@@ -106,6 +106,9 @@ class Evaluator:
     def states(self) -> list[RuleState]:
         return list(self._states.values())
 
+    def state_of(self, rule_id: str, key: ResourceKey) -> RuleState | None:
+        return self._states.get((rule_id, key))
+
     def next_due(self) -> datetime | None:
         """When the earliest hold ends or reminder is due (None: no timer running)."""
         return min((d for s in self._states.values() if (d := s.next_due) is not None), default=None)

@@ -58,14 +58,12 @@ def _what(claim: LinkClaim) -> dict[str, Any]:
 
 def _state_problem(request: web.Request, claim: LinkClaim) -> str | None:
     """Whether the link's firing is still open, as the poller sees it now (the POST re-checks)."""
-    for st in request.app[POLLER].rule_states:
-        if st.rule_id == claim.rule_id and st.key == claim.key and st.phase == "firing":
-            if st.firing_seq is not None and st.firing_seq != claim.firing_seq:
-                break
-            if st.acked_at is not None:
-                return f"already acknowledged by {st.acked_by} at {st.acked_at.isoformat(timespec='seconds')}"
-            return None
-    return "this firing has resolved: there is nothing left to do"
+    st = request.app[POLLER].rule_state(claim.rule_id, claim.key)
+    if st is None or st.phase != "firing" or st.firing_seq not in (None, claim.firing_seq):
+        return "this firing has resolved: there is nothing left to do"
+    if st.acked_at is not None:
+        return f"already acknowledged by {st.acked_by} at {st.acked_at.isoformat(timespec='seconds')}"
+    return None
 
 
 async def confirm(request: web.Request) -> web.Response:
