@@ -283,3 +283,49 @@ async def test_escalation_and_an_ack_survive_a_restart(configure, make_bridge, p
     explained = await again.client.get(f"/api/explain?rule=action-needed&resource={WB}", headers=auth())
     reasons = [r for ev in (await explained.json())["evaluations"] for r in ev["reasons"]]
     assert any(r.startswith("acknowledged by cy at ") for r in reasons)
+
+
+async def test_the_cli_acknowledges_through_the_running_bridge_and_lists_the_firings(
+    configure, make_bridge, podero, sink, tmp_path, capsys
+):
+    import asyncio
+
+    from bridge.cli.main import main
+
+    bridge = await make_bridge(configure('repeat = "15m"'))
+    start = await fire(bridge, podero)
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(f'[server]\nadmin_token = "{TOKEN}"\n[rules]\npaths = []\n')
+    base = str(bridge.client.make_url("")).rstrip("/")
+    argv = ["ack", "-c", str(cfg), "--url", base, "--rule", "action-needed", "--resource", WB, "--by", "dee"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert "acknowledged by dee at 2026-11-22T21:00:00Z" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, argv) == 1  # already acknowledged: said, exit 1
+    assert "already acknowledged by dee" in capsys.readouterr().err
+    assert await asyncio.to_thread(main, ["ack", "-c", str(cfg), "--url", base, "--list"]) == 0
+    assert (
+        f"action-needed podero.wallbox {WB} (provider podero): acknowledged by dee" in capsys.readouterr().out
+    )
+    await minutes(bridge, 60)
+    assert sent_minutes(got(sink), start) == [0]
+
+
+async def test_without_a_public_url_or_on_a_rule_that_neither_repeats_nor_escalates_there_are_no_links(
+    make_config, make_bridge, podero, sink, wallbox
+):
+    rules = RULE.format(extra="") + RULE.format(extra='repeat = "1h"').replace('"action-needed"', '"again"')
+    server = {"listen": "127.0.0.1:0", "admin_token": TOKEN, "public_url": PUBLIC}
+    bridge = await make_bridge(make_config(rules=rules, wallboxes=[wallbox], server=server))
+    await fire(bridge, podero)
+    by_rule = {h.json["data"]["rule"]: h.json["data"] for h in await until(sink, 2)}
+    assert "links" not in by_rule["action-needed"]
+    assert "links" in by_rule["again"]
+
+    unlinked = await make_bridge(make_config(rules=rules, wallboxes=[wallbox]))
+    podero.resolve_action(WB, "reauthenticate")
+    await unlinked.poll()
+    podero.add_action(WB, code="reauthenticate")
+    await unlinked.poll()
+    await unlinked.deliver()
+    fresh = [h for h in await until(sink, 6) if h.json["data"]["status"] == "firing"][2:]
+    assert [("links" in h.json["data"]) for h in fresh] == [False, False]
