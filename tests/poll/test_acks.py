@@ -329,3 +329,25 @@ async def test_without_a_public_url_or_on_a_rule_that_neither_repeats_nor_escala
     await unlinked.deliver()
     fresh = [h for h in await until(sink, 6) if h.json["data"]["status"] == "firing"][2:]
     assert [("links" in h.json["data"]) for h in fresh] == [False, False]
+
+
+async def test_an_ack_taken_by_another_replica_stops_the_owners_reminders(
+    configure, make_bridge, podero, sink
+):
+    """Two bridges on one PostgreSQL store: the one that polls fires and reminds; an ack through the
+    other's API is seen by the first at its next tick, and its own stale write cannot undo it."""
+    async with pg_schema() as (url, schema):
+        config = configure('repeat = "15m"', store={"url": f"{url}?search_path={schema}"})
+        owner = await make_bridge(config)
+        other = await make_bridge(config)
+        start = await fire(owner, podero)
+        await minutes(owner, 16)
+        await until(sink, 2)
+        created = await other.client.post(
+            "/api/acks", json={"rule": "action-needed", "resource_id": WB, "by": "eve"}, headers=auth()
+        )
+        assert created.status == 201
+        await minutes(owner, 60)
+        assert sent_minutes(got(sink), start) == [0, 15]
+        [firing] = (await (await owner.client.get("/api/firings", headers=auth())).json())["items"]
+        assert firing["acked_by"] == "eve"
