@@ -146,18 +146,17 @@ def _check(path: str) -> int:
     rules = load_for(config)
     _check_body_templates(path, config, rules)
     asyncio.run(probe(config.store.url))  # what `run` would refuse: an unreachable store
+    print(
+        f"{path}: OK ({len(config.providers)} provider(s), {len(config.channels)} channel(s), "
+        f"{len(rules.rules)} rule(s))"
+    )
     linked = [r.id for r in rules.rules if r.acknowledgeable]
     if linked and config.server.public_url is None:  # not an error: the API and `ack` still work
         print(
             f"{path}: note: {len(linked)} rule(s) repeat or escalate ({', '.join(linked[:3])}"
             f"{', …' if len(linked) > 3 else ''}) but [server] public_url is unset: their "
             "notifications carry no acknowledge / snooze links",
-            file=sys.stderr,
         )
-    print(
-        f"{path}: OK ({len(config.providers)} provider(s), {len(config.channels)} channel(s), "
-        f"{len(rules.rules)} rule(s))"
-    )
     return EXIT_OK
 
 

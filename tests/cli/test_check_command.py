@@ -209,5 +209,5 @@ def test_rules_that_repeat_without_a_public_url_get_a_note_not_an_error(repo_roo
     assert "OK" in captured.out
     assert (
         "but [server] public_url is unset: their notifications carry no acknowledge / snooze links"
-        in captured.err
+        in captured.out
     )
