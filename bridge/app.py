@@ -52,6 +52,7 @@ from bridge.logs import register_secrets
 from bridge.metrics import Metrics
 from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, ResourceKey, Watch
 from bridge.notify.batches import Digester, digest_configs
+from bridge.notify.links import LinkSigner
 from bridge.notify.rulebook import RuleBook, load_for
 from bridge.poll.cycle import Poller
 from bridge.poll.fetch_pool import FetchPool
@@ -65,6 +66,7 @@ from bridge.providers.registry import make_provider
 from bridge.store.base import Store
 from bridge.store.factory import store_for_url
 from bridge.store.retention import Pruner, retention_loop
+from bridge.web.links import setup_links
 from bridge.web.status import setup_status_page
 
 log = structlog.get_logger(__name__)
@@ -102,6 +104,7 @@ def create_app(
     app[HAND_OVER] = start_scheduler if handoff is None else handoff
     app.add_routes(health.routes)
     setup_status_page(app)
+    setup_links(app)
     app.add_routes(metrics_api.routes)
     setup_admin_api(app)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
@@ -209,6 +212,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         fetch_pools=app[FETCH_POOLS],
         event_types={n: c.accepts for n, c in app[CONFIG].channels.items() if c.event_types is not None},
         windows=channel_windows(app[CONFIG].channels),
+        links=LinkSigner.from_config(app[CONFIG].server),
     )
     app[DIGESTER] = Digester(
         app[STORE],

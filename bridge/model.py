@@ -146,6 +146,23 @@ class RuleState:
     repeats: int = 0  # reminders sent for the current firing
     last_fired_at: datetime | None = None  # for `cooldown`
     changes: tuple[Change, ...] = ()  # the triggering changes, carried into a delayed firing
+    # Acknowledge, snooze and escalation (#14): which firing this is (the resource's event
+    # sequence of the notification that opened it: what a link names), the escalation steps sent
+    # and when the next is due, and who acknowledged or snoozed it. A new firing starts clean.
+    firing_seq: int | None = None
+    escalated: int = 0
+    escalate_at: datetime | None = None
+    acked_by: str | None = None
+    acked_at: datetime | None = None
+    snoozed_until: datetime | None = None
+    snoozed_by: str | None = None
+
+    @property
+    def next_due(self) -> datetime | None:
+        """The earlier of the reminder (or hold end) and the next escalation step."""
+        if self.escalate_at is None:
+            return self.due_at
+        return self.escalate_at if self.due_at is None else min(self.due_at, self.escalate_at)
 
     @property
     def forgettable(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge.api import (
+    acks,
     channel_enable,
     deliveries,
     events,
@@ -28,7 +29,19 @@ from bridge.api.registry import ApiRoutes
 def admin_operations() -> ApiRoutes:
     """Every admin API operation, in the order the OpenAPI document lists them."""
     api = ApiRoutes()
-    for module in (events, deliveries, channel_enable, silences, rules, explain, providers, watches, schemas):
+    modules = (
+        events,
+        deliveries,
+        channel_enable,
+        silences,
+        acks,
+        rules,
+        explain,
+        providers,
+        watches,
+        schemas,
+    )
+    for module in modules:
         api.extend(module.routes)
     return api
 

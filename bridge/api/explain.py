@@ -44,13 +44,16 @@ class ExplainedDelivery(DeliveryOut):
 
 class EvaluationOut(Response):
     at: datetime
-    trigger: str = Field(description="changed, appeared, disappeared, or timer (a hold ending, a reminder)")
+    trigger: str = Field(
+        description="changed, appeared, disappeared, timer (a hold ending, a reminder, an escalation), "
+        "or ack / snooze (someone acknowledged or snoozed the firing, #14)"
+    )
     source: str
     provider: str
     resource_id: str
     outcome: str = Field(
         description="sent, resolved, no-match, hold, hold-broken, still-firing, ended, cooldown, silenced, "
-        "deferred, inhibited, flapping, digest, no-delivery"
+        "deferred, inhibited, flapping, digest, no-delivery, acknowledged, snoozed"
     )
     reasons: list[str]
     changes: list[ChangeOut]

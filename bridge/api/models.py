@@ -288,6 +288,14 @@ class RuleOut(Response):
     )
     repeat_never: bool = Field(default=False, description='`repeat = "never"`: one notification per firing')
     stale_after_s: float | None = Field(default=None, description="`stale_after`: quiet this long fires")
+    escalate: list[EscalationOut] = Field(
+        default_factory=list, description="the escalation chain (#14): unacknowledged after_s, tell channels"
+    )
+
+
+class EscalationOut(Response):
+    after_s: float
+    channels: list[str]
 
 
 class RuleList(Response):

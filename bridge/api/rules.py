@@ -11,7 +11,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from bridge.api.json_errors import ApiError
-from bridge.api.models import ReloadResult, RuleList, RuleOut
+from bridge.api.models import EscalationOut, ReloadResult, RuleList, RuleOut
 from bridge.api.registry import ApiRoutes
 from bridge.app_keys import RULEBOOK, STORE
 
@@ -46,6 +46,9 @@ async def list_rules(request: web.Request) -> RuleList:
             repeat_steps_s=[s.total_seconds() for s in r.repeat_steps],
             repeat_never=r.repeat_never,
             stale_after_s=_seconds(r.stale_after),
+            escalate=[
+                EscalationOut(after_s=e.after.total_seconds(), channels=list(e.channels)) for e in r.escalate
+            ],
         )
         for r in book.current.rules
     ]

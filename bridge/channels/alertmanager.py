@@ -19,7 +19,7 @@ import structlog
 
 from bridge import __version__
 from bridge.channels.base import RenderContext, SendResult
-from bridge.channels.email import default_subject, default_text
+from bridge.channels.email import default_subject, default_text, with_links
 from bridge.channels.webhook import _read_excerpt, iso_z
 from bridge.clock import Clock
 from bridge.config.models import AlertmanagerChannelConfig, Config
@@ -107,7 +107,10 @@ class AlertmanagerChannel:
         # default), so we say how long it lasts. Resolved: it ended when the rule said so.
         ends = starts if event.status == "resolved" else starts + self._cfg.resolve_timeout
         summary = ctx.email_subject or default_subject(event)
-        description = ctx.email_body if ctx.email_body is not None else default_text(event, ctx)
+        description = with_links(
+            ctx.email_body if ctx.email_body is not None else default_text(event, ctx), ctx
+        )
+        links = {"acknowledge_url": ctx.links["acknowledge"]} if ctx.links else {}
         return {
             "labels": alert_labels(event, self._cfg.labels),
             "annotations": {
@@ -116,6 +119,7 @@ class AlertmanagerChannel:
                 "event_id": event.id,
                 "sequence": str(event.sequence),
                 "status": event.status,
+                **links,
             },
             "startsAt": iso_z(starts),
             "endsAt": iso_z(ends),

@@ -23,7 +23,7 @@ import structlog
 from pydantic import SecretStr
 
 from bridge.channels.base import RenderContext, SendResult
-from bridge.channels.email import default_subject, default_text
+from bridge.channels.email import default_subject, default_text, with_links
 from bridge.clock import Clock
 from bridge.config.models import AppriseChannelConfig, Config
 from bridge.config.models import ChannelConfig as AnyChannelConfig
@@ -119,7 +119,9 @@ class AppriseChannel:
     def render(self, event: Event, ctx: RenderContext) -> bytes:
         stored = {
             "title": ctx.email_subject or default_subject(event),
-            "body": ctx.email_body if ctx.email_body is not None else default_text(event, ctx),
+            "body": with_links(
+                ctx.email_body if ctx.email_body is not None else default_text(event, ctx), ctx
+            ),
             "type": notify_type(event),
         }
         return orjson.dumps(stored)

@@ -21,6 +21,9 @@ class RenderContext:
     email_body: str | None = None  # rendered body from the rule's [rule.email]
     email_html: str | None = None  # rendered HTML alternative from the rule's [rule.email] html
     mqtt_topic: str | None = None  # rendered topic from the rule's [rule.mqtt] topic
+    # Acknowledge / snooze links of this notification (#14; `LinkSigner.links`), or None.
+    links: dict[str, Any] | None = None
+    escalation: int = 0  # >0: this notification is escalation step n of its firing (#14)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

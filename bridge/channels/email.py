@@ -23,6 +23,7 @@ from bridge.clock import Clock
 from bridge.config.models import ChannelConfig as AnyChannelConfig
 from bridge.config.models import Config, EmailChannelConfig, SmtpConfig
 from bridge.model import Delivery, Event
+from bridge.notify.links import link_html, link_lines
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,16 @@ def default_text(event: Event, ctx: RenderContext) -> str:
         lines += ["", "Changes:"]
         lines += [f"  {c.field}: {_show(c.old)} -> {_show(c.new)}" for c in event.changes]
     return "\n".join(lines) + "\n"
+
+
+def with_links(text: str, ctx: RenderContext) -> str:
+    """A notification's text with its escalation step and acknowledge / snooze links (#14) below."""
+    extra = link_lines(ctx.links)
+    if ctx.escalation:
+        extra = ["", f"Escalated (step {ctx.escalation}): nobody acknowledged it in time.", *extra[:]]
+    if not extra:
+        return text
+    return text.rstrip("\n") + "\n" + "\n".join(extra) + "\n"
 
 
 def _show(value: Any) -> str:
@@ -86,11 +97,13 @@ class EmailChannel:
     def render(self, event: Event, ctx: RenderContext) -> bytes:
         stored: dict[str, Any] = {
             "subject": ctx.email_subject or default_subject(event),
-            "text": ctx.email_body if ctx.email_body is not None else default_text(event, ctx),
+            "text": with_links(
+                ctx.email_body if ctx.email_body is not None else default_text(event, ctx), ctx
+            ),
             "to": list(self._cfg.to),
         }
         if ctx.email_html is not None:
-            stored["html"] = ctx.email_html
+            stored["html"] = ctx.email_html + link_html(ctx.links)
         return orjson.dumps(stored)
 
     def message(self, delivery: Delivery) -> EmailMessage:

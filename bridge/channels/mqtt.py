@@ -88,7 +88,7 @@ class MqttChannel:
         stored = {
             "topic": safe_topic(topic, fallback=safe_topic(fallback, fallback="wattbridge")),
             "retain": self._cfg.retain,
-            "payload": orjson.dumps(envelope(event)).decode(),
+            "payload": orjson.dumps(envelope(event, ctx)).decode(),
         }
         return orjson.dumps(stored)
 

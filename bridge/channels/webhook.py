@@ -46,9 +46,10 @@ def iso_z(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def envelope(event: Event) -> dict[str, Any]:
-    """The default webhook body (SPEC §6) as a dict."""
-    return {
+def envelope(event: Event, ctx: RenderContext | None = None) -> dict[str, Any]:
+    """The default webhook body (SPEC §6) as a dict; with `ctx`, a repeating or escalating rule's
+    firing also carries `data.links` and an escalation step its number `data.escalation` (#14)."""
+    body: dict[str, Any] = {
         "type": event.type,
         "timestamp": iso_z(event.occurred_at),
         "data": {
@@ -64,6 +65,11 @@ def envelope(event: Event) -> dict[str, Any]:
             "state": event.state,
         },
     }
+    if ctx is not None and ctx.links:
+        body["data"]["links"] = ctx.links
+    if ctx is not None and ctx.escalation:
+        body["data"]["escalation"] = ctx.escalation
+    return body
 
 
 class WebhookChannel:
@@ -137,7 +143,7 @@ class WebhookChannel:
         return cls(name, cfg, session=session, clock=clock, outbound=OutboundGuard(config.outbound.allow))
 
     def render(self, event: Event, ctx: RenderContext) -> bytes:
-        body = envelope(event)
+        body = envelope(event, ctx)
         if self._body is None:
             return orjson.dumps(body)
         try:

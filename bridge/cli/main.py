@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bridge import __version__, logs
+from bridge.cli import acks as cli_acks
 from bridge.cli import deliveries as cli_deliveries
 from bridge.cli import explain as cli_explain
 from bridge.cli import rules as cli_rules
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_deliveries.add_parsers(sub)
     cli_rules.add_parsers(sub)
     cli_explain.add_parsers(sub)
+    cli_acks.add_parsers(sub)
 
     sim = sub.add_parser("simulate", help="serve the provider simulators on loopback")
     sim.add_argument("--host", default="127.0.0.1")
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_rules.run(args)
         if args.command == "explain":
             return cli_explain.run(args)
+        if args.command == "ack":
+            return cli_acks.run(args)
         if args.command in ("deliveries", "channels"):
             return cli_deliveries.run(args)
         if args.command == "simulate":
@@ -146,6 +150,13 @@ def _check(path: str) -> int:
         f"{path}: OK ({len(config.providers)} provider(s), {len(config.channels)} channel(s), "
         f"{len(rules.rules)} rule(s))"
     )
+    linked = [r.id for r in rules.rules if r.acknowledgeable]
+    if linked and config.server.public_url is None:  # not an error: the API and `ack` still work
+        print(
+            f"{path}: note: {len(linked)} rule(s) repeat or escalate ({', '.join(linked[:3])}"
+            f"{', …' if len(linked) > 3 else ''}) but [server] public_url is unset: their "
+            "notifications carry no acknowledge / snooze links",
+        )
     return EXIT_OK
 
 

@@ -86,6 +86,36 @@ class ServerConfig(Strict):
     max_headers: int = Field(default=64, ge=8, le=1024)
     keepalive_timeout: Duration = timedelta(seconds=15)
     request_timeout: Duration = timedelta(seconds=30)
+    # Acknowledge / snooze links (#14): the address people reach this bridge at (the links' base),
+    # the HMAC key that signs them (default: one derived from admin_token), how long a link lives
+    # at most, and the snooze lengths each notification offers.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    link_secret: SecretStr | None = None
+    link_ttl: Duration = timedelta(days=7)
+    snooze_durations: list[Duration] = Field(
+        default_factory=lambda: [timedelta(hours=1), timedelta(hours=4), timedelta(days=1)], max_length=6
+    )
+
+    @field_validator("link_ttl")
+    @classmethod
+    def _ttl(cls, v: timedelta) -> timedelta:
+        if not timedelta(minutes=5) <= v <= timedelta(days=90):
+            raise ValueError("must be between 5m and 90d")
+        return v
+
+    @field_validator("snooze_durations")
+    @classmethod
+    def _snoozes(cls, v: list[timedelta]) -> list[timedelta]:
+        if any(d <= timedelta(0) or d > timedelta(days=30) for d in v):
+            raise ValueError("each snooze must be longer than 0s and at most 30d")
+        return v
+
+    @field_validator("link_secret")
+    @classmethod
+    def _secret_length(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (it signs acknowledge links)")
+        return v
 
     @field_validator("keepalive_timeout", "request_timeout")
     @classmethod

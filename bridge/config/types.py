@@ -32,6 +32,15 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def format_duration(value: timedelta) -> str:
+    """The shortest whole unit for a duration: 1h, 4h, 1d, 90m, 45s (what `parse_duration` reads)."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 class Strict(BaseModel):
     """What users write: unknown keys are errors (a typo must not be silently ignored)."""
 

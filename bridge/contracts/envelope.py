@@ -38,6 +38,15 @@ class EnvelopeChange(Contract):
     new: Any = Field(description="the value after (null when absent)")
 
 
+class EventLinks(Contract):
+    """Signed acknowledge and snooze links of a repeating or escalating rule's firing (#14): each
+    opens a confirmation page on the bridge (`[server] public_url`); the action is its button."""
+
+    acknowledge: str = Field(description="stops reminders and escalation until the firing resolves")
+    snooze: dict[str, str] = Field(description="length (`1h`, `4h`, `1d`) → link pausing them that long")
+    expires_at: datetime = Field(description="the links stop working then (`[server] link_ttl`)")
+
+
 class EventData(Contract):
     """`data` of an event envelope; `state` is the resource's current state (null once it is gone)."""
 
@@ -51,6 +60,12 @@ class EventData(Contract):
     sequence: int = Field(ge=0, description="increases per resource: order events by it")
     changes: list[EnvelopeChange]
     state: dict[str, Any] | None
+    links: EventLinks | None = Field(
+        default=None, description="present on firings of rules that repeat or escalate (#14)"
+    )
+    escalation: int | None = Field(
+        default=None, ge=1, description="present on an escalation step's notification: its number (#14)"
+    )
 
 
 class Envelope(Contract):

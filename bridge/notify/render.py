@@ -26,6 +26,7 @@ from bridge.model import (
     delivery_id,
     event_id,
 )
+from bridge.notify.links import LinkSigner
 from bridge.rules.engine import Firing, RuleSet
 
 log = structlog.get_logger(__name__)
@@ -41,8 +42,10 @@ class Notifier:
         digest_groups: Mapping[str, Sequence[str]],
         event_types: Mapping[str, Callable[[str], bool]] | None = None,
         windows: Mapping[str, Schedule] | None = None,
+        links: LinkSigner | None = None,
     ) -> None:
         self._channels = channels
+        self._links = links  # signs acknowledge / snooze links (#14); None: no public_url
         self._windows = dict(windows or {})  # each channel's `mute` / `active` windows (#14)
         self._groups = {name: tuple(by) for name, by in digest_groups.items() if by}
         # A channel's event-type filter (`event_types` globs): no delivery for a type it does not take.
@@ -85,7 +88,7 @@ class Notifier:
         body: str | None = None
         html: str | None = None
         topic: str | None = None
-        for name in rule.channels:
+        for name in firing.channels if firing.channels is not None else rule.channels:
             accepts = self._accepts.get(name)
             if accepts is not None and not accepts(event.type):
                 continue
@@ -109,6 +112,8 @@ class Notifier:
                 email_body=body,
                 email_html=html,
                 mqtt_topic=topic,
+                links=self._links_of(event, firing, name),
+                escalation=firing.escalation,
             )
             group = self._groups.get(name)
             if rule.digest is not None and channel.kind == "email":
@@ -152,6 +157,13 @@ class Notifier:
         elif inhibited is not None and out:
             log.info("delivery.inhibited", event_id=event.id, rule=rule.id, reason=inhibited)
         return out
+
+    def _links_of(self, event: Event, firing: Firing, channel: str) -> dict[str, Any] | None:
+        """A firing notification of a rule that repeats or escalates carries links (#14)."""
+        if self._links is None or event.status != "firing" or not firing.rule.acknowledgeable:
+            return None
+        seq = firing.firing_seq if firing.firing_seq is not None else event.sequence
+        return self._links.links(firing.rule.id, event.key, seq, channel=channel, now=event.occurred_at)
 
     def _deferred_until(self, rule_windows: Schedule | None, channel: str, event: Event) -> datetime | None:
         """When the rule's and the channel's windows stop muting this notification (None: not muted)."""

@@ -28,8 +28,10 @@ from bridge.deliver.handoff import Handoff
 from bridge.lifecycle import finish_before_cancel
 from bridge.metrics import Metrics
 from bridge.model import HEALTH_SOURCE, Observation, PollResult, ResourceKey, RuleState, Snapshot, Watch
+from bridge.notify.links import LinkSigner
 from bridge.notify.rulebook import RuleBook
-from bridge.poll import stale_reads
+from bridge.poll import acking, stale_reads
+from bridge.poll.acking import AckRequest
 from bridge.poll.backoff import ProviderBackoff
 from bridge.poll.diff import digest64, meaningful_digest
 from bridge.poll.evaluate import Evaluator
@@ -65,6 +67,7 @@ class Poller:
         fetch_pools: Mapping[str, FetchPool] | None = None,
         event_types: Mapping[str, Callable[[str], bool]] | None = None,
         windows: Mapping[str, Schedule] | None = None,
+        links: LinkSigner | None = None,
     ) -> None:
         self._store = store
         self._pools = fetch_pools or {}  # provider → its fetch workers, when it has any
@@ -78,7 +81,11 @@ class Poller:
         # The last committed bridge.provider snapshots (loaded lazily; the store has them too).
         self._health_snapshots: dict[str, Snapshot] = {}
         self._evaluate = Evaluator(
-            channels, digest_groups=digest_groups or {}, event_types=event_types, windows=windows
+            channels,
+            digest_groups=digest_groups or {},
+            event_types=event_types,
+            windows=windows,
+            links=links,
         )
         # From reading snapshots to committing: a timer firing must not interleave with a poll of the
         # same resource (both bump its sequence). Fetching happens outside it.
@@ -104,6 +111,9 @@ class Poller:
     @property
     def rule_states(self) -> list[RuleState]:
         return self._evaluate.states
+
+    def rule_state(self, rule_id: str, key: ResourceKey) -> RuleState | None:
+        return self._evaluate.state_of(rule_id, key)
 
     def next_due(self) -> datetime | None:
         """When the earliest hold ends or reminder is due (None: no timer running)."""
@@ -528,6 +538,30 @@ class Poller:
                     results.append(result)
             await self._commit(results)
         return sum(len(r.events) for r in results)
+
+    async def acknowledge(self, req: AckRequest) -> RuleState:
+        """Acknowledge or snooze a firing (#14): stored with its trace, mirrored here; the timers see
+        it from the next tick. Raises AckRefused when no open firing matches."""
+        async with self._lock:
+            if self._shared:  # the firing may be another replica's: read what is stored now
+                self._evaluate.replace_all(await self._store.list_rule_states())
+            if req.provider is not None and req.source is not None:  # a link: one lookup
+                key = ResourceKey(provider=req.provider, source=req.source, resource_id=req.resource_id)
+                known = self._evaluate.state_of(req.rule_id, key)
+                candidates = [known] if known is not None else []
+            else:
+                candidates = self._evaluate.states
+            state, trace = acking.apply(candidates, req, self._clock.now())
+            await self._store.record_ack(state, trace)
+            self._remember([state])
+        log.info(
+            "rule.acknowledged" if req.action == "ack" else "rule.snoozed",
+            rule=state.rule_id,
+            resource=str(state.key),
+            by=req.by,
+            until=state.snoozed_until.isoformat() if req.action == "snooze" and state.snoozed_until else None,
+        )
+        return state
 
     async def _forget_removed_rules(self) -> None:
         """After a reload: drop the timers of rules that no longer exist (kept ones continue)."""

@@ -34,9 +34,11 @@ from bridge.model import (
     Trace,
     Watch,
 )
+from bridge.notify.links import LinkSigner
 from bridge.notify.render import Notifier
+from bridge.poll.decided import firing_of, note_due, note_observed
 from bridge.poll.diff import diff, meaningful_digest
-from bridge.rules import stale
+from bridge.rules import acks, stale
 from bridge.rules.engine import Firing, Rule, RuleSet, default_context
 from bridge.rules.state import Decision, on_due, on_observation
 
@@ -51,13 +53,14 @@ class Evaluator:
         digest_groups: Mapping[str, tuple[str, ...]],
         event_types: Mapping[str, Callable[[str], bool]] | None = None,
         windows: Mapping[str, Schedule] | None = None,
+        links: LinkSigner | None = None,
     ) -> None:
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
         self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
         # Firing states by rule id, then provider: what inhibition (#14) looks up.
         self._firing: dict[str, dict[str, set[ResourceKey]]] = {}
         self._notify = Notifier(
-            channels, digest_groups=digest_groups, event_types=event_types, windows=windows
+            channels, digest_groups=digest_groups, event_types=event_types, windows=windows, links=links
         )
         # Stale rules without a field (#14): when each resource was last read, by (provider,
         # source), as POSIX seconds; only for sources such a rule watches. Lost at a restart, so
@@ -103,14 +106,17 @@ class Evaluator:
     def states(self) -> list[RuleState]:
         return list(self._states.values())
 
+    def state_of(self, rule_id: str, key: ResourceKey) -> RuleState | None:
+        return self._states.get((rule_id, key))
+
     def next_due(self) -> datetime | None:
         """When the earliest hold ends or reminder is due (None: no timer running)."""
-        return min((s.due_at for s in self._states.values() if s.due_at is not None), default=None)
+        return min((d for s in self._states.values() if (d := s.next_due) is not None), default=None)
 
     def due_now(self, now: datetime) -> dict[ResourceKey, list[RuleState]]:
         due: dict[ResourceKey, list[RuleState]] = defaultdict(list)
         for st in self._states.values():
-            if st.due_at is not None and st.due_at <= now:
+            if (when := st.next_due) is not None and when <= now:
                 due[st.key].append(st)
         return due
 
@@ -286,17 +292,21 @@ class Evaluator:
                 moved.append(replace(st, phase="idle", last_fired_at=None))
                 continue
             active = checked[rule.id] = rule.active(snapshot.state)
-            if rule.stale_after is not None:
-                decision = self.stale_check(rule, st, snapshot.state, now)
-            else:
-                decision = on_due(rules.timings[rule.id], prior=st, active=active, now=now)
+            timing = rules.timings[rule.id]
+
+            def inner(prior: RuleState, rule: Rule = rule, active: bool = active) -> Decision:
+                if rule.stale_after is not None:
+                    return self.stale_check(rule, prior, snapshot.state, now)
+                return on_due(rules.timings[rule.id], prior=prior, active=active, now=now)
+
+            decision = acks.on_timer(timing, prior=st, active=active, now=now, inner=inner)
             if decision.state is not None:
                 moved.append(decision.state)
             if decision.suppressed is not None:
                 log.info("rule.suppressed", rule=rule.id, resource=str(key), reason=decision.suppressed)
-            _note_due(notes, rule.id, st, decision)
+            note_due(notes, rule.id, st, decision)
             if decision.emit is not None:
-                firings.append(Firing(rule=rule, status=decision.emit, changes=st.changes))
+                firings.append(firing_of(rule, st, decision))
         events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
         traces = tuple(
             Trace(
@@ -337,14 +347,24 @@ class Evaluator:
         sequence = snapshot.sequence
         events: list[Event] = []
         deliveries: list[Delivery] = []
+        opened: dict[str, int] = {}
         for firing in firings:
             sequence += 1
             event = self._notify.event(obs, firing, sequence)
+            if firing.status == "firing" and firing.firing_seq is None and firing.rule.id in rules.stateful:
+                opened[firing.rule.id] = sequence  # this notification opens the firing: its number
             events.append(event)
             inhibited = self._inhibited(firing, obs.key, rules, moved)
             sent = self._notify.deliveries(event, firing, snapshot.state, rules, inhibited=inhibited)
             deliveries.extend(sent)
             notes.emitted(firing, event.id, [(d.channel, *self._notify.why(d)) for d in sent])
+        if opened and isinstance(moved, list):  # the opened firings' states learn their number (#14)
+            moved[:] = [
+                replace(st, firing_seq=opened[st.rule_id])
+                if st.rule_id in opened and st.phase == "firing" and st.key == obs.key
+                else st
+                for st in moved
+            ]
         return tuple(events), tuple(deliveries), sequence
 
     def _inhibited(
@@ -389,7 +409,7 @@ class Evaluator:
                 if decision.state is not None:
                     moved.append(decision.state)
                 if decision.emit is not None:
-                    out.append(Firing(rule=rule, status=decision.emit, changes=()))
+                    out.append(firing_of(rule, prior, decision, changes=()))
                 continue
             hit = triggered.get(rule_id)
             relevant = hit.changes if hit is not None else tuple(c for c in changes if rule.watches(c.field))
@@ -407,51 +427,11 @@ class Evaluator:
                 moved.append(decision.state)
             if decision.suppressed is not None:
                 log.info("rule.suppressed", rule=rule_id, resource=str(key), reason=decision.suppressed)
-            _note_observed(notes, rule_id, prior, decision, triggered=hit is not None)
+            note_observed(notes, rule_id, prior, decision, triggered=hit is not None)
             if decision.emit is not None:
-                out.append(Firing(rule=rule, status=decision.emit, changes=relevant))
+                out.append(firing_of(rule, prior, decision, changes=relevant))
         out.sort(key=lambda f: rules.order(f.rule.id))
         return out, moved
-
-
-def _iso(when: datetime | None) -> str:
-    return "" if when is None else when.isoformat().replace("+00:00", "Z")
-
-
-def _note_observed(
-    notes: Notes, rule_id: str, prior: RuleState | None, decision: Decision, *, triggered: bool
-) -> None:
-    """What the state machine decided for a stateful rule on a change, when it did not notify."""
-    if decision.emit is not None:
-        return  # the emit's note says it
-    if decision.suppressed is not None:
-        notes.stopped(rule_id, "cooldown", decision.suppressed)
-    elif decision.state is not None and decision.state.phase == "pending":
-        notes.stopped(
-            rule_id, "hold", f"hold started: fires at {_iso(decision.state.due_at)} if it still holds"
-        )
-    elif decision.state is not None and prior is not None and prior.phase == "pending":
-        notes.stopped(rule_id, "hold-broken", "stopped holding before `for` ended: nothing sent")
-    elif decision.state is not None and prior is not None and prior.phase == "firing":
-        notes.stopped(rule_id, "ended", "the condition stopped; the rule has no `resolve`: nothing sent")
-    elif prior is not None and prior.phase == "pending":
-        notes.stopped(rule_id, "hold", f"still holding: fires at {_iso(prior.due_at)} if it still holds")
-    elif prior is not None and prior.phase == "firing" and triggered:
-        notes.stopped(rule_id, "still-firing", "already firing: a re-trigger is not a new alert")
-
-
-def _note_due(notes: Notes, rule_id: str, prior: RuleState, decision: Decision) -> None:
-    """What a timer (hold end, reminder) decided, when it did not notify."""
-    if decision.emit is not None:
-        if decision.repeat:
-            notes.detail(rule_id, f"reminder {decision.repeat}")
-        elif prior.phase == "pending":
-            notes.detail(rule_id, "the hold (`for`) ended with the condition still true")
-        return
-    if decision.suppressed is not None:
-        notes.stopped(rule_id, "cooldown", decision.suppressed)
-    elif decision.state is not None and decision.state.phase == "idle":
-        notes.stopped(rule_id, "ended", "the condition no longer holds: nothing sent")
 
 
 def _snapshot(obs: Observation, digest: str, sequence: int, *, version: int = 1) -> Snapshot:

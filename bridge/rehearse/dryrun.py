@@ -46,6 +46,7 @@ from bridge.poll.cycle import Poller
 from bridge.poll.diff import diff
 from bridge.poll.health import HealthBoard
 from bridge.providers.base import FetchResult, WatchGroup
+from bridge.rehearse.acks import ack_step, again
 from bridge.rehearse.timeline import Step, input_problem
 from bridge.rules.engine import RuleSet
 from bridge.store.sqlite import SqliteStore
@@ -69,7 +70,7 @@ class Notice:
     """One line of the dry run's story."""
 
     at: datetime
-    what: Literal["observed", "poll", "hold", "hold-broken", "cooldown", "event", "digest", "window"]
+    what: Literal["observed", "poll", "hold", "hold-broken", "cooldown", "event", "digest", "window", "ack"]
     text: str
     rule: str | None = None
     status: str | None = None
@@ -260,7 +261,7 @@ class DryRun:
                 polled[provider.name] = provider
                 continue
             source, rid = step.source or "", step.resource_id or ""
-            if source == CHANNEL_SOURCE:
+            if source == CHANNEL_SOURCE or step.kind == "ack":  # an ack (#14): after this time's polls
                 internal.append(step)
                 continue
             provider = self._provider(step.provider, source.split(".", 1)[0], step)
@@ -282,6 +283,10 @@ class DryRun:
             provider.failure = None
             self._collect()
         for step in internal:
+            if step.kind == "ack":
+                self.notices.append(Notice(at=step.at, what="ack", text=await ack_step(self.poller, step)))
+                self._collect()
+                continue
             key = ResourceKey(
                 source=CHANNEL_SOURCE, provider=CHANNEL_PROVIDER, resource_id=step.resource_id or ""
             )
@@ -335,7 +340,7 @@ class DryRun:
                 by_event.setdefault(d.event_id, []).append(d)
             for event in result.events:
                 sent = tuple(self._sent(d) for d in by_event.get(event.id, []))
-                repeat = " (reminder)" if event.status == "firing" and self._is_reminder(event) else ""
+                repeat = again(self.rules, event, by_event.get(event.id, []), self._states)
                 head = f"{event.status.upper()}{repeat} {event.rule_id} [{event.severity}]"
                 self.notices.append(
                     Notice(
@@ -367,10 +372,6 @@ class DryRun:
                 else []
             )
             self.notices.append(Notice(at=now, what="window", text=f"WINDOW ENDED: {', '.join(parts)}"))
-
-    def _is_reminder(self, event: Event) -> bool:
-        st = self._states.get((event.rule_id, event.key))
-        return st is not None and st.repeats > 0
 
     def _state_notice(self, st: RuleState, now: datetime, *, fired: bool) -> None:
         prior = self._states.get((st.rule_id, st.key))

@@ -17,6 +17,9 @@ Timeline files are JSON lines (blank lines and lines starting with `#` are skipp
 * a `poll` line (`"ok"` or `"failed"`, optional `error`) is a poll of that provider that succeeds
   with nothing new, or fails: it changes nothing but the provider's health (`bridge.provider`).
 * a line with only `at` lets time pass: holds end, reminders and digests go out on the way.
+* an `ack` line (`{"at": …, "ack": "RULE", "resource_id": …, "by": "ada"}`) acknowledges that
+  rule's firing on the resource, as its link or `POST /api/acks` would (#14); with `"snooze": "1h"`
+  it snoozes it instead. `provider` / `source` narrow it when the id is not unique.
 
 Lines with the same `at` are one poll per provider. Timers and digests due before each line are run
 at their own due time, exactly as the running bridge's timer loop would.
@@ -33,12 +36,13 @@ from typing import Any, Literal
 
 import orjson
 
+from bridge.config.types import parse_duration
 from bridge.errors import Problem, ProblemsError
 from bridge.model import HEALTH_SOURCE
 from bridge.rules.fields import catalog
 from bridge.rules.schema import SOURCES
 
-Kind = Literal["state", "poll", "wait"]
+Kind = Literal["state", "poll", "wait", "ack"]
 
 
 class DryRunInputError(ProblemsError):
@@ -59,6 +63,9 @@ class Step:
     state: dict[str, Any] | None = None
     ok: bool = True
     error: str = "simulated poll failure"
+    rule_id: str | None = None  # an `ack` line's rule (#14)
+    by: str = "timeline"
+    snooze: timedelta | None = None
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -92,7 +99,7 @@ def _source(value: Any, file: str, line: int | None) -> str:
 def _step(data: Any, file: str, line: int, default_source: str | None) -> Step:
     if not isinstance(data, dict):
         raise input_problem(file, line, "expected a JSON object per line")
-    known = {"at", "source", "provider", "resource_id", "state", "poll", "error"}
+    known = {"at", "source", "provider", "resource_id", "state", "poll", "error", "ack", "snooze", "by"}
     unknown = sorted(set(data) - known)
     if unknown:
         listed = ", ".join(sorted(known))
@@ -103,6 +110,8 @@ def _step(data: Any, file: str, line: int, default_source: str | None) -> Step:
     provider = data.get("provider")
     if provider is not None and not isinstance(provider, str):
         raise input_problem(file, line, "`provider` must be a string")
+    if "ack" in data:
+        return _ack_step(data, at, file, line, provider)
     if "poll" in data:
         if data["poll"] not in ("ok", "failed") or "state" in data:
             raise input_problem(file, line, '`poll` is "ok" or "failed", on a line without a `state`')
@@ -131,6 +140,33 @@ def _step(data: Any, file: str, line: int, default_source: str | None) -> Step:
         provider=provider,
         resource_id=resource_id,
         state=state,
+    )
+
+
+def _ack_step(data: dict[str, Any], at: datetime, file: str, line: int, provider: str | None) -> Step:
+    rule_id, resource_id = data["ack"], data.get("resource_id")
+    if not isinstance(rule_id, str) or not rule_id or not isinstance(resource_id, str) or not resource_id:
+        raise input_problem(file, line, "an `ack` line names a rule (`ack`) and a `resource_id`")
+    if "state" in data or "poll" in data:
+        raise input_problem(file, line, "an `ack` line has no `state` or `poll`")
+    snooze = None
+    if "snooze" in data:
+        try:
+            snooze = parse_duration(data["snooze"])
+        except ValueError as exc:
+            raise input_problem(file, line, f"`snooze`: {exc}") from None
+    source = data.get("source")
+    return Step(
+        at=at,
+        kind="ack",
+        file=file,
+        line=line,
+        provider=provider,
+        source=_source(source, file, line) if source is not None else None,
+        resource_id=resource_id,
+        rule_id=rule_id,
+        by=str(data.get("by") or "timeline"),
+        snooze=snooze,
     )
 
 

@@ -54,6 +54,14 @@ class Digest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Escalation:
+    """One step of a rule's escalation chain (#14): unacknowledged `after` the firing, tell `channels`."""
+
+    after: timedelta
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
     """A compiled rule (what `rules/*.toml` says, ready to evaluate)."""
 
@@ -93,6 +101,7 @@ class Rule:
     inhibits: tuple[str, ...] = ()  # rule ids / globs this rule mutes while it fires (#14)
     inhibit_scope: str = "resource"  # "resource" or "provider"
     inhibits_line: int | None = None
+    escalate: tuple[Escalation, ...] = ()  # the escalation chain (#14), `after` increasing
     # `values_match` specialised to the conditions this rule has (set once, in __post_init__).
     _match: Callable[[Any, Any], bool] = dataclass_field(init=False, repr=False, compare=False)
 
@@ -111,7 +120,13 @@ class Rule:
             stale_s=None if self.stale_after is None else self.stale_after.total_seconds(),
             resolve=self.resolve,
             hysteresis=self.hysteresis > 0,
+            escalate_s=tuple(e.after.total_seconds() for e in self.escalate),
         )
+
+    @property
+    def acknowledgeable(self) -> bool:
+        """Its notifications carry acknowledge / snooze links: it repeats or escalates (#14)."""
+        return bool(self.repeat_steps) or bool(self.escalate)
 
     def active(self, state: Mapping[str, Any] | None) -> bool:
         """Whether the rule's condition is true of one state alone: what holds, repeats and
@@ -208,6 +223,12 @@ class Firing:
     rule: Rule
     status: EventStatus
     changes: tuple[Change, ...]
+    # #14: the firing this notification belongs to (None: it opens one, numbered by its event), the
+    # channels when not the rule's (an escalation step, or a resolve after escalations), and the
+    # escalation step it is (1-based; 0: not an escalation).
+    firing_seq: int | None = None
+    channels: tuple[str, ...] | None = None
+    escalation: int = 0
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from bridge.config.models import DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT
 from bridge.config.tomlpos import TomlPositions, read_toml, validation_problems
 from bridge.config.windows import windows_of
 from bridge.errors import Problem, RuleError
-from bridge.rules.engine import Digest, Rule, RuleSet
+from bridge.rules.engine import Digest, Escalation, Rule, RuleSet
 from bridge.rules.enums import value_problems
 from bridge.rules.fields import field_problem, template_problems
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
@@ -79,6 +79,11 @@ def _compile(
     for i, name in enumerate(model.channels):
         if name not in channels:
             problems.append(Problem(file, line("channels", i), f"{key}.channels", _known(name, channels)))
+    for i, step in enumerate(model.escalate):  # an escalation step's channels (#14)
+        for j, name in enumerate(step.channels):
+            if name not in channels:
+                where = line("escalate", i, "channels", j) or line("escalate", i) or line("escalate")
+                problems.append(Problem(file, where, f"{key}.escalate[{i}].channels", _known(name, channels)))
     if model.field is not None:
         unknown = field_problem(model.source, model.field)
         if unknown is not None:
@@ -208,6 +213,7 @@ def _compile(
         inhibits=tuple(model.inhibits),
         inhibit_scope=model.inhibit_scope or "resource",
         inhibits_line=line("inhibits"),
+        escalate=tuple(Escalation(after=e.after, channels=tuple(e.channels)) for e in model.escalate),
     )
     return rule, []
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from bridge.config.models import Duration, GroupField, parse_duration
 from bridge.config.windows import TimeWindow
@@ -75,6 +84,32 @@ class MqttTemplate(BaseModel):
     topic: str | None = None  # this rule's MQTT topic template (instead of the channel's `topic`)
 
 
+class EscalationStep(BaseModel):
+    """One step of an escalation chain (#14): when nobody acknowledged a firing within `after` of
+    it, its notification goes to `channels` too."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after: Duration
+    channels: list[str] = Field(min_length=1)
+
+    @field_validator("after")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return v
+
+
+def _increasing(steps: list[EscalationStep]) -> list[EscalationStep]:
+    for before, step in itertools.pairwise(steps):
+        if step.after <= before.after:
+            raise ValueError(
+                "each step's `after` must be longer than the one before (they count from the firing)"
+            )
+    return steps
+
+
 class RuleModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -120,6 +155,8 @@ class RuleModel(BaseModel):
         Field(default_factory=list)
     )
     inhibit_scope: Literal["resource", "provider"] | None = None
+    # Escalation chain (#14): unacknowledged after each step's `after`, its channels are notified.
+    escalate: Annotated[list[EscalationStep], AfterValidator(_increasing)] = Field(default_factory=list)
 
     @field_validator("for_", "cooldown", "group_interval", "stale_after")
     @classmethod
@@ -150,6 +187,11 @@ class RuleModel(BaseModel):
         if self.inhibit_scope is not None and not self.inhibits:
             raise ValueError("`inhibit_scope` needs `inhibits` (the rule ids this rule mutes)")
         latches = self.for_ or self.repeat or self.resolve or self.hysteresis
+        if self.escalate and not latches:
+            raise ValueError(
+                "`escalate` goes on only while the firing lasts: the rule must know when it stops "
+                "(add `resolve = true`, or `for` / `repeat`)"
+            )
         if self.inhibits and not latches:
             raise ValueError(
                 "`inhibits` mutes others only while this rule fires: it must know when it stops "

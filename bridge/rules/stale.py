@@ -24,7 +24,7 @@ from typing import Any
 
 from bridge.model import ResourceKey, RuleState
 from bridge.poll.diff import get_path
-from bridge.rules.state import Decision, Timing, fire, on_due
+from bridge.rules.state import Decision, Timing, fire, on_due, unfired
 
 TIMESTAMP_SUFFIXES = ("_at", "_since", "_utc")
 
@@ -65,7 +65,7 @@ def check(t: Timing, *, prior: RuleState, fresh: datetime | None, now: datetime)
     if prior.phase == "firing":
         if fresh is not None and fresh > prior.since:  # it reported again
             rearmed = replace(
-                prior, phase="pending", since=fresh, due_at=fresh + stale, repeats=0, changes=()
+                unfired(prior), phase="pending", since=fresh, due_at=fresh + stale, repeats=0, changes=()
             )
             return Decision(state=rearmed, emit="resolved" if t.resolve else None)
         return on_due(t, prior=prior, active=True, now=now)  # reminders, if any

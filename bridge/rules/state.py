@@ -29,6 +29,8 @@ class Decision:
     emit: Emit | None = None
     suppressed: str | None = None  # why a firing was not sent (cooldown)
     repeat: int = 0  # >0: this firing is the n-th reminder
+    escalation: int = 0  # >0: this firing is escalation step n (its channels, not the rule's; #14)
+    paused: str | None = None  # why a due reminder or escalation waits (acknowledged, snoozed; #14)
 
     @property
     def changed(self) -> bool:
@@ -48,6 +50,7 @@ class Timing:
     repeat_steps: tuple[float, ...] = ()  # escalating reminder intervals (`repeat_s` is the first)
     repeat_never: bool = False
     stale_s: float | None = None  # a stale rule (bridge/rules/stale.py)
+    escalate_s: tuple[float, ...] = ()  # escalation steps' `after`, from the firing (#14)
 
     @property
     def latches(self) -> bool:
@@ -98,6 +101,14 @@ def _fire(t: Timing, prior: RuleState, now: datetime) -> Decision:
         due_at=_plus(now, t.repeat_after(0)) if t.repeat_max != 0 else None,
         repeats=0,
         last_fired_at=fired_at,
+        # A new firing: no acknowledgement yet, its escalation chain starts (#14).
+        firing_seq=None,
+        escalated=0,
+        escalate_at=_plus(now, t.escalate_s[0]) if t.escalate_s else None,
+        acked_by=None,
+        acked_at=None,
+        snoozed_until=None,
+        snoozed_by=None,
     )
     return Decision(state=state, emit="firing")
 
@@ -161,4 +172,18 @@ def _idle(prior: RuleState) -> RuleState:
         phase="idle",
         since=prior.since,
         last_fired_at=prior.last_fired_at,
+    )
+
+
+def unfired(prior: RuleState) -> RuleState:
+    """`prior` without what belongs to a firing (its number, escalation, acknowledgement, snooze)."""
+    return replace(
+        prior,
+        firing_seq=None,
+        escalated=0,
+        escalate_at=None,
+        acked_by=None,
+        acked_at=None,
+        snoozed_until=None,
+        snoozed_by=None,
     )

@@ -248,6 +248,12 @@ class Store(Protocol):
         transaction; forgettable ones are deleted."""
         ...
 
+    async def record_ack(self, state: RuleState, trace: Trace) -> None:
+        """Store an acknowledged or snoozed firing's state and the trace that says who did it, in one
+        transaction (#14). Any later write of the same firing that does not itself acknowledge or
+        snooze keeps them (a replica's stale state cannot undo an ack); a new firing clears them."""
+        ...
+
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
         """Forget every state of these rules (removed by a reload); returns how many rows."""
         ...

@@ -28,6 +28,7 @@ from bridge.model import (
     RuleState,
     Silence,
     Snapshot,
+    Trace,
     Watch,
 )
 from bridge.store import postgres_rows as rows_
@@ -373,6 +374,12 @@ class PostgresStore(PostgresTraces):
                 await conn.executemany(q.Q_RULE_STATE_UPSERT, keep)
             if forget:
                 await conn.executemany(q.Q_RULE_STATE_DELETE, forget)
+
+    async def record_ack(self, state: RuleState, trace: Trace) -> None:
+        row, traced = rows_.rule_state_row(state), trace_row(trace)
+        async with self._transaction() as conn:
+            await conn.execute(q.Q_RULE_STATE_UPSERT, *row)
+            await conn.execute(Q_TRACE_INSERT, *traced)
 
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
         return await self._execute(q.Q_RULE_STATES_DELETE_RULES, list(rule_ids))

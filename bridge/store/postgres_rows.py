@@ -200,11 +200,19 @@ def rule_state_row(s: RuleState) -> tuple[Any, ...]:
         s.repeats,
         maybe_aware(s.last_fired_at),
         _changes_text(s.changes),
+        s.firing_seq,
+        s.escalated,
+        maybe_aware(s.escalate_at),
+        s.acked_by,
+        maybe_aware(s.acked_at),
+        maybe_aware(s.snoozed_until),
+        s.snoozed_by,
     )
 
 
 def rule_state(row: Row) -> RuleState:
-    rule_id, provider, source, resource_id, phase, since, due_at, repeats, last_fired_at, changes = row
+    rule_id, provider, source, resource_id, phase, since, due_at, repeats, last_fired_at, changes = row[:10]
+    firing_seq, escalated, escalate_at, acked_by, acked_at, snoozed_until, snoozed_by = row[10:17]
     return RuleState(
         rule_id=rule_id,
         key=ResourceKey(provider=provider, source=source, resource_id=resource_id),
@@ -214,6 +222,13 @@ def rule_state(row: Row) -> RuleState:
         repeats=repeats,
         last_fired_at=last_fired_at,
         changes=_changes(changes),
+        firing_seq=firing_seq,
+        escalated=escalated,
+        escalate_at=escalate_at,
+        acked_by=acked_by,
+        acked_at=acked_at,
+        snoozed_until=snoozed_until,
+        snoozed_by=snoozed_by,
     )
 
 

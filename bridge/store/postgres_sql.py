@@ -124,6 +124,19 @@ CREATE TABLE leases (
 )
 """,
     ),
+    (
+        # #14: a firing's number, its escalation, and who acknowledged or snoozed it.
+        6,
+        """
+ALTER TABLE rule_states ADD COLUMN firing_seq bigint;
+ALTER TABLE rule_states ADD COLUMN escalated integer NOT NULL DEFAULT 0;
+ALTER TABLE rule_states ADD COLUMN escalate_at timestamptz;
+ALTER TABLE rule_states ADD COLUMN acked_by text;
+ALTER TABLE rule_states ADD COLUMN acked_at timestamptz;
+ALTER TABLE rule_states ADD COLUMN snoozed_until timestamptz;
+ALTER TABLE rule_states ADD COLUMN snoozed_by text
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -236,19 +249,37 @@ WHERE provider = $1 AND ended_at IS NULL AND (source, resource_id) > ($2, $3)
   AND ($6::int IS NULL OR ('x' || substr(md5(resource_id), 1, 8))::bit(32)::bigint % $6 = $7)
 ORDER BY source, resource_id LIMIT $4"""
 
+# A write that does not itself acknowledge or snooze keeps an acknowledgement or snooze of the
+# same firing: a replica that read the state before an ack landed must not undo it (#14).
 Q_RULE_STATE_UPSERT = """
 INSERT INTO rule_states (rule_id, provider, source, resource_id, phase, since, due_at, repeats,
-    last_fired_at, changes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    last_fired_at, changes, firing_seq, escalated, escalate_at, acked_by, acked_at, snoozed_until,
+    snoozed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (rule_id, provider, source, resource_id) DO UPDATE SET
     phase = excluded.phase, since = excluded.since, due_at = excluded.due_at,
-    repeats = excluded.repeats, last_fired_at = excluded.last_fired_at, changes = excluded.changes"""
+    repeats = excluded.repeats, last_fired_at = excluded.last_fired_at, changes = excluded.changes,
+    firing_seq = excluded.firing_seq, escalated = excluded.escalated,
+    escalate_at = excluded.escalate_at,
+    acked_by = CASE WHEN excluded.acked_by IS NULL AND excluded.phase = 'firing'
+        AND excluded.firing_seq IS NOT DISTINCT FROM rule_states.firing_seq
+        THEN rule_states.acked_by ELSE excluded.acked_by END,
+    acked_at = CASE WHEN excluded.acked_at IS NULL AND excluded.phase = 'firing'
+        AND excluded.firing_seq IS NOT DISTINCT FROM rule_states.firing_seq
+        THEN rule_states.acked_at ELSE excluded.acked_at END,
+    snoozed_until = CASE WHEN excluded.snoozed_until IS NULL AND excluded.phase = 'firing'
+        AND excluded.firing_seq IS NOT DISTINCT FROM rule_states.firing_seq
+        THEN rule_states.snoozed_until ELSE excluded.snoozed_until END,
+    snoozed_by = CASE WHEN excluded.snoozed_by IS NULL AND excluded.phase = 'firing'
+        AND excluded.firing_seq IS NOT DISTINCT FROM rule_states.firing_seq
+        THEN rule_states.snoozed_by ELSE excluded.snoozed_by END"""
 Q_RULE_STATE_DELETE = (
     "DELETE FROM rule_states WHERE rule_id = $1 AND provider = $2 AND source = $3 AND resource_id = $4"
 )
 Q_RULE_STATES_DELETE_RULES = "DELETE FROM rule_states WHERE rule_id = ANY($1::text[])"
 Q_RULE_STATES_ALL = """
 SELECT rule_id, provider, source, resource_id, phase, since, due_at, repeats,
-last_fired_at, changes FROM rule_states"""
+last_fired_at, changes, firing_seq, escalated, escalate_at, acked_by, acked_at, snoozed_until,
+snoozed_by FROM rule_states"""
 
 Q_SILENCE_INSERT = """
 INSERT INTO silences (id, rule, source, resource, starts_at, ends_at, comment,

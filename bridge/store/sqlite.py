@@ -21,6 +21,7 @@ from bridge.model import (
     RuleState,
     Silence,
     Snapshot,
+    Trace,
     Watch,
 )
 from bridge.shards import shard_of
@@ -220,6 +221,12 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
                 await db.executemany(Q_RULE_STATE_UPSERT, keep)
             if forget:
                 await db.executemany(Q_RULE_STATE_DELETE, forget)
+
+    async def record_ack(self, state: RuleState, trace: Trace) -> None:
+        row, traced = rule_state_row(state), trace_row(trace)
+        async with self._transaction() as db:
+            await db.execute(Q_RULE_STATE_UPSERT, row)
+            await db.execute(Q_TRACE_INSERT, traced)
 
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
         async with self._transaction() as db:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from bridge.errors import StoreError
-from bridge.store.sqlite_rule_sql import RULE_SCHEMA
+from bridge.store.sqlite_rule_sql import MIGRATE_RULE_STATES_TO_V10, RULE_SCHEMA
 from bridge.store.sqlite_sql import (
     _SCHEMA,
     BUSY_TIMEOUT_S,
@@ -89,6 +89,10 @@ class SqliteConnection:
             columns = {r[1] for r in await db.execute_fetchall("PRAGMA table_info(snapshots)")}
             if 0 < version < 7 and "version" not in columns:
                 await db.execute(MIGRATE_SNAPSHOTS_TO_V6)
+            ruled = {r[1] for r in await db.execute_fetchall("PRAGMA table_info(rule_states)")}
+            if 0 < version < 10 and ruled and "firing_seq" not in ruled:
+                for statement in MIGRATE_RULE_STATES_TO_V10:
+                    await db.execute(statement)
             for statement in (_SCHEMA + RULE_SCHEMA + TRACE_SCHEMA).split(";"):
                 if statement.strip():
                     await db.execute(statement)

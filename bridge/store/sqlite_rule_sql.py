@@ -3,6 +3,7 @@ silences. Apart from `sqlite_sql.py` so each file stays about one part of the sc
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,6 +23,13 @@ CREATE TABLE IF NOT EXISTS rule_states (
     repeats        INTEGER NOT NULL DEFAULT 0,
     last_fired_at  TEXT,
     changes        TEXT NOT NULL,
+    firing_seq     INTEGER,                       -- v10 (#14): acknowledge, snooze, escalate
+    escalated      INTEGER NOT NULL DEFAULT 0,
+    escalate_at    TEXT,
+    acked_by       TEXT,
+    acked_at       TEXT,
+    snoozed_until  TEXT,
+    snoozed_by     TEXT,
     PRIMARY KEY (rule_id, provider, source, resource_id)
 ) WITHOUT ROWID;
 
@@ -38,18 +46,49 @@ CREATE TABLE IF NOT EXISTS silences (
 );
 """
 
+# v7 → v10 (#14): the firing's number, its escalation, and who acknowledged or snoozed it.
+MIGRATE_RULE_STATES_TO_V10 = tuple(
+    f"ALTER TABLE rule_states ADD COLUMN {column}"
+    for column in (
+        "firing_seq INTEGER",
+        "escalated INTEGER NOT NULL DEFAULT 0",
+        "escalate_at TEXT",
+        "acked_by TEXT",
+        "acked_at TEXT",
+        "snoozed_until TEXT",
+        "snoozed_by TEXT",
+    )
+)
+# A write that does not itself acknowledge or snooze keeps an acknowledgement or snooze of the
+# same firing: a poll that read the state before an ack landed must not undo it (#14).
 Q_RULE_STATE_UPSERT = """
 INSERT INTO rule_states
-    (rule_id, provider, source, resource_id, phase, since, due_at, repeats, last_fired_at, changes)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    (rule_id, provider, source, resource_id, phase, since, due_at, repeats, last_fired_at, changes,
+     firing_seq, escalated, escalate_at, acked_by, acked_at, snoozed_until, snoozed_by)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (rule_id, provider, source, resource_id) DO UPDATE SET
     phase = excluded.phase, since = excluded.since, due_at = excluded.due_at,
-    repeats = excluded.repeats, last_fired_at = excluded.last_fired_at, changes = excluded.changes"""
+    repeats = excluded.repeats, last_fired_at = excluded.last_fired_at, changes = excluded.changes,
+    firing_seq = excluded.firing_seq, escalated = excluded.escalated,
+    escalate_at = excluded.escalate_at,
+    acked_by = CASE WHEN excluded.acked_by IS NULL AND excluded.phase = 'firing'
+        AND excluded.firing_seq IS rule_states.firing_seq
+        THEN rule_states.acked_by ELSE excluded.acked_by END,
+    acked_at = CASE WHEN excluded.acked_at IS NULL AND excluded.phase = 'firing'
+        AND excluded.firing_seq IS rule_states.firing_seq
+        THEN rule_states.acked_at ELSE excluded.acked_at END,
+    snoozed_until = CASE WHEN excluded.snoozed_until IS NULL AND excluded.phase = 'firing'
+        AND excluded.firing_seq IS rule_states.firing_seq
+        THEN rule_states.snoozed_until ELSE excluded.snoozed_until END,
+    snoozed_by = CASE WHEN excluded.snoozed_by IS NULL AND excluded.phase = 'firing'
+        AND excluded.firing_seq IS rule_states.firing_seq
+        THEN rule_states.snoozed_by ELSE excluded.snoozed_by END"""
 Q_RULE_STATE_DELETE = """
 DELETE FROM rule_states WHERE rule_id = ? AND provider = ? AND source = ? AND resource_id = ?"""
 Q_RULE_STATES_DELETE_RULE = "DELETE FROM rule_states WHERE rule_id = ?"
 Q_RULE_STATES_ALL = """
-SELECT rule_id, provider, source, resource_id, phase, since, due_at, repeats, last_fired_at, changes
+SELECT rule_id, provider, source, resource_id, phase, since, due_at, repeats, last_fired_at, changes,
+       firing_seq, escalated, escalate_at, acked_by, acked_at, snoozed_until, snoozed_by
 FROM rule_states"""
 Q_SILENCE_INSERT = """
 INSERT INTO silences (id, rule, source, resource, starts_at, ends_at, comment, created_by, created_at)
@@ -77,11 +116,27 @@ def rule_state_row(s: RuleState) -> tuple[Any, ...]:
         s.repeats,
         None if s.last_fired_at is None else _ts(s.last_fired_at),
         _json(changes),
+        s.firing_seq,
+        s.escalated,
+        _opt_ts(s.escalate_at),
+        s.acked_by,
+        _opt_ts(s.acked_at),
+        _opt_ts(s.snoozed_until),
+        s.snoozed_by,
     )
 
 
+def _opt_ts(when: datetime | None) -> str | None:
+    return None if when is None else _ts(when)
+
+
+def _opt_dt(text: str | None) -> datetime | None:
+    return _dt(text) if text else None
+
+
 def rule_state(row: Row) -> RuleState:
-    rule_id, provider, source, resource_id, phase, since, due_at, repeats, last_fired_at, changes = row
+    rule_id, provider, source, resource_id, phase, since, due_at, repeats, last_fired_at, changes = row[:10]
+    firing_seq, escalated, escalate_at, acked_by, acked_at, snoozed_until, snoozed_by = row[10:17]
     return RuleState(
         rule_id=rule_id,
         key=ResourceKey(provider=provider, source=source, resource_id=resource_id),
@@ -91,6 +146,13 @@ def rule_state(row: Row) -> RuleState:
         repeats=repeats,
         last_fired_at=_dt(last_fired_at) if last_fired_at else None,
         changes=tuple(Change(field=c["field"], old=c["old"], new=c["new"]) for c in orjson.loads(changes)),
+        firing_seq=firing_seq,
+        escalated=escalated,
+        escalate_at=_opt_dt(escalate_at),
+        acked_by=acked_by,
+        acked_at=_opt_dt(acked_at),
+        snoozed_until=_opt_dt(snoozed_until),
+        snoozed_by=snoozed_by,
     )
 
 

@@ -23,7 +23,7 @@ from bridge.model import (
     Watch,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 10  # v10 (#14): acknowledge / snooze / escalation columns of rule_states
 BUSY_TIMEOUT_S = 5.0
 
 _SCHEMA = """

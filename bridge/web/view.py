@@ -5,7 +5,7 @@ Only reads, bounded: a page load costs a handful of indexed queries however big 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from bridge.app_keys import CLOCK, CONFIG, DELIVERY, HEALTH, POLLER, RULEBOOK, S
 from bridge.logs import scrub
 from bridge.model import Delivery, Event
 from bridge.notify.render import deferred_end
+from bridge.web.firings import FiringRow, firing_rows
 
 PENDING_SHOWN = 25
 BACKOFF_SHOWN = 5  # resources backing off named per provider; the rest are counted
@@ -103,6 +104,7 @@ class StatusView:
     events: list[Event]
     rules: list[RuleRow]
     deferred: list[DeferredRow]
+    firings: list[FiringRow] = field(default_factory=list)  # open firings, acked / snoozed (#14)
     dead_limit: int = DEAD_SHOWN
 
 
@@ -137,6 +139,7 @@ async def build_view(app: web.Application) -> StatusView:
             ),
             key=lambda r: (r.until, r.channel),
         ),
+        firings=await firing_rows(app, now),
     )
 
 

@@ -200,3 +200,14 @@ def test_a_config_typo_does_not_hide_the_rules_problems(tmp_path, repo_root, cap
     assert "server.listn: unknown key (check its spelling)" in err
     assert f"{bad}:5: rule[0].channels: unknown channel 'nope'" in err
     assert "1 problem in the config and 1 problem in the rules" in err
+
+
+def test_rules_that_repeat_without_a_public_url_get_a_note_not_an_error(repo_root, capsys, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    assert main(["check", "-c", "config.example.toml"]) == 0
+    captured = capsys.readouterr()
+    assert "OK" in captured.out
+    assert (
+        "but [server] public_url is unset: their notifications carry no acknowledge / snooze links"
+        in captured.out
+    )

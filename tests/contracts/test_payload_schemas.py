@@ -226,3 +226,58 @@ async def test_every_sources_state_as_its_simulator_serves_it_meets_the_schema_w
     other = "bridge.channel" if source != "bridge.channel" else "bridge.provider"
     with pytest.raises(ValidationError):
         validator(schema_document("any.type", (other,))).validate(received.json)
+
+
+ACK_RULE = """
+[[rule]]
+id = "action-needed"
+source = "podero.wallbox"
+field = "action_needed"
+to = true
+repeat = "15m"
+resolve = true
+type = "wallbox.action_needed"
+channels = ["partner"]
+escalate = [{after = "30m", channels = ["oncall"]}]
+"""
+
+
+async def test_links_and_escalation_steps_meet_the_schema_and_a_broken_link_object_does_not(
+    make_config, make_bridge, podero, sink
+):
+    """#14: the envelope grows `data.links` and `data.escalation` compatibly (optional keys)."""
+    user = podero.add_user(email="ada@example.com")
+    wb = podero.add_wallbox(user)
+    hook = {"kind": "webhook", "secret": WEBHOOK_SECRET}
+    config = make_config(
+        rules=ACK_RULE,
+        wallboxes=[{"user_id": user, "wallbox_id": wb}],
+        server={"listen": "127.0.0.1:0", "admin_token": "t" * 24, "public_url": "https://b.example.com"},
+        channels={
+            "partner": {**hook, "url": sink.url},
+            "oncall": {**hook, "url": sink.url.replace("partner", "oncall")},
+        },
+    )
+    bridge = await make_bridge(config)
+    await bridge.poll()
+    podero.add_action(wb, code="reauthenticate")
+    await bridge.poll()
+    for _ in range(31):
+        bridge.clock.advance(timedelta(minutes=1))
+        await bridge.tick()
+    podero.resolve_action(wb, "reauthenticate")
+    await bridge.poll()
+    await bridge.deliver()
+    bodies = {
+        (r.name, r.json["data"].get("escalation"), r.json["data"]["status"]): r.json for r in sink.verified
+    }
+    check = validator(await get_json(bridge, "/api/schemas/wallbox.action_needed"))
+    for body in bodies.values():
+        check.validate(body)
+    assert "links" in bodies[("partner", None, "firing")]["data"]
+    assert "links" in bodies[("oncall", 1, "firing")]["data"]
+    assert "links" not in bodies[("partner", None, "resolved")]["data"]
+    broken = copy.deepcopy(bodies[("partner", None, "firing")])
+    del broken["data"]["links"]["acknowledge"]
+    with pytest.raises(ValidationError):
+        check.validate(broken)

@@ -91,3 +91,38 @@ async def test_a_version_2_file_is_upgraded_in_place_keeping_deliveries_and_atte
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     db.close()
+
+
+async def test_a_v7_store_gains_the_acknowledgement_columns_and_keeps_its_rule_states(tmp_path):
+    path = tmp_path / "v7.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.commit([replace(result(), rule_states=(pending(),))])
+    await s.close()
+    with sqlite3.connect(path) as db:  # back to the v7 shape: rule_states without the #14 columns
+        for column in (
+            "firing_seq",
+            "escalated",
+            "escalate_at",
+            "acked_by",
+            "acked_at",
+            "snoozed_until",
+            "snoozed_by",
+        ):
+            db.execute(f"ALTER TABLE rule_states DROP COLUMN {column}")
+        db.execute("PRAGMA user_version = 7")
+    db.close()
+
+    upgraded = SqliteStore(path)
+    await upgraded.open()
+    try:
+        [kept] = await upgraded.list_rule_states()
+        assert kept == pending()
+        acked = replace(pending(), phase="firing", firing_seq=1, acked_by="ada", acked_at=pending().since)
+        await upgraded.save_rule_states([acked])
+        assert await upgraded.list_rule_states() == [acked]
+    finally:
+        await upgraded.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
