@@ -65,6 +65,7 @@ class DeliveryWorker:
         metrics: Metrics | None = None,
         limits: Mapping[str, RateLimit] | None = None,
         fallback: FallbackRouter | None = None,
+        shared_poll: float = SHARED_POLL_S,
     ) -> None:
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be at least 1")
@@ -80,7 +81,8 @@ class DeliveryWorker:
         # Claim when at least this many slots are free (or nothing is in flight): in a burst, sends
         # finish one by one, and a claim per free slot would cost a transaction per delivery.
         self._min_claim = max(1, concurrency // 4)
-        self._attempts = AttemptLog(store)
+        self._attempts = AttemptLog(store, metrics)
+        self._shared_poll = shared_poll  # outbox look-ups on a shared store, whatever wakes us
         self._wake = asyncio.Event()  # the store holds due work: claim
         # Committed deliveries leased to this worker (`hand_over`), sent without a claim; bounded so
         # that what waits here goes out well within its lease.
@@ -167,6 +169,12 @@ class DeliveryWorker:
             stir.set()
         self._kick()
 
+    def notified_by_store(self) -> None:
+        """Another replica committed due deliveries (PostgreSQL NOTIFY): claim now, not at the next poll."""
+        if self._metrics is not None:
+            self._metrics.outbox_wakeups += 1
+        self.notify()
+
     def lease_fresh(self, results: Sequence[PollResult]) -> FreshLease:
         """Before a commit: lease the fresh deliveries of `results` to this worker, as many as it has
         room for. Commit `lease.results` (the deliveries are written leased, so no claim takes them),
@@ -235,15 +243,16 @@ class DeliveryWorker:
             claim = False
             if stop.is_set():
                 break
-            # On a store shared by replicas, work another replica committed (and could not send:
-            # it died) wakes nobody here: look at the outbox again at least every SHARED_POLL_S.
+            # On a store shared by replicas, work another replica committed may wake nobody here
+            # (a NOTIFY lost with its connection, a dead replica's claims running out): look at the
+            # outbox again at least every `shared_poll` seconds.
             shared = self._store.shared
             if due is None:
-                await self._wait(stop, SHARED_POLL_S if shared else None)
+                await self._wait(stop, self._shared_poll if shared else None)
             else:
                 delay = (due - self._clock.now()).total_seconds()
                 if shared:
-                    delay = min(delay, SHARED_POLL_S)
+                    delay = min(delay, self._shared_poll)
                 if delay > 0:
                     await self._wait(stop, delay)
                 # due now (or time moved while we sent): claim, then ask the store again
@@ -256,9 +265,10 @@ class DeliveryWorker:
         if not self._fresh:
             return
         now = self._clock.now()
-        due, self._fresh = [(d.id, now) for d in self._fresh], deque()
+        fresh, self._fresh = list(self._fresh), deque()
+        due = [(d.id, now) for d in fresh]
         try:
-            await self._store.defer(due)
+            await self._store.defer(due, tokens={d.id: d.claim_token for d in fresh})
         except errors.StoreError as exc:  # their leases run out instead: sent later, not lost
             log.error("delivery.release_failed", deliveries=len(due), error=str(exc))
 
@@ -469,7 +479,13 @@ class DeliveryWorker:
             **({"next_attempt_at": next_at.isoformat()} if next_at else {}),
         )
         self._attempts.add(
-            AttemptOutcome(attempt=attempt, status=status, next_attempt_at=next_at, fallback=fallback)
+            AttemptOutcome(
+                attempt=attempt,
+                status=status,
+                next_attempt_at=next_at,
+                fallback=fallback,
+                claim_token=delivery.claim_token,
+            )
         )
 
     async def _fallback_for(self, delivery: Delivery, channel: Channel, error: str | None) -> Delivery | None:
@@ -501,7 +517,7 @@ class DeliveryWorker:
     async def _defer(self, delivery: Delivery, until: datetime) -> None:
         """Over the channel's rate: back in the outbox, due at its turn, no attempt spent."""
         try:
-            await self._store.defer([(delivery.id, until)])
+            await self._store.defer([(delivery.id, until)], tokens={delivery.id: delivery.claim_token})
         except errors.StoreError as exc:  # the lease runs out instead, and the limit defers it again
             log.error("delivery.defer_failed", delivery_id=delivery.id, error=str(exc))
             self._due_again(delivery.next_attempt_at)
