@@ -95,6 +95,9 @@ class DeliveryWorker:
         self._stirs: set[asyncio.Event] = set()  # one per running _pump, set by notify
         self._in_flight: dict[asyncio.Task[None], str] = {}  # sends in flight -> their delivery ids
         self._sending: set[str] = set()  # ids of the deliveries in flight, never sent twice at once
+        # In flight here and claimed again by this worker meanwhile (its lease ran out mid-send):
+        # the send records under the newer claim's token, else its own record would be fenced out.
+        self._reclaimed: dict[str, int] = {}
         self._missing_logged: set[str] = set()
         self._disabled_told: set[str] = set()
         self._fallback = fallback
@@ -329,7 +332,9 @@ class DeliveryWorker:
         stir = asyncio.Event()
 
         def on_done(task: asyncio.Task[None]) -> None:  # the one callback of each send
-            self._sending.discard(self._in_flight.pop(task))
+            done_id = self._in_flight.pop(task)
+            self._sending.discard(done_id)
+            self._reclaimed.pop(done_id, None)
             finished.append(task)
             stir.set()
 
@@ -375,6 +380,7 @@ class DeliveryWorker:
                         if delivery.id in self._sending:
                             # Its lease ran out while this process still sends it (a slow send, a
                             # clock step): that send records the outcome; a second would duplicate it.
+                            self._reclaimed[delivery.id] = delivery.claim_token
                             continue
                         start(delivery)
                 if not mine:
@@ -484,9 +490,13 @@ class DeliveryWorker:
                 status=status,
                 next_attempt_at=next_at,
                 fallback=fallback,
-                claim_token=delivery.claim_token,
+                claim_token=self._token(delivery),
             )
         )
+
+    def _token(self, delivery: Delivery) -> int:
+        """The fencing token this worker holds for `delivery` now (the latest of its claims)."""
+        return self._reclaimed.get(delivery.id, delivery.claim_token)
 
     async def _fallback_for(self, delivery: Delivery, channel: Channel, error: str | None) -> Delivery | None:
         """The dead letter's copy for the channel's fallback; the first one of a spell is a
@@ -517,7 +527,7 @@ class DeliveryWorker:
     async def _defer(self, delivery: Delivery, until: datetime) -> None:
         """Over the channel's rate: back in the outbox, due at its turn, no attempt spent."""
         try:
-            await self._store.defer([(delivery.id, until)], tokens={delivery.id: delivery.claim_token})
+            await self._store.defer([(delivery.id, until)], tokens={delivery.id: self._token(delivery)})
         except errors.StoreError as exc:  # the lease runs out instead, and the limit defers it again
             log.error("delivery.defer_failed", delivery_id=delivery.id, error=str(exc))
             self._due_again(delivery.next_attempt_at)

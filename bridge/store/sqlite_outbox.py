@@ -127,7 +127,9 @@ class SqliteOutbox(SqliteConnection):
             )
             for o in outcomes
         ]
-        fallbacks = {o.attempt.delivery_id: _delivery_row(o.fallback) for o in outcomes if o.fallback is not None}
+        fallbacks = {
+            o.attempt.delivery_id: _delivery_row(o.fallback) for o in outcomes if o.fallback is not None
+        }
 
         def record(conn: sqlite3.Connection) -> Recorded:
             done = attempts(conn)

@@ -21,7 +21,12 @@ LEASE = timedelta(seconds=60)
 
 
 def outcome(
-    d: Delivery, *, ok: bool, at_s: int, status: DeliveryStatus | None = None, fallback: Delivery | None = None
+    d: Delivery,
+    *,
+    ok: bool,
+    at_s: int,
+    status: DeliveryStatus | None = None,
+    fallback: Delivery | None = None,
 ) -> AttemptOutcome:
     attempt = Attempt(
         delivery_id=d.id,
@@ -181,7 +186,9 @@ async def test_digest_and_held_settlement_are_fenced_too(store):
     )
     await store.commit([r])
     await store.commit([replace(result("wb-3"), deliveries=(held,))])
-    group = HeldGroup(channel="ops", group_key="rule=charging-started", first_at=T0, count=1, last_digest_at=None)
+    group = HeldGroup(
+        channel="ops", group_key="rule=charging-started", first_at=T0, count=1, last_digest_at=None
+    )
     event, digest = build_digest(group, [held], T0 + period)
 
     with pytest.raises(FencedOut):
