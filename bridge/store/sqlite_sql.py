@@ -14,7 +14,6 @@ import aiosqlite
 import orjson
 
 from bridge.errors import FencedOut
-
 from bridge.model import (
     Attempt,
     Change,
@@ -222,7 +221,7 @@ Q_DEAD_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'de
 Q_DELIVERY_AFTER_ATTEMPT = """
 UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?
 WHERE id = ? AND claim_token = COALESCE(?, claim_token)"""
-Q_DELIVERY_TOKEN = "SELECT claim_token FROM deliveries WHERE id = ?"
+Q_DELIVERY_TOKEN = "SELECT claim_token FROM deliveries WHERE id = ?"  # noqa: S105 (a fencing token)
 # attempts restarts at 0 so a replayed delivery gets the full retry schedule again.
 Q_REPLAY = """
 UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?
@@ -440,7 +439,8 @@ Q_LEASE_RENEW = "UPDATE leases SET expires_at = ?3 WHERE holder = ?1 AND expires
 # Released, not deleted: the row keeps its token, so the next holder's is greater (a deleted row
 # would start again at 1, and a zombie's old token 1 would pass the fence).
 Q_LEASE_RELEASE = """
-UPDATE leases SET holder = '', expires_at = '' WHERE holder = ? AND name IN (SELECT value FROM json_each(?))"""
+UPDATE leases SET holder = '', expires_at = ''
+WHERE holder = ? AND name IN (SELECT value FROM json_each(?))"""
 Q_FENCE = "SELECT token FROM leases WHERE name = ? AND holder = ?"
 Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = ? AND expires_at > ? ORDER BY name"
 

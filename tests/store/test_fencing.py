@@ -81,7 +81,8 @@ async def test_a_late_record_refused_in_a_batch_leaves_the_others_recorded(store
     assert [a.ok for a in await store.list_attempts(first[1].id)] == [True]
     assert await store.list_attempts(first[0].id) == []
     still = await store.get_delivery(first[0].id)
-    assert still is not None and still.status == "pending"
+    assert still is not None
+    assert still.status == "pending"
 
 
 async def test_a_late_dead_record_queues_no_fallback_copy(store):
@@ -103,7 +104,8 @@ async def test_a_late_dead_record_queues_no_fallback_copy(store):
     assert late.refused == {a.id}
     assert await store.get_delivery("msg_fallback") is None
     current = await store.get_delivery(b.id)
-    assert current is not None and current.status == "pending"
+    assert current is not None
+    assert current.status == "pending"
 
 
 async def test_a_late_deferral_does_not_move_the_new_claimers_lease(store):
@@ -126,7 +128,8 @@ async def test_an_attempt_recorded_without_a_claim_token_is_not_fenced(store):
     attempt = Attempt(delivery_id=d.id, number=1, at=T0, ok=True, status_code=204)
     await store.record_attempt(attempt, status="delivered", next_attempt_at=None)
     done = await store.get_delivery(d.id)
-    assert done is not None and done.status == "delivered"
+    assert done is not None
+    assert done.status == "delivered"
 
 
 async def test_a_commit_fenced_by_a_lease_taken_over_is_refused_whole(store):
@@ -138,17 +141,20 @@ async def test_a_commit_fenced_by_a_lease_taken_over_is_refused_whole(store):
     # A pauses; its lease runs out and B takes it over (a greater token).
     later = T0 + period + timedelta(seconds=1)
     token_b = await store.acquire_lease("timers", "replica-b", later, period)
-    assert token_b is not None and token_b > token_a
+    assert token_b is not None
+    assert token_b > token_a
 
     with pytest.raises(FencedOut):
         await store.commit([result("wb-1", sequence=2, state={"is_charging": False})], fence=fence_a)
 
     snap = await store.get_snapshot(key("wb-1"))
-    assert snap is not None and snap.sequence == 1  # nothing of A's late commit was written
+    assert snap is not None
+    assert snap.sequence == 1
     assert len(await store.list_events()) == 1
     await store.commit([result("wb-1", sequence=2)], fence=Fence("timers", "replica-b", token_b))
     snap = await store.get_snapshot(key("wb-1"))
-    assert snap is not None and snap.sequence == 2
+    assert snap is not None
+    assert snap.sequence == 2
 
 
 async def test_a_released_lease_is_retaken_with_a_greater_token_so_an_old_fence_stays_refused(store):
@@ -160,7 +166,8 @@ async def test_a_released_lease_is_retaken_with_a_greater_token_so_an_old_fence_
     await store.release_leases("replica-b", ["timers"])  # a clean stop
     third = await store.acquire_lease("timers", "replica-c", later, period)
 
-    assert second is not None and third is not None
+    assert second is not None
+    assert third is not None
     assert first < second < third  # never 1 again: replica-a's old token cannot pass the fence
     assert await store.held_leases("replica-b", later) == []
     with pytest.raises(FencedOut):
