@@ -104,7 +104,8 @@ def create_app(
     setup_admin_api(app)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
     if start_scheduler:  # tests drive polls and rule timers by hand, on a ManualClock
-        app.cleanup_ctx.extend([_timers, _retention, _ownership, _scheduler])
+        # Leases first: the timer loop ticks under the `timers` lease, and stops before its release.
+        app.cleanup_ctx.extend([_ownership, _timers, _retention, _scheduler])
     return app
 
 
@@ -253,8 +254,10 @@ def _lease(config: Config) -> timedelta:
 
 
 async def _timers(app: web.Application) -> AsyncIterator[None]:
-    """Rule holds and reminders, ticking between polls."""
-    async with Service(timer_loop(app[POLLER], app[DIGESTER]), name="timers", on_crash=app[ON_CRASH]):
+    """Rule holds and reminders, ticking between polls (replicas: by the `timers` lease's holder)."""
+    ownership = app[OWNERSHIP] if app[STORE].shared else None
+    loop = timer_loop(app[POLLER], app[DIGESTER], ownership=ownership, metrics=app[METRICS])
+    async with Service(loop, name="timers", on_crash=app[ON_CRASH]):
         yield
 
 
@@ -268,7 +271,8 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _ownership(app: web.Application) -> AsyncIterator[None]:
-    """Poll-group leases: heartbeats while running, released after the scheduler has stopped."""
+    """Poll-group and timer leases: heartbeats while running, released after the scheduler and the
+    timer loop have stopped."""
     cluster = app[CONFIG].cluster
     ownership = PollOwnership(
         app[STORE], app[CLOCK], replica_id=cluster.replica_id, period=cluster.lease_period

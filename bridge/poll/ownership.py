@@ -20,7 +20,7 @@ import structlog
 from bridge.clock import Clock
 from bridge.errors import StoreError
 from bridge.lifecycle import LoopFn
-from bridge.store.base import Store
+from bridge.store.base import Fence, Store
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +59,31 @@ class PollOwnership:
             log.info("lease.taken", lease=name, replica=self.replica_id, token=token)
         self.held[name] = token
         return True
+
+    async def fence(self, name: str) -> Fence | None:
+        """Take or renew lease `name` (not a watch group's: e.g. `timers`, bridge/poll/timers.py) and
+        return the fence its holder's writes carry; None while another live replica holds it or the
+        store does not answer. Renewed by the heartbeat and released at a clean stop like the rest."""
+        try:
+            token = await self._store.acquire_lease(name, self.replica_id, self._clock.now(), self.period)
+        except StoreError as exc:
+            log.warning("lease.failed", lease=name, error=str(exc))
+            self.held.pop(name, None)
+            return None
+        if token is None:
+            if self.held.pop(name, None) is not None:
+                log.warning("lease.lost", lease=name, replica=self.replica_id)
+            return None
+        if self.held.get(name) != token:
+            self.takeovers += 1
+            log.info("lease.taken", lease=name, replica=self.replica_id, token=token)
+        self.held[name] = token
+        return Fence(name, self.replica_id, token)
+
+    def forget(self, name: str) -> None:
+        """A write under lease `name` was fenced out: another replica holds it now."""
+        if self.held.pop(name, None) is not None:
+            log.warning("lease.lost", lease=name, replica=self.replica_id)
 
     async def heartbeat(self) -> None:
         """Extend every lease this replica holds; what the store no longer lists is forgotten."""
