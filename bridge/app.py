@@ -6,6 +6,7 @@ starts last and stops first (no new polls), then deliveries drain, then HTTP ses
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -227,8 +228,14 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
     for name in channels:  # the healthy baseline, so the first trouble is a change that rules see
         await channel_health(name, worker.channel_state(name))
     drain = app[CONFIG].server.drain_timeout.total_seconds()
-    async with Service(worker.run, name="delivery", drain=drain, on_crash=app[ON_CRASH]) as service:
-        app[DELIVERY_SERVICE] = service
+    # Replicas: another replica's commit of due deliveries wakes this worker at once (PostgreSQL
+    # LISTEN/NOTIFY); the worker's outbox poll stays the fallback. None on SQLite (one process).
+    listen = app[STORE].outbox_listener(worker.notified_by_store)
+    async with contextlib.AsyncExitStack() as stack:
+        if listen is not None:
+            await stack.enter_async_context(Service(listen, name="outbox-listener", on_crash=app[ON_CRASH]))
+        service = Service(worker.run, name="delivery", drain=drain, on_crash=app[ON_CRASH])
+        app[DELIVERY_SERVICE] = await stack.enter_async_context(service)
         yield
 
 

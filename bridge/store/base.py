@@ -7,12 +7,12 @@ delivery by pushing its `next_attempt_at` forward, so a crashed worker's claim s
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
+from bridge.lifecycle import LoopFn
 from bridge.model import (
     Attempt,
     Delivery,
@@ -355,7 +355,7 @@ class Store(Protocol):
         """The names of `holder`'s unexpired leases."""
         ...
 
-    def outbox_listener(self, wake: Callable[[], None]) -> Callable[[asyncio.Event], Awaitable[None]] | None:
+    def outbox_listener(self, wake: Callable[[], None]) -> LoopFn | None:
         """A loop (a `Service` body) that calls `wake` whenever ANOTHER process commits deliveries
         that are due, so an idle worker sends them at once; None when this store has no such signal
         (SQLite, one process: the worker is told in memory)."""

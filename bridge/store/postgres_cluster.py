@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ import asyncpg
 import structlog
 
 from bridge.errors import FencedOut
+from bridge.lifecycle import LoopFn
 from bridge.store import postgres_rows as rows_
 from bridge.store import postgres_sql as q
 from bridge.store.base import Fence
@@ -56,6 +57,7 @@ class PostgresCluster:
     url: str
     _schema_name: str = "public"  # the schema in use (read at open): notifications are per database
     _sender: str = ""  # this store instance, so its own notifications are ignored
+    listener: OutboxListener | None = None  # the last one `outbox_listener` made (for /readyz, tests)
 
     async def _fetch(self, query: str, *args: Any) -> list[Any]:
         raise NotImplementedError
@@ -72,10 +74,11 @@ class PostgresCluster:
             self._sender = uuid.uuid4().hex
         await conn.execute(Q_NOTIFY, OUTBOX_CHANNEL, f"{self._schema_name}|{self._sender}")
 
-    def outbox_listener(self, wake: Callable[[], None]) -> Callable[[asyncio.Event], Awaitable[None]] | None:
+    def outbox_listener(self, wake: Callable[[], None]) -> LoopFn | None:
         if not self._sender:
             self._sender = uuid.uuid4().hex
-        return OutboxListener(self.url, f"{self._schema_name}|", self._sender, wake).run
+        self.listener = OutboxListener(self.url, f"{self._schema_name}|", self._sender, wake)
+        return self.listener.run
 
     # -- leases ----------------------------------------------------------------------------------
 
@@ -107,6 +110,8 @@ class OutboxListener:
         self._sender = sender
         self._wake = wake
         self.connects = 0
+        self.listening = asyncio.Event()  # set while LISTEN is active on a live connection
+        self.server_pid: int | None = None  # that connection's backend (ops: pg_stat_activity)
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
         schema, _, sender = payload.partition("|")
@@ -131,6 +136,7 @@ class OutboxListener:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
                 log.warning("outbox.listen_lost", error=str(exc))
             finally:
+                self.listening.clear()
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=5)
 
@@ -138,6 +144,8 @@ class OutboxListener:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _c: lost.set())
         await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
+        self.server_pid = conn.get_server_pid()
+        self.listening.set()
         self.connects += 1
         log.info("outbox.listening", reconnect=self.connects > 1)
         if self.connects > 1:

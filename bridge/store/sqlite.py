@@ -8,14 +8,14 @@ text order is time order and an operator can read them with the `sqlite3` shell.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.errors import CommitConflict, StoreError
+from bridge.lifecycle import LoopFn
 from bridge.model import (
     PollResult,
     ResourceKey,
@@ -234,7 +234,7 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
             cur = await db.execute(Q_SILENCE_EXPIRE, (_ts(now), silence_id))
             return cur.rowcount > 0
 
-    def outbox_listener(self, wake: Callable[[], None]) -> Callable[[asyncio.Event], Awaitable[None]] | None:
+    def outbox_listener(self, wake: Callable[[], None]) -> LoopFn | None:
         return None  # one process: its worker is told of new deliveries in memory
 
     # -- leases (one process: every lease is this one's, unless a test plays two holders) ---------
