@@ -23,10 +23,19 @@ HOUR = 3600.0
 
 
 @contextlib.asynccontextmanager
-async def replica_b(store: PostgresStore, worker: DeliveryWorker) -> AsyncIterator[None]:
-    """B's delivery worker and outbox listener running, as `wattbridge run` has them."""
+async def replica_b(
+    store: PostgresStore, worker: DeliveryWorker, woke: asyncio.Event | None = None
+) -> AsyncIterator[None]:
+    """B's delivery worker and outbox listener running, as `wattbridge run` has them (`woke` is
+    set at each wake-up, for the test to await)."""
     stop = asyncio.Event()
-    listen = store.outbox_listener(worker.notified_by_store)
+
+    def wake() -> None:
+        if woke is not None:
+            woke.set()
+        worker.notified_by_store()
+
+    listen = store.outbox_listener(wake)
     assert listen is not None
     assert store.listener is not None
     tasks = [asyncio.create_task(listen(stop)), asyncio.create_task(worker.run(stop))]
@@ -79,15 +88,19 @@ async def test_a_listener_whose_connection_is_terminated_reconnects_and_wakes_ag
         try:
             channel = webhook(receiver.url, session, clock)
             worker = worker_for(store_b, channel, clock, shared_poll=HOUR, metrics=metrics)
-            async with replica_b(store_b, worker):
+            woke = asyncio.Event()
+            async with replica_b(store_b, worker, woke):
                 listener = store_b.listener
                 assert listener is not None
+                woke.clear()
                 admin = await asyncpg.connect(url)
                 try:  # the database drops the listening connection (a failover, an admin)
                     assert await admin.fetchval("SELECT pg_terminate_backend($1)", listener.server_pid)
                 finally:
                     await admin.close()
-                await asyncio.wait_for(_reconnected(listener), 20)
+                await asyncio.wait_for(woke.wait(), 20)  # reconnected: it looks once for what it missed
+                assert listener.connects == 2
+                assert listener.listening.is_set()
                 first = await enqueue(store_a, channel, resource_id="wb-after-reconnect")
                 await asyncio.wait_for(_received(receiver, 1), 20)
         finally:
@@ -102,8 +115,3 @@ async def test_a_listener_whose_connection_is_terminated_reconnects_and_wakes_ag
 async def _received(receiver: Receiver, n: int) -> None:
     while len(receiver.requests) < n:
         await receiver.arrived.get()
-
-
-async def _reconnected(listener) -> None:
-    while listener.connects < 2 or not listener.listening.is_set():
-        await asyncio.sleep(0.01)
