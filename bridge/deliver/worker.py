@@ -34,6 +34,7 @@ from bridge.deliver.fallback import FallbackRouter
 from bridge.deliver.handoff import FreshLease, lease_fresh
 from bridge.deliver.ratelimit import RateLimit
 from bridge.deliver.retry import RetryPolicy
+from bridge.deliver.shared_channels import SharedChannels
 from bridge.logs import scrub
 from bridge.metrics import Metrics
 from bridge.model import Attempt, Delivery, DeliveryStatus, PollResult
@@ -105,6 +106,8 @@ class DeliveryWorker:
         # `bridge.channel` state says so (`fallback_to`), so a rule can tell ops.
         self._falling_back: dict[str, str] = {}
         self.breakers = breakers or Breakers()
+        # Replicas: a channel another replica disabled or paused is disabled or paused here too.
+        self.shared_channels = SharedChannels(store, clock) if store.shared else None
         self._on_health = on_health
         self._metrics = metrics
         self.attempts_made = 0  # attempts since start, for metrics and run_until_idle
@@ -141,6 +144,7 @@ class DeliveryWorker:
         """Re-enable a channel a 410 disabled: the operator's explicit act once the receiver is fixed.
         Its circuit starts closed; returns False when it was not disabled (nothing to do)."""
         channel = self._channels[name]
+        await self._refresh_shared(force=True)  # disabled by another replica: enabled on all of them
         if not getattr(channel, "disabled", False):
             return False
         channel.disabled = False  # type: ignore[attr-defined]  # checked just above; not in the Protocol
@@ -151,7 +155,19 @@ class DeliveryWorker:
         self.notify()
         return True
 
+    async def refresh_channels(self) -> None:
+        """Adopt now the channel states other replicas stored (a worker pass does it once a second)."""
+        await self._refresh_shared(force=True)
+
+    async def _refresh_shared(self, *, force: bool = False) -> None:
+        if self.shared_channels is not None:
+            await self.shared_channels.refresh(
+                self._channels, self.breakers, self._disabled_told, force=force
+            )
+
     async def _channel_health(self, name: str, channel: Channel) -> None:
+        if self.shared_channels is not None:
+            self.shared_channels.changed_here(name, self._clock.now())
         state = self.channel_state(name)
         if state["status"] == "disabled":
             self._disabled_told.add(name)
@@ -324,6 +340,7 @@ class DeliveryWorker:
         once and its lease only has to cover one send. New work (`notify`) is claimed while sends
         are in flight, not after them: a notification waits for a free slot, not for a busy batch.
         """
+        await self._refresh_shared()  # before anything is sent: what other replicas found out
         claimed_total = 0
         mine: set[asyncio.Task[None]] = set()
         finished: list[asyncio.Task[None]] = []
