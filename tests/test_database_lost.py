@@ -16,11 +16,16 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import aiohttp
+import orjson
 import pytest
 
 from bridge.app_keys import CLOCK
+from bridge.clock import ManualClock
 from bridge.errors import StoreError
 from bridge.poll.ownership import PollOwnership
+from bridge.store.postgres import PostgresStore
+from tests.deliver.test_worker import T0, Receiver, enqueue, serve, webhook, worker_for
 from tests.store.conftest import NO_PG, pg_schema
 
 PG_URL = os.environ.get("WATTBRIDGE_TEST_PG")
@@ -123,3 +128,48 @@ async def test_a_replica_that_loses_the_database_holds_its_work_and_recovers_by_
         assert (status, body["checks"]["store"]) == (200, "ok")
 
     assert [r.json["data"]["resource_id"] for r in sink.received] == [WB]
+
+
+@pytest.mark.skipif(not PG_URL, reason=NO_PG)
+async def test_a_send_whose_record_is_lost_with_the_database_goes_out_again_identically(
+    aiohttp_server, json_logs
+):
+    """The one thing an outage cannot hold back: a send already in flight. Its record fails, so the
+    delivery stays claimed-but-pending; once the database is back and the claim has run out, it is
+    sent again with the same webhook-id and bytes (receivers deduplicate), and recorded once."""
+    clock = ManualClock(T0)
+    receiver = Receiver()
+    receiver.url = await serve(aiohttp_server, receiver.hook)
+    receiver.hold = asyncio.Event()
+    async with proxied_schema() as (url, proxy), aiohttp.ClientSession() as session:
+        store = PostgresStore(url, pool_size=2)
+        await store.open()
+        try:
+            channel = webhook(receiver.url, session, clock)
+            worker = worker_for(store, channel, clock, lease=timedelta(seconds=60))
+            delivery = await enqueue(store, channel)
+            sending = asyncio.create_task(worker.run_until_idle())
+            await asyncio.wait_for(receiver.arrived.get(), 10)  # claimed and at the receiver
+            await proxy.down()
+            receiver.hold.set()  # the receiver answers 200, but the record cannot be written
+            with pytest.raises(StoreError):  # the send's record failed, then so does the next claim
+                await asyncio.wait_for(sending, 20)
+            await proxy.up()
+            clock.advance(timedelta(seconds=61))  # the claim runs out
+            assert await worker.run_until_idle() == 1
+            done = await store.get_delivery(delivery.id)
+            attempts = await store.list_attempts(delivery.id)
+        finally:
+            await store.close()
+
+    (first, first_body), (again, again_body) = receiver.requests
+    assert first["webhook-id"] == again["webhook-id"] == delivery.id
+    assert first_body == again_body
+    assert done is not None
+    assert (done.status, done.attempts, len(attempts)) == ("delivered", 1, 1)
+    failed = [
+        e
+        for e in map(orjson.loads, json_logs.getvalue().splitlines())
+        if e["event"] == "delivery.record_failed"
+    ]
+    assert [e["delivery_id"] for e in failed] == [delivery.id]
