@@ -203,8 +203,11 @@ Q_DEPTH = "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
 Q_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'"
 Q_PENDING_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'pending' GROUP BY channel"
 Q_DEAD_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'dead' GROUP BY channel"
-# Locked, so no claim can take one of them between this read of their tokens and the records.
-Q_DELIVERIES_EXISTING = "SELECT id, claim_token FROM deliveries WHERE id = ANY($1::text[]) FOR UPDATE"
+# Locked (in id order: two batches never wait on each other in a cycle), so no claim can take one
+# of them between this read of their tokens and the records.
+Q_DELIVERIES_EXISTING = (
+    "SELECT id, claim_token FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+)
 Q_DELIVERY_AFTER_ATTEMPT = """
 UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = COALESCE($3, next_attempt_at),
     last_error = $4
