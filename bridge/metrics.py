@@ -79,7 +79,7 @@ class BridgeState:
     rules_loaded_at: datetime | None
     last_reload_ok: bool
     replica_id: str | None = None  # with [cluster] on a shared store
-    leases_held: int = 0  # watch groups this replica polls now
+    leases_held: int = 0  # leases this replica holds now: the watch groups it polls, and `timers`
 
 
 class Metrics:
@@ -270,7 +270,8 @@ class _Collector:
         )
         leases = GaugeMetricFamily(
             "wattbridge_replica_leases",
-            "Watch-group leases this replica holds (the groups it polls), labelled by replica id.",
+            "Leases this replica holds (the watch groups it polls, and `timers` when it ticks the rule "
+            "timers), labelled by replica id.",
             labels=["replica"],
         )
         store_up = GaugeMetricFamily("wattbridge_store_up", "1 if the store answered this scrape, else 0.")

@@ -202,7 +202,11 @@ class PostgresStore(PostgresCluster, PostgresTraces):
             (q.Q_RULE_STATE_DELETE, forget),
             (Q_TRACE_INSERT, traces),
         ]
-        due = any(d.status == "pending" for r in results for d in r.deliveries)
+        # Wake the other replicas only for work they may take: a delivery leased to this replica's
+        # worker (a hand-over: due at its lease's end, after its creation) is not theirs.
+        due = any(
+            d.status == "pending" and d.next_attempt_at <= d.created_at for r in results for d in r.deliveries
+        )
         async with self._transaction() as conn:
             await check_fence(conn, fence)
             landed = await conn.fetch(q.Q_SNAPSHOT_CAS, *map(list, zip(*snapshots, strict=True)))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
 
 import aiohttp
 import asyncpg
@@ -18,6 +20,7 @@ from bridge.metrics import Metrics
 from bridge.store.postgres import PostgresStore
 from tests.deliver.test_worker import T0, Receiver, enqueue, serve, webhook, worker_for
 from tests.store.conftest import pg_schema
+from tests.store.factories import result
 
 HOUR = 3600.0
 
@@ -64,9 +67,15 @@ async def test_a_delivery_committed_by_another_replica_wakes_an_idle_worker_at_o
                 # B's own commit notifies too, but B ignores it (its worker is told in memory);
                 # notifications arrive in commit order, so it is handled before A's below.
                 own = await enqueue(store_b, channel, resource_id="wb-own")
+                # Nor does a delivery A leased to its own worker (a hand-over): it is not B's work.
+                handed = result("wb-handed-over")
+                leased = replace(
+                    handed.deliveries[0], next_attempt_at=T0 + timedelta(minutes=1), claim_token=1
+                )
+                await store_a.commit([replace(handed, deliveries=(leased,))])
                 mine = await enqueue(store_a, channel, resource_id="wb-from-a")
                 await asyncio.wait_for(_received(receiver, 2), 20)
-                assert metrics.outbox_wakeups == 1  # A's commit, not B's own
+                assert metrics.outbox_wakeups == 1  # A's plain commit only
         finally:
             await store_a.close()
             await store_b.close()
