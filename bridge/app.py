@@ -6,6 +6,7 @@ starts last and stops first (no new polls), then deliveries drain, then HTTP ses
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,7 +110,8 @@ def create_app(
     setup_admin_api(app)
     app.cleanup_ctx.extend([_store, _providers, _channels, _delivery])
     if start_scheduler:  # tests drive polls and rule timers by hand, on a ManualClock
-        app.cleanup_ctx.extend([_timers, _retention, _ownership, _scheduler])
+        # Leases first: the timer loop ticks under the `timers` lease, and stops before its release.
+        app.cleanup_ctx.extend([_ownership, _timers, _retention, _scheduler])
     return app
 
 
@@ -232,8 +234,14 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
     for name in channels:  # the healthy baseline, so the first trouble is a change that rules see
         await channel_health(name, worker.channel_state(name))
     drain = app[CONFIG].server.drain_timeout.total_seconds()
-    async with Service(worker.run, name="delivery", drain=drain, on_crash=app[ON_CRASH]) as service:
-        app[DELIVERY_SERVICE] = service
+    # Replicas: another replica's commit of due deliveries wakes this worker at once (PostgreSQL
+    # LISTEN/NOTIFY); the worker's outbox poll stays the fallback. None on SQLite (one process).
+    listen = app[STORE].outbox_listener(worker.notified_by_store)
+    async with contextlib.AsyncExitStack() as stack:
+        if listen is not None:
+            await stack.enter_async_context(Service(listen, name="outbox-listener", on_crash=app[ON_CRASH]))
+        service = Service(worker.run, name="delivery", drain=drain, on_crash=app[ON_CRASH])
+        app[DELIVERY_SERVICE] = await stack.enter_async_context(service)
         yield
 
 
@@ -259,8 +267,10 @@ def _lease(config: Config) -> timedelta:
 
 
 async def _timers(app: web.Application) -> AsyncIterator[None]:
-    """Rule holds and reminders, ticking between polls."""
-    async with Service(timer_loop(app[POLLER], app[DIGESTER]), name="timers", on_crash=app[ON_CRASH]):
+    """Rule holds and reminders, ticking between polls (replicas: by the `timers` lease's holder)."""
+    ownership = app[OWNERSHIP] if app[STORE].shared else None
+    loop = timer_loop(app[POLLER], app[DIGESTER], ownership=ownership, metrics=app[METRICS])
+    async with Service(loop, name="timers", on_crash=app[ON_CRASH]):
         yield
 
 
@@ -274,7 +284,8 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _ownership(app: web.Application) -> AsyncIterator[None]:
-    """Poll-group leases: heartbeats while running, released after the scheduler has stopped."""
+    """Poll-group and timer leases: heartbeats while running, released after the scheduler and the
+    timer loop have stopped."""
     cluster = app[CONFIG].cluster
     shared = app[STORE].shared
     # Replicas split each provider's limits between the live ones (bridge/poll/membership.py).

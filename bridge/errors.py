@@ -157,3 +157,13 @@ class CommitConflict(StoreError):
     def __init__(self, keys: Sequence[object]) -> None:
         self.keys = tuple(keys)
         super().__init__(f"{len(self.keys)} resource(s) committed by another writer first")
+
+
+class FencedOut(StoreError):
+    """A write refused because the lease it was made under has another holder now (its fencing
+    token moved on): a replica that paused past its lease must not overwrite its successor's work."""
+
+    def __init__(self, lease: str, token: int) -> None:
+        self.lease = lease
+        self.token = token
+        super().__init__(f"lease {lease!r} is no longer held with token {token}: write refused")

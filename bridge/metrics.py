@@ -79,7 +79,7 @@ class BridgeState:
     rules_loaded_at: datetime | None
     last_reload_ok: bool
     replica_id: str | None = None  # with [cluster] on a shared store
-    leases_held: int = 0  # watch groups this replica polls now
+    leases_held: int = 0  # leases this replica holds now: the watch groups it polls, and `timers`
 
 
 class Metrics:
@@ -94,6 +94,10 @@ class Metrics:
         self.attempt_seconds: dict[str, _Histogram] = {}  # by channel
         self.state: BridgeState | None = None
         self.conflicts = 0  # results another writer (replica) committed first: left out, read again
+        # Late writes of a replica whose claim or lease another one holds now, by kind (delivery,
+        # timers): refused by their fencing token, the holder's record stands.
+        self.fenced_refused: dict[str, int] = {}
+        self.outbox_wakeups = 0  # another replica's commit woke the delivery worker (NOTIFY)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
 
@@ -112,6 +116,10 @@ class Metrics:
         for result in results:
             for event in result.events:
                 events[event.rule_id] = events.get(event.rule_id, 0) + 1
+
+    def fenced(self, kind: str, n: int = 1) -> None:
+        """`n` writes of kind `delivery` or `timers` were refused by their fencing token."""
+        self.fenced_refused[kind] = self.fenced_refused.get(kind, 0) + n
 
     def conflicted(self, n: int) -> None:
         """`n` results lost a compare-and-swap to another writer (not an error: theirs stands)."""
@@ -172,8 +180,22 @@ class _Collector:
             "wattbridge_commit_conflicts",
             "Poll results left out because another replica committed the same resource first.",
         )
+        fenced = CounterMetricFamily(
+            "wattbridge_fenced_writes_refused",
+            "Late writes refused by a fencing token: a delivery attempt recorded after another replica "
+            "claimed the delivery again (kind=delivery), or a timer commit after another replica took "
+            "the timers lease (kind=timers).",
+            labels=["kind"],
+        )
+        wakeups = CounterMetricFamily(
+            "wattbridge_outbox_wakeups",
+            "Times another replica's commit woke this replica's delivery worker (PostgreSQL NOTIFY).",
+        )
         if not empty:
             conflicts.add_metric([], m.conflicts)
+            wakeups.add_metric([], m.outbox_wakeups)
+            for kind in ("delivery", "timers"):
+                fenced.add_metric([kind], m.fenced_refused.get(kind, 0))
             for (provider, outcome), n in sorted(m.polls.items()):
                 polls.add_metric([provider, outcome], n)
             for provider, hist in sorted(m.poll_seconds.items()):
@@ -184,7 +206,7 @@ class _Collector:
                 attempts.add_metric([ch, outcome], n)
             for ch, hist in sorted(m.attempt_seconds.items()):
                 attempt_seconds.add_metric([ch], hist.cumulative(), hist.total)
-        yield from (polls, poll_seconds, events, attempts, attempt_seconds, conflicts)
+        yield from (polls, poll_seconds, events, attempts, attempt_seconds, conflicts, fenced, wakeups)
         s = None if empty else m.state
         yield InfoMetricFamily(
             "wattbridge_build",
@@ -248,7 +270,8 @@ class _Collector:
         )
         leases = GaugeMetricFamily(
             "wattbridge_replica_leases",
-            "Watch-group leases this replica holds (the groups it polls), labelled by replica id.",
+            "Leases this replica holds (the watch groups it polls, and `timers` when it ticks the rule "
+            "timers), labelled by replica id.",
             labels=["replica"],
         )
         store_up = GaugeMetricFamily("wattbridge_store_up", "1 if the store answered this scrape, else 0.")

@@ -107,6 +107,10 @@ class Delivery:
     created_at: datetime
     last_error: str | None = None
     group_key: str | None = None  # digest group of a held delivery (or of a digest)
+    # The fencing token of the current claim: it grows at each claim (and a hand-over's lease), and
+    # an attempt is recorded only while the row still carries the claimer's token, so a worker
+    # whose claim ran out (a paused replica) cannot overwrite its successor's record.
+    claim_token: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,6 +9,7 @@ import math
 
 import structlog
 
+from bridge.metrics import Metrics
 from bridge.store.base import AttemptOutcome, Store
 
 log = structlog.get_logger("bridge.deliver.worker")
@@ -31,14 +32,18 @@ class AttemptLog:
     or stops.
     """
 
-    def __init__(self, store: Store, *, window_s: float | None = None) -> None:
+    def __init__(
+        self, store: Store, metrics: Metrics | None = None, *, window_s: float | None = None
+    ) -> None:
         self._store = store
+        self._metrics = metrics
         self._queue: list[AttemptOutcome] = []
         self._writer: asyncio.Task[None] | None = None
         self._window = STREAM_WINDOW_S if window_s is None else window_s
         self._last_write = -math.inf  # loop time the last write began
         self._hurry: asyncio.Future[None] | None = None  # resolved by the window's end or `flush`
         self._flushing = 0  # callers waiting in `flush`: no window while there are any
+        self.refused = 0  # records fenced out: the delivery was claimed again by another worker
 
     def add(self, outcome: AttemptOutcome) -> None:
         self._queue.append(outcome)
@@ -77,13 +82,32 @@ class AttemptLog:
                 self._last_write = loop.time()
                 batch, self._queue = self._queue, []
                 try:
-                    missing = await self._store.record_attempts(batch)
+                    done = await self._store.record_attempts(batch)
                 except Exception as exc:  # a store error (or a store closed under us) must not be silent
                     missing, error = {o.attempt.delivery_id for o in batch}, str(exc)
                 else:
-                    error = "no such delivery"
+                    missing, error = set(done.missing), "no such delivery"
+                    self._fenced(batch, done.refused)
                 for delivery_id in missing:
                     # The lease expires and the delivery is sent again (same webhook-id): at least once.
                     log.error("delivery.record_failed", delivery_id=delivery_id, error=error)
         finally:
             self._writer = None
+
+    def _fenced(self, batch: list[AttemptOutcome], refused: frozenset[str]) -> None:
+        """Records the store refused: this worker's claim ran out (a pause, a stalled loop) and
+        another one claimed the delivery since; its record stands, this late one is dropped."""
+        if not refused:
+            return
+        self.refused += len(refused)
+        if self._metrics is not None:
+            self._metrics.fenced("delivery", len(refused))
+        for o in batch:
+            if o.attempt.delivery_id in refused:
+                log.warning(
+                    "delivery.record_fenced",
+                    delivery_id=o.attempt.delivery_id,
+                    attempt=o.attempt.number,
+                    claim_token=o.claim_token,
+                    outcome=o.status,
+                )

@@ -49,7 +49,8 @@ def lease_fresh(
         mine: list[Delivery] = []
         for d in r.deliveries:
             if room > 0 and d.status == "pending" and d.next_attempt_at <= now and d.channel in channels:
-                d = replace(d, next_attempt_at=until)
+                # Leased as a claim would: until then, and under the next fencing token.
+                d = replace(d, next_attempt_at=until, claim_token=d.claim_token + 1)
                 lease.leased[d.id] = d
                 room -= 1
             mine.append(d)

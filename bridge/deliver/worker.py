@@ -35,6 +35,7 @@ from bridge.deliver.fallback import FallbackRouter
 from bridge.deliver.handoff import FreshLease, lease_fresh
 from bridge.deliver.ratelimit import RateLimit
 from bridge.deliver.retry import RetryPolicy
+from bridge.deliver.shared_channels import SharedChannels
 from bridge.logs import scrub
 from bridge.metrics import Metrics
 from bridge.model import Attempt, Delivery, DeliveryStatus, PollResult
@@ -66,6 +67,7 @@ class DeliveryWorker:
         metrics: Metrics | None = None,
         limits: Mapping[str, RateLimit] | None = None,
         fallback: FallbackRouter | None = None,
+        shared_poll: float = SHARED_POLL_S,
     ) -> None:
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be at least 1")
@@ -81,7 +83,8 @@ class DeliveryWorker:
         # Claim when at least this many slots are free (or nothing is in flight): in a burst, sends
         # finish one by one, and a claim per free slot would cost a transaction per delivery.
         self._min_claim = max(1, concurrency // 4)
-        self._attempts = AttemptLog(store)
+        self._attempts = AttemptLog(store, metrics)
+        self._shared_poll = shared_poll  # outbox look-ups on a shared store, whatever wakes us
         self._wake = asyncio.Event()  # the store holds due work: claim
         # Committed deliveries leased to this worker (`hand_over`), sent without a claim; bounded so
         # that what waits here goes out well within its lease.
@@ -94,6 +97,9 @@ class DeliveryWorker:
         self._stirs: set[asyncio.Event] = set()  # one per running _pump, set by notify
         self._in_flight: dict[asyncio.Task[None], str] = {}  # sends in flight -> their delivery ids
         self._sending: set[str] = set()  # ids of the deliveries in flight, never sent twice at once
+        # In flight here and claimed again by this worker meanwhile (its lease ran out mid-send):
+        # the send records under the newer claim's token, else its own record would be fenced out.
+        self._reclaimed: dict[str, int] = {}
         self._missing_logged: set[str] = set()
         self._disabled_told: set[str] = set()
         self._fallback = fallback
@@ -101,6 +107,8 @@ class DeliveryWorker:
         # `bridge.channel` state says so (`fallback_to`), so a rule can tell ops.
         self._falling_back: dict[str, str] = {}
         self.breakers = breakers or Breakers()
+        # Replicas: a channel another replica disabled or paused is disabled or paused here too.
+        self.shared_channels = SharedChannels(store, clock) if store.shared else None
         self._on_health = on_health
         self._metrics = metrics
         self.attempts_made = 0  # attempts since start, for metrics and run_until_idle
@@ -137,6 +145,7 @@ class DeliveryWorker:
         """Re-enable a channel a 410 disabled: the operator's explicit act once the receiver is fixed.
         Its circuit starts closed; returns False when it was not disabled (nothing to do)."""
         channel = self._channels[name]
+        await self._refresh_shared(force=True)  # disabled by another replica: enabled on all of them
         if not getattr(channel, "disabled", False):
             return False
         channel.disabled = False  # type: ignore[attr-defined]  # checked just above; not in the Protocol
@@ -147,7 +156,19 @@ class DeliveryWorker:
         self.notify()
         return True
 
+    async def refresh_channels(self) -> None:
+        """Adopt now the channel states other replicas stored (a worker pass does it once a second)."""
+        await self._refresh_shared(force=True)
+
+    async def _refresh_shared(self, *, force: bool = False) -> None:
+        if self.shared_channels is not None:
+            await self.shared_channels.refresh(
+                self._channels, self.breakers, self._disabled_told, force=force
+            )
+
     async def _channel_health(self, name: str, channel: Channel) -> None:
+        if self.shared_channels is not None:
+            self.shared_channels.changed_here(name, self._clock.now())
         state = self.channel_state(name)
         if state["status"] == "disabled":
             self._disabled_told.add(name)
@@ -167,6 +188,12 @@ class DeliveryWorker:
         for stir in self._stirs:
             stir.set()
         self._kick()
+
+    def notified_by_store(self) -> None:
+        """Another replica committed due deliveries (PostgreSQL NOTIFY): claim now, not at the next poll."""
+        if self._metrics is not None:
+            self._metrics.outbox_wakeups += 1
+        self.notify()
 
     def lease_fresh(self, results: Sequence[PollResult]) -> FreshLease:
         """Before a commit: lease the fresh deliveries of `results` to this worker, as many as it has
@@ -237,15 +264,16 @@ class DeliveryWorker:
             claim = False
             if stop.is_set():
                 break
-            # On a store shared by replicas, work another replica committed (and could not send:
-            # it died) wakes nobody here: look at the outbox again at least every SHARED_POLL_S.
+            # On a store shared by replicas, work another replica committed may wake nobody here
+            # (a NOTIFY lost with its connection, a dead replica's claims running out): look at the
+            # outbox again at least every `shared_poll` seconds.
             shared = self._store.shared
             if due is None:
-                await self._wait(stop, SHARED_POLL_S if shared else None)
+                await self._wait(stop, self._shared_poll if shared else None)
             else:
                 delay = (due - self._clock.now()).total_seconds()
                 if shared:
-                    delay = min(delay, SHARED_POLL_S)
+                    delay = min(delay, self._shared_poll)
                 if delay > 0:
                     await self._wait(stop, delay)
                 # due now (or time moved while we sent): claim, then ask the store again
@@ -258,9 +286,10 @@ class DeliveryWorker:
         if not self._fresh:
             return
         now = self._clock.now()
-        due, self._fresh = [(d.id, now) for d in self._fresh], deque()
+        fresh, self._fresh = list(self._fresh), deque()
+        due = [(d.id, now) for d in fresh]
         try:
-            await self._store.defer(due)
+            await self._store.defer(due, tokens={d.id: d.claim_token for d in fresh})
         except errors.StoreError as exc:  # their leases run out instead: sent later, not lost
             log.error("delivery.release_failed", deliveries=len(due), error=str(exc))
 
@@ -315,6 +344,7 @@ class DeliveryWorker:
         once and its lease only has to cover one send. New work (`notify`) is claimed while sends
         are in flight, not after them: a notification waits for a free slot, not for a busy batch.
         """
+        await self._refresh_shared()  # before anything is sent: what other replicas found out
         claimed_total = 0
         mine: set[asyncio.Task[None]] = set()
         finished: list[asyncio.Task[None]] = []
@@ -323,7 +353,9 @@ class DeliveryWorker:
         stir = asyncio.Event()
 
         def on_done(task: asyncio.Task[None]) -> None:  # the one callback of each send
-            self._sending.discard(self._in_flight.pop(task))
+            done_id = self._in_flight.pop(task)
+            self._sending.discard(done_id)
+            self._reclaimed.pop(done_id, None)
             finished.append(task)
             stir.set()
 
@@ -373,6 +405,7 @@ class DeliveryWorker:
                         if delivery.id in self._sending:
                             # Its lease ran out while this process still sends it (a slow send, a
                             # clock step): that send records the outcome; a second would duplicate it.
+                            self._reclaimed[delivery.id] = delivery.claim_token
                             continue
                         start(delivery)
                 if not mine:
@@ -479,8 +512,18 @@ class DeliveryWorker:
             **({"next_attempt_at": next_at.isoformat()} if next_at else {}),
         )
         self._attempts.add(
-            AttemptOutcome(attempt=attempt, status=status, next_attempt_at=next_at, fallback=fallback)
+            AttemptOutcome(
+                attempt=attempt,
+                status=status,
+                next_attempt_at=next_at,
+                fallback=fallback,
+                claim_token=self._token(delivery),
+            )
         )
+
+    def _token(self, delivery: Delivery) -> int:
+        """The fencing token this worker holds for `delivery` now (the latest of its claims)."""
+        return self._reclaimed.get(delivery.id, delivery.claim_token)
 
     async def _fallback_for(self, delivery: Delivery, channel: Channel, error: str | None) -> Delivery | None:
         """The dead letter's copy for the channel's fallback; the first one of a spell is a
@@ -511,7 +554,7 @@ class DeliveryWorker:
     async def _defer(self, delivery: Delivery, until: datetime) -> None:
         """Over the channel's rate: back in the outbox, due at its turn, no attempt spent."""
         try:
-            await self._store.defer([(delivery.id, until)])
+            await self._store.defer([(delivery.id, until)], tokens={delivery.id: self._token(delivery)})
         except errors.StoreError as exc:  # the lease runs out instead, and the limit defers it again
             log.error("delivery.defer_failed", delivery_id=delivery.id, error=str(exc))
             self._due_again(delivery.next_attempt_at)

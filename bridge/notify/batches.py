@@ -26,7 +26,7 @@ from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, Delivery, Event, Reso
 from bridge.notify.render import deferred_end
 from bridge.rules.engine import Digest as RuleDigest
 from bridge.rules.engine import RuleSet
-from bridge.store.base import HeldGroup, Store
+from bridge.store.base import Fence, HeldGroup, Store
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +57,9 @@ class Digester:
         self._clock = clock
         self._on_committed = on_committed
 
-    async def tick(self) -> int:
-        """Queue every digest that is due now; returns how many."""
+    async def tick(self, fence: Fence | None = None) -> int:
+        """Queue every digest that is due now; returns how many. With `fence` (replicas: the
+        `timers` lease) each digest lands only while this replica holds it (else FencedOut)."""
         now = self._clock.now()
         queued = 0
         for group in await self._store.held_groups():
@@ -68,11 +69,11 @@ class Digester:
             if not members:
                 continue
             if deferred_end(group.group_key) is not None:
-                queued += await self._end_deferral(group, members, now)
+                queued += await self._end_deferral(group, members, now, fence)
                 continue
             cfg = self._configs.get(group.channel)
             event, digest = build_digest(group, members, now, webhook=isinstance(cfg, WebhookChannelConfig))
-            await self._store.commit_digest(event, digest, [m.id for m in members])
+            await self._store.commit_digest(event, digest, [m.id for m in members], fence=fence)
             log.info("digest.queued", channel=group.channel, group=group.group_key, events=len(members))
             queued += 1
         if queued:
@@ -86,7 +87,9 @@ class Digester:
     def _due(self, group: HeldGroup, now: datetime) -> bool:
         return now >= self._due_at(group)
 
-    async def _end_deferral(self, group: HeldGroup, members: Sequence[Delivery], now: datetime) -> int:
+    async def _end_deferral(
+        self, group: HeldGroup, members: Sequence[Delivery], now: datetime, fence: Fence | None = None
+    ) -> int:
         """A time window ended (#14): what it deferred goes out, less what resolved meanwhile. An
         email channel (or a webhook that takes digests) gets one digest; any other channel gets each
         notification on its own, as it would have without the window."""
@@ -99,10 +102,10 @@ class Digester:
         drop = [(i, "resolved before the time window ended: left out of its digest") for i in dropped]
         if kept and digests:
             event, digest = build_digest(group, kept, now, webhook=webhook)
-            await self._store.commit_digest(event, digest, [m.id for m in kept])
-            await self._store.settle_held(release=(), drop=drop, now=now)
+            await self._store.commit_digest(event, digest, [m.id for m in kept], fence=fence)
+            await self._store.settle_held(release=(), drop=drop, now=now, fence=fence)
         else:
-            await self._store.settle_held(release=[m.id for m in kept], drop=drop, now=now)
+            await self._store.settle_held(release=[m.id for m in kept], drop=drop, now=now, fence=fence)
         log.info(
             "window.ended",
             channel=group.channel,

@@ -41,7 +41,7 @@ from bridge.poll.listing import complete_listing
 from bridge.poll.summary import PollSummary, Tally
 from bridge.providers.base import FetchResult, Provider
 from bridge.rules.engine import RuleSet
-from bridge.store.base import Store
+from bridge.store.base import Fence, Store
 
 log = structlog.get_logger(__name__)
 
@@ -364,7 +364,7 @@ class Poller:
         tally.changed += len(results)
         tally.events += sum(len(r.events) for r in results)
 
-    async def _commit(self, results: list[PollResult]) -> None:
+    async def _commit(self, results: list[PollResult], fence: Fence | None = None) -> None:
         """Group commit: the results that arrived together in one transaction. Should that fail, each
         result is committed alone, so one bad result cannot take the others down with it (it is read
         again by the next poll: nothing is lost).
@@ -373,18 +373,20 @@ class Poller:
         commit it has begun runs to its end first, with the mirrors updated to match."""
         if not results:
             return
-        await finish_before_cancel(self._commit_now(results))
+        await finish_before_cancel(self._commit_now(results, fence))
 
-    async def _commit_now(self, results: list[PollResult]) -> None:
+    async def _commit_now(self, results: list[PollResult], fence: Fence | None = None) -> None:
         lease = self._handoff.lease_fresh(results) if self._handoff is not None else None
         to_commit = list(lease.results) if lease is not None else results
         committed: list[PollResult] = []
         try:
-            committed = await self._commit_fresh(to_commit)
+            committed = await self._commit_fresh(to_commit, fence)
+        except errors.FencedOut:
+            raise  # the lease is another replica's: so is every result of this commit
         except errors.StoreError:
             if len(to_commit) == 1:
                 raise
-            committed = await self._commit_each(to_commit)
+            committed = await self._commit_each(to_commit, fence)
         finally:
             if lease is not None:
                 self._handoff.hand_over(lease, committed)  # type: ignore[union-attr]  # set with lease
@@ -399,14 +401,17 @@ class Poller:
         if self._handoff is None and any(r.deliveries for r in committed):
             self._on_committed()
 
-    async def _commit_fresh(self, results: list[PollResult]) -> list[PollResult]:
+    async def _commit_fresh(self, results: list[PollResult], fence: Fence | None = None) -> list[PollResult]:
         """Commit, leaving out the results another writer (a replica) committed first: their
         transaction rolled back, and the rest is committed again without them. What they would have
         written is forgotten here, so the next poll reads those resources from the store again."""
         todo = results
         while todo:
             try:
-                await self._store.commit(todo)
+                if fence is None:  # polls: the compare-and-swap alone
+                    await self._store.commit(todo)
+                else:
+                    await self._store.commit(todo, fence=fence)
                 return todo
             except errors.CommitConflict as conflict:
                 lost = set(conflict.keys)
@@ -429,12 +434,12 @@ class Poller:
                     self._health_snapshots.pop(k.provider, None)
                     self._health_stale.add(k.provider)
 
-    async def _commit_each(self, results: list[PollResult]) -> list[PollResult]:
+    async def _commit_each(self, results: list[PollResult], fence: Fence | None = None) -> list[PollResult]:
         committed: list[PollResult] = []
         first: errors.StoreError | None = None
         for r in results:
             try:
-                await self._commit_fresh([r])
+                await self._commit_fresh([r], fence)
             except errors.StoreError as exc:
                 first = first or exc
                 log.error("poll.result_failed", resource=str(r.snapshot.key), error=str(exc))
@@ -518,8 +523,11 @@ class Poller:
             if result is not None:
                 await self._commit([result])
 
-    async def tick(self) -> int:
-        """End the holds and send the reminders that are due now; returns how many notified."""
+    async def tick(self, fence: Fence | None = None) -> int:
+        """End the holds and send the reminders that are due now; returns how many notified.
+
+        With `fence` (replicas: the `timers` lease), the commit lands only while this replica still
+        holds that lease: a tick that paused past it raises FencedOut and writes nothing."""
         now = self._clock.now()
         if self._rulebook.current is not self._rules_seen:
             await self._forget_removed_rules()
@@ -536,7 +544,7 @@ class Poller:
                 result = self._evaluate.due(key, snapshot, states, rules, now)
                 if result is not None:
                     results.append(result)
-            await self._commit(results)
+            await self._commit(results, fence)
         return sum(len(r.events) for r in results)
 
     async def acknowledge(self, req: AckRequest) -> RuleState:

@@ -29,7 +29,7 @@ from bridge.clock import Clock
 from bridge.errors import StoreError
 from bridge.lifecycle import LoopFn
 from bridge.poll.membership import Membership
-from bridge.store.base import Store
+from bridge.store.base import Fence, Store
 
 log = structlog.get_logger(__name__)
 
@@ -68,20 +68,28 @@ class PollOwnership:
         try:
             if shard is not None and not await self._within_quota(provider, group, shard, name):
                 return False
-            token = await self._store.acquire_lease(name, self.replica_id, self._clock.now(), self.period)
         except StoreError as exc:
             log.warning("lease.failed", lease=name, error=str(exc))
             self.held.pop(name, None)
             return False
+        return await self._take(name) is not None
+
+    async def _take(self, name: str) -> int | None:
+        """Take or renew lease `name`: its fencing token, or None (another holder, or no store)."""
+        try:
+            token = await self._store.acquire_lease(name, self.replica_id, self._clock.now(), self.period)
+        except StoreError as exc:
+            log.warning("lease.failed", lease=name, error=str(exc))
+            self.held.pop(name, None)
+            return None
         if token is None:
-            if self.held.pop(name, None) is not None:
-                log.warning("lease.lost", lease=name, replica=self.replica_id)
-            return False
+            self.forget(name)
+            return None
         if self.held.get(name) != token:
             self.takeovers += 1
             log.info("lease.taken", lease=name, replica=self.replica_id, token=token)
         self.held[name] = token
-        return True
+        return token
 
     async def _within_quota(self, provider: str, group: str, shard: tuple[int, int], name: str) -> bool:
         """May this replica hold `name` (a shard of `group`)? Gives it up when over quota."""
@@ -104,6 +112,18 @@ class PollOwnership:
         # the next heartbeat, and a dead or stopped replica's shard is taken at this run).
         await self.membership.refresh_if_stale()
         return mine < self.membership.quota(provider, shard[1])
+
+    async def fence(self, name: str) -> Fence | None:
+        """Take or renew lease `name` (not a watch group's: e.g. `timers`, bridge/poll/timers.py) and
+        return the fence its holder's writes carry; None while another live replica holds it or the
+        store does not answer. Renewed by the heartbeat and released at a clean stop like the rest."""
+        token = await self._take(name)
+        return None if token is None else Fence(name, self.replica_id, token)
+
+    def forget(self, name: str) -> None:
+        """Another replica holds lease `name` now (it refused this one, or fenced out a write)."""
+        if self.held.pop(name, None) is not None:
+            log.warning("lease.lost", lease=name, replica=self.replica_id)
 
     async def heartbeat(self) -> None:
         """Extend every lease this replica holds; what the store no longer lists is forgotten. The

@@ -49,6 +49,7 @@ from bridge.providers.base import FetchResult, WatchGroup
 from bridge.rehearse.acks import ack_step, again
 from bridge.rehearse.timeline import Step, input_problem
 from bridge.rules.engine import RuleSet
+from bridge.store.base import Fence
 from bridge.store.sqlite import SqliteStore
 
 MAX_TIMER_RUNS = 100_000  # a timeline of a year with a 1-minute repeat stays well below
@@ -90,18 +91,25 @@ class _RecordingStore(SqliteStore):
         self.digests: list[tuple[Event, Delivery, list[str]]] = []
         self.settled: list[tuple[list[str], list[str]]] = []  # (released, left out) when a window ended
 
-    async def commit(self, results: Sequence[PollResult]) -> None:
-        await super().commit(results)
+    async def commit(self, results: Sequence[PollResult], *, fence: Fence | None = None) -> None:
+        await super().commit(results, fence=fence)
         self.results.extend(results)
 
-    async def commit_digest(self, event: Event, digest: Delivery, members: Sequence[str]) -> None:
-        await super().commit_digest(event, digest, members)
+    async def commit_digest(
+        self, event: Event, digest: Delivery, members: Sequence[str], *, fence: Fence | None = None
+    ) -> None:
+        await super().commit_digest(event, digest, members, fence=fence)
         self.digests.append((event, digest, list(members)))
 
     async def settle_held(
-        self, *, release: Sequence[str], drop: Sequence[tuple[str, str]], now: datetime
+        self,
+        *,
+        release: Sequence[str],
+        drop: Sequence[tuple[str, str]],
+        now: datetime,
+        fence: Fence | None = None,
     ) -> None:
-        await super().settle_held(release=release, drop=drop, now=now)
+        await super().settle_held(release=release, drop=drop, now=now, fence=fence)
         if release or drop:
             self.settled.append((list(release), [i for i, _ in drop]))
 

@@ -7,11 +7,12 @@ delivery by pushing its `next_attempt_at` forward, so a crashed worker's claim s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
+from bridge.lifecycle import LoopFn
 from bridge.model import (
     Attempt,
     Delivery,
@@ -94,6 +95,28 @@ class AttemptOutcome:
     # A dead letter's copy for the channel's `fallback` (#14), queued in the same transaction; kept
     # out when that channel already has this event (its delivery id is taken).
     fallback: Delivery | None = None
+    # The claim this attempt was made under (`Delivery.claim_token`): the record lands only while
+    # the row still carries it. None: not made under a claim (a tool recording by hand), unfenced.
+    claim_token: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What `record_attempts` could not record: unknown deliveries, and those whose claim another
+    worker has taken since (fenced out: the newer claimer's record stands)."""
+
+    missing: frozenset[str] = frozenset()
+    refused: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A write made on the strength of lease `name`: it lands only while `holder` still holds it
+    with `token` (another replica that took the lease over has a greater token)."""
+
+    name: str
+    holder: str
+    token: int
 
 
 class Store(Protocol):
@@ -129,17 +152,21 @@ class Store(Protocol):
         """The stored snapshots of these ids (absent ones left out), read together."""
         ...
 
-    async def commit(self, results: Sequence[PollResult]) -> None:
-        """Write every result atomically (all of them in one transaction)."""
+    async def commit(self, results: Sequence[PollResult], *, fence: Fence | None = None) -> None:
+        """Write every result atomically (all of them in one transaction). With `fence`, nothing is
+        written unless the lease is still the fence's (else FencedOut)."""
         ...
 
     async def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Delivery]:
         """Pending deliveries due at `now`, oldest first; each is leased until `now + lease`."""
         ...
 
-    async def defer(self, due: Sequence[tuple[str, datetime]]) -> None:
+    async def defer(
+        self, due: Sequence[tuple[str, datetime]], *, tokens: Mapping[str, int] | None = None
+    ) -> None:
         """Put claimed, unsent pending deliveries back, each due at its time; no attempt is counted
-        (a channel's rate limit said "not yet"). Others (delivered, dead, gone) are left alone."""
+        (a channel's rate limit said "not yet"). Others (delivered, dead, gone) are left alone, and
+        so is one whose claim token is no longer the one in `tokens` (claimed again since)."""
         ...
 
     async def next_due_at(self) -> datetime | None:
@@ -164,10 +191,12 @@ class Store(Protocol):
         """Store one attempt and move the delivery to `status` (pending again at `next_attempt_at`)."""
         ...
 
-    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
-        """Store many attempts in ONE transaction (group commit); returns the delivery ids not found.
+    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> Recorded:
+        """Store many attempts in ONE transaction (group commit); says which could not be recorded.
 
-        An unknown delivery is skipped, not an error for the others: they were sent and must be recorded.
+        An unknown delivery is skipped, not an error for the others: they were sent and must be
+        recorded. So is an outcome whose `claim_token` the row no longer carries (fenced: the
+        delivery was claimed again, by a worker whose record must not be overwritten).
         """
         ...
 
@@ -276,8 +305,10 @@ class Store(Protocol):
 
     async def list_held(self, channel: str, group_key: str) -> list[Delivery]: ...
 
-    async def commit_digest(self, event: Event, digest: Delivery, members: Sequence[str]) -> None:
-        """Queue one digest delivery and mark its members `digested`, atomically."""
+    async def commit_digest(
+        self, event: Event, digest: Delivery, members: Sequence[str], *, fence: Fence | None = None
+    ) -> None:
+        """Queue one digest delivery and mark its members `digested`, atomically (fenced: see commit)."""
         ...
 
     # -- "why (not)?" and retention (#14) ----------------------------------------------------------
@@ -309,7 +340,12 @@ class Store(Protocol):
         ...
 
     async def settle_held(
-        self, *, release: Sequence[str], drop: Sequence[tuple[str, str]], now: datetime
+        self,
+        *,
+        release: Sequence[str],
+        drop: Sequence[tuple[str, str]],
+        now: datetime,
+        fence: Fence | None = None,
     ) -> None:
         """End deferred (`held`) deliveries in one transaction: `release` become pending, due now;
         `drop` (id, why) become `suppressed` with the reason (still replayable). Others are left."""
@@ -334,4 +370,9 @@ class Store(Protocol):
 
     async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str, datetime]]:
         """(name, holder, expiry) of every unexpired lease whose name starts with `prefix`, by name."""
+
+    def outbox_listener(self, wake: Callable[[], None]) -> LoopFn | None:
+        """A loop (a `Service` body) that calls `wake` whenever ANOTHER process commits deliveries
+        that are due, so an idle worker sends them at once; None when this store has no such signal
+        (SQLite, one process: the worker is told in memory)."""
         ...

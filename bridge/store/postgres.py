@@ -10,7 +10,8 @@ and migrated on open under an advisory lock.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -33,7 +34,16 @@ from bridge.model import (
 )
 from bridge.store import postgres_rows as rows_
 from bridge.store import postgres_sql as q
-from bridge.store.base import AttemptOutcome, DeliveryQuery, EventQuery, HeldGroup, OutboxCounts
+from bridge.store.base import (
+    AttemptOutcome,
+    DeliveryQuery,
+    EventQuery,
+    Fence,
+    HeldGroup,
+    OutboxCounts,
+    Recorded,
+)
+from bridge.store.postgres_cluster import PostgresCluster, check_fence
 from bridge.store.postgres_traces import Q_TRACE_INSERT, PostgresTraces, trace_row
 
 # What a broken connection, a refused login or a failed statement raise: all become StoreError.
@@ -55,7 +65,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStore(PostgresTraces):
+class PostgresStore(PostgresCluster, PostgresTraces):
     """The Store protocol on one PostgreSQL database (and schema, by default `public`)."""
 
     def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
@@ -87,6 +97,7 @@ class PostgresStore(PostgresTraces):
         try:
             async with pool.acquire() as conn:
                 await self._migrate(conn)
+                self._schema_name = str(await conn.fetchval("SELECT current_schema()"))
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, _DB_ERRORS):
@@ -164,7 +175,7 @@ class PostgresStore(PostgresTraces):
         found = await self._fetch(q.Q_SNAPSHOTS_BY_IDS, provider, source, list(resource_ids))
         return {s.key.resource_id: s for s in map(rows_.snapshot, found)}
 
-    async def commit(self, results: Sequence[PollResult]) -> None:
+    async def commit(self, results: Sequence[PollResult], *, fence: Fence | None = None) -> None:
         if not results:
             return
         try:
@@ -192,7 +203,13 @@ class PostgresStore(PostgresTraces):
             (q.Q_RULE_STATE_DELETE, forget),
             (Q_TRACE_INSERT, traces),
         ]
+        # Wake the other replicas only for work they may take: a delivery leased to this replica's
+        # worker (a hand-over: due at its lease's end, after its creation) is not theirs.
+        due = any(
+            d.status == "pending" and d.next_attempt_at <= d.created_at for r in results for d in r.deliveries
+        )
         async with self._transaction() as conn:
+            await check_fence(conn, fence)
             landed = await conn.fetch(q.Q_SNAPSHOT_CAS, *map(list, zip(*snapshots, strict=True)))
             if len(landed) < len(snapshots):  # another writer got there first: write nothing
                 won = {tuple(r) for r in landed}
@@ -209,6 +226,8 @@ class PostgresStore(PostgresTraces):
             for query, batch in batches:
                 if batch:
                     await conn.executemany(query, batch)
+            if due:
+                await self._notify_outbox(conn)
 
     # -- outbox ----------------------------------------------------------------------------------
 
@@ -216,11 +235,15 @@ class PostgresStore(PostgresTraces):
         async with self._transaction() as conn:
             claimed = list(await conn.fetch(q.Q_CLAIM, rows_.aware(now), now + lease, limit))
         claimed.sort(key=lambda r: (r["was"], r["created_at"], r["id"]))  # RETURNING has no order
-        return [rows_.delivery(r) for r in claimed]
+        return [replace(rows_.delivery(r), claim_token=int(r["claim_token"])) for r in claimed]
 
-    async def defer(self, due: Sequence[tuple[str, datetime]]) -> None:
+    async def defer(
+        self, due: Sequence[tuple[str, datetime]], *, tokens: Mapping[str, int] | None = None
+    ) -> None:
+        known = tokens or {}
+        rows = [(rows_.aware(at), delivery_id, known.get(delivery_id)) for delivery_id, at in due]
         async with self._transaction() as conn:
-            await conn.executemany(q.Q_DEFER, [(rows_.aware(at), delivery_id) for delivery_id, at in due])
+            await conn.executemany(q.Q_DEFER, rows)
 
     async def next_due_at(self) -> datetime | None:
         async with self._conn() as conn:
@@ -251,16 +274,23 @@ class PostgresStore(PostgresTraces):
         self, attempt: Attempt, *, status: DeliveryStatus, next_attempt_at: datetime | None
     ) -> None:
         outcome = AttemptOutcome(attempt=attempt, status=status, next_attempt_at=next_attempt_at)
-        if await self.record_attempts([outcome]):
+        if (await self.record_attempts([outcome])).missing:
             raise StoreError(f"no delivery {attempt.delivery_id!r} to record an attempt for")
 
-    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
+    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> Recorded:
         if not outcomes:
-            return set()
+            return Recorded()
         ids = [o.attempt.delivery_id for o in outcomes]
         async with self._transaction() as conn:
-            known = {r[0] for r in await conn.fetch(q.Q_DELIVERIES_EXISTING, ids)}
-            present = [o for o in outcomes if o.attempt.delivery_id in known]
+            tokens = {r[0]: int(r[1]) for r in await conn.fetch(q.Q_DELIVERIES_EXISTING, ids)}
+            refused = {
+                o.attempt.delivery_id
+                for o in outcomes
+                if o.attempt.delivery_id in tokens
+                and o.claim_token is not None
+                and tokens[o.attempt.delivery_id] != o.claim_token
+            }
+            present = [o for o in outcomes if o.attempt.delivery_id in tokens.keys() - refused]
             if present:
                 await conn.executemany(
                     q.Q_DELIVERY_AFTER_ATTEMPT,
@@ -279,12 +309,18 @@ class PostgresStore(PostgresTraces):
             fallbacks = [rows_.delivery_row(o.fallback) for o in present if o.fallback is not None]
             if fallbacks:
                 await conn.executemany(q.Q_DELIVERY_INSERT, fallbacks)
-        return set(ids) - known
+                await self._notify_outbox(conn)
+        return Recorded(missing=frozenset(set(ids) - tokens.keys()), refused=frozenset(refused))
 
     async def replay(self, delivery_ids: Sequence[str], now: datetime) -> int:
         if not delivery_ids:
             return 0
-        return await self._execute(q.Q_REPLAY, rows_.aware(now), list(dict.fromkeys(delivery_ids)))
+        async with self._transaction() as conn:
+            args = (rows_.aware(now), list(dict.fromkeys(delivery_ids)))
+            replayed = _count(await conn.execute(q.Q_REPLAY, *args))
+            if replayed:
+                await self._notify_outbox(conn)
+        return replayed
 
     # -- reads for ops and the admin API ---------------------------------------------------------
 
@@ -408,31 +444,13 @@ class PostgresStore(PostgresTraces):
     async def list_held(self, channel: str, group_key: str) -> list[Delivery]:
         return [rows_.delivery(r) for r in await self._fetch(q.Q_HELD_OF_GROUP, channel, group_key)]
 
-    async def commit_digest(self, event: Event, digest: Delivery, members: Sequence[str]) -> None:
+    async def commit_digest(
+        self, event: Event, digest: Delivery, members: Sequence[str], *, fence: Fence | None = None
+    ) -> None:
         event_row, digest_row = rows_.event_row(event), rows_.delivery_row(digest)
         async with self._transaction() as conn:
+            await check_fence(conn, fence)
             await conn.execute(q.Q_EVENT_INSERT, *event_row)
             await conn.execute(q.Q_DELIVERY_INSERT, *digest_row)
             await conn.executemany(q.Q_MARK_DIGESTED, [(f"sent in digest {digest.id}", m) for m in members])
-
-    # -- leases ----------------------------------------------------------------------------------
-
-    async def acquire_lease(self, name: str, holder: str, now: datetime, period: timedelta) -> int | None:
-        at = rows_.aware(now)
-        async with self._transaction() as conn:
-            token = await conn.fetchval(q.Q_LEASE_ACQUIRE, name, holder, at, at + period)
-        return None if token is None else int(token)
-
-    async def renew_leases(self, holder: str, now: datetime, period: timedelta) -> int:
-        at = rows_.aware(now)
-        return await self._execute(q.Q_LEASE_RENEW, holder, at, at + period)
-
-    async def release_leases(self, holder: str, names: Sequence[str]) -> None:
-        if names:
-            await self._execute(q.Q_LEASE_RELEASE, holder, list(names))
-
-    async def held_leases(self, holder: str, now: datetime) -> list[str]:
-        return [r[0] for r in await self._fetch(q.Q_LEASES_HELD, holder, rows_.aware(now))]
-
-    async def lease_holders(self, prefix: str, now: datetime) -> list[tuple[str, str, datetime]]:
-        return [(r[0], r[1], r[2]) for r in await self._fetch(q.Q_LEASE_HOLDERS, prefix, rows_.aware(now))]
+            await self._notify_outbox(conn)

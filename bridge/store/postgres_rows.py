@@ -126,6 +126,7 @@ def delivery_row(d: Delivery) -> tuple[Any, ...]:
         aware(d.created_at),
         d.last_error,
         d.group_key,
+        d.claim_token,
     )
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from bridge.store.postgres_traces import MIGRATION_2
 
+# Delivery fencing (#12): the token of a delivery's current claim (kept here, not imported from
+# postgres_cluster, which imports this module).
+MIGRATION_4 = "ALTER TABLE deliveries ADD COLUMN claim_token bigint NOT NULL DEFAULT 0"
+
 # (version, statements). A migration runs once, in its own transaction, under an advisory lock, so
 # replicas starting together on an empty database cannot both create the schema.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -124,6 +128,7 @@ CREATE TABLE leases (
 )
 """,
     ),
+    (4, MIGRATION_4),  # replicas: a delivery's claim carries a fencing token
     (
         # #14: a firing's number, its escalation, and who acknowledged or snoozed it.
         6,
@@ -180,7 +185,7 @@ SELECT id, rule_id, type, status, severity, provider, source, resource_id,
 sequence, changes, state, occurred_at FROM events ORDER BY occurred_at DESC, id LIMIT $1"""
 Q_DELIVERY_INSERT = """
 INSERT INTO deliveries (id, event_id, channel, body, status, attempts, next_attempt_at, created_at,
-    last_error, group_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    last_error, group_key, claim_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (id) DO NOTHING"""
 Q_DELIVERY_GET = """
 SELECT id, event_id, channel, body, status, attempts, next_attempt_at,
@@ -192,23 +197,30 @@ WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR channel = $2)
 ORDER BY created_at DESC, id LIMIT $3"""
 # Claim and lease in one statement. SKIP LOCKED: two workers (or two replicas) claiming at the same
 # instant take disjoint rows instead of waiting on each other; the lease (next_attempt_at pushed
-# forward) is what keeps a claimed row away from the next claim once this transaction commits.
+# forward) is what keeps a claimed row away from the next claim once this transaction commits. Each
+# claim is a new fencing token: a record made under an older one is refused.
 Q_CLAIM = """
 WITH due AS (
     SELECT id, next_attempt_at AS was FROM deliveries
     WHERE status = 'pending' AND next_attempt_at <= $1
     ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED
 )
-UPDATE deliveries d SET next_attempt_at = $2 FROM due WHERE d.id = due.id
+UPDATE deliveries d SET next_attempt_at = $2, claim_token = d.claim_token + 1 FROM due WHERE d.id = due.id
 RETURNING d.id, d.event_id, d.channel, d.body, d.status, d.attempts, d.next_attempt_at, d.created_at,
-    d.last_error, due.was"""
+    d.last_error, due.was, d.claim_token"""
 Q_NEXT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'"
-Q_DEFER = "UPDATE deliveries SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending'"
+Q_DEFER = """
+UPDATE deliveries SET next_attempt_at = $1
+WHERE id = $2 AND status = 'pending' AND claim_token = COALESCE($3::bigint, claim_token)"""
 Q_DEPTH = "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
 Q_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'"
 Q_PENDING_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'pending' GROUP BY channel"
 Q_DEAD_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'dead' GROUP BY channel"
-Q_DELIVERIES_EXISTING = "SELECT id FROM deliveries WHERE id = ANY($1::text[])"
+# Locked (in id order: two batches never wait on each other in a cycle), so no claim can take one
+# of them between this read of their tokens and the records.
+Q_DELIVERIES_EXISTING = (
+    "SELECT id, claim_token FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+)
 Q_DELIVERY_AFTER_ATTEMPT = """
 UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = COALESCE($3, next_attempt_at),
     last_error = $4
@@ -341,7 +353,10 @@ ON CONFLICT (name) DO UPDATE SET
 WHERE leases.holder = excluded.holder OR leases.expires_at <= $3
 RETURNING token"""
 Q_LEASE_RENEW = "UPDATE leases SET expires_at = $3 WHERE holder = $1 AND expires_at > $2"
-Q_LEASE_RELEASE = "DELETE FROM leases WHERE holder = $1 AND name = ANY($2::text[])"
+# Released, not deleted: the row keeps its token, so the next holder's is greater (a deleted row
+# would start again at 1, and a zombie's old token 1 would pass the fence).
+Q_LEASE_RELEASE = """
+UPDATE leases SET holder = '', expires_at = '-infinity' WHERE holder = $1 AND name = ANY($2::text[])"""
 Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = $1 AND expires_at > $2 ORDER BY name"
 Q_LEASE_HOLDERS = """
 SELECT name, holder, expires_at FROM leases WHERE starts_with(name, $1) AND expires_at > $2 ORDER BY name"""

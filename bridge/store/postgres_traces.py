@@ -11,7 +11,7 @@ from typing import Any
 from bridge.explain.codec import trace_body, trace_of
 from bridge.model import Delivery, Trace
 from bridge.store import postgres_rows as rows_
-from bridge.store.base import PruneKind, StoreCounts
+from bridge.store.base import Fence, PruneKind, StoreCounts
 
 MIGRATION_2 = """
 CREATE TABLE traces (
@@ -85,6 +85,9 @@ class PostgresTraces:
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[Any]:
         raise NotImplementedError
 
+    async def _notify_outbox(self, conn: Any) -> None:
+        raise NotImplementedError
+
     async def list_traces(
         self,
         rule_id: str,
@@ -115,8 +118,18 @@ class PostgresTraces:
         return StoreCounts(events=row[0], deliveries=row[1], attempts=row[2], traces=row[3])
 
     async def settle_held(
-        self, *, release: Sequence[str], drop: Sequence[tuple[str, str]], now: datetime
+        self,
+        *,
+        release: Sequence[str],
+        drop: Sequence[tuple[str, str]],
+        now: datetime,
+        fence: Fence | None = None,
     ) -> None:
+        from bridge.store.postgres_cluster import check_fence  # it imports postgres_sql, which imports us
+
         async with self._transaction() as conn:
+            await check_fence(conn, fence)
             await conn.executemany(Q_RELEASE_HELD, [(rows_.aware(now), i) for i in release])
             await conn.executemany(Q_DROP_HELD, [(why, i) for i, why in drop])
+            if release:
+                await self._notify_outbox(conn)

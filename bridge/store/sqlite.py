@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.errors import CommitConflict, StoreError
+from bridge.lifecycle import LoopFn
 from bridge.model import (
     PollResult,
     ResourceKey,
@@ -25,6 +26,7 @@ from bridge.model import (
     Watch,
 )
 from bridge.shards import shard_of
+from bridge.store.base import Fence
 from bridge.store.sqlite_api import SqliteApiReads
 from bridge.store.sqlite_outbox import SqliteOutbox
 from bridge.store.sqlite_rule_sql import (
@@ -69,6 +71,7 @@ from bridge.store.sqlite_sql import (
     _snapshot_row,
     _ts,
     _watch,
+    fence_token,
 )
 from bridge.store.sqlite_trace_sql import Q_TRACE_INSERT, trace_row
 from bridge.store.sqlite_traces import SqliteTraces
@@ -111,7 +114,7 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
 
     # -- commit ----------------------------------------------------------------------------------
 
-    async def commit(self, results: Sequence[PollResult]) -> None:
+    async def commit(self, results: Sequence[PollResult], *, fence: Fence | None = None) -> None:
         if not results:
             return
         try:
@@ -152,7 +155,7 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
         async with self._lock:
             db = self._conn()
             try:
-                await db._execute(_commit_batches, db._conn, batches)  # type: ignore[no-untyped-call]
+                await db._execute(_commit_batches, db._conn, batches, fence)  # type: ignore[no-untyped-call]
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
@@ -254,6 +257,9 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
             cur = await db.execute(Q_SILENCE_EXPIRE, (_ts(now), silence_id))
             return cur.rowcount > 0
 
+    def outbox_listener(self, wake: Callable[[], None]) -> LoopFn | None:
+        return None  # one process: its worker is told of new deliveries in memory
+
     # -- leases (one process: every lease is this one's, unless a test plays two holders) ---------
 
     async def acquire_lease(self, name: str, holder: str, now: datetime, period: timedelta) -> int | None:
@@ -285,12 +291,14 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
 
 
 def _commit_batches(
-    conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[tuple[Any, ...]]]]
+    conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[tuple[Any, ...]]]], fence: Fence | None
 ) -> None:
-    """BEGIN IMMEDIATE, the snapshots and events row by row (each compare-and-swap checked), one
-    executemany per other batch, COMMIT; ROLLBACK on anything, CommitConflict naming the losers."""
+    """BEGIN IMMEDIATE, the fence, the snapshots and events row by row (each compare-and-swap
+    checked), one executemany per other batch, COMMIT; ROLLBACK on anything, CommitConflict naming
+    the losers (FencedOut when the fence's lease has another holder)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        fence_token(conn, fence)
         (snap_q, snapshots), (event_q, events), *rest = batches
         stale = [row[:3] for row in snapshots if conn.execute(snap_q, row).rowcount == 0]
         for row in events:

@@ -22,6 +22,7 @@ from bridge.store.sqlite_sql import (
     _SCHEMA,
     BUSY_TIMEOUT_S,
     MIGRATE_DELIVERIES_TO_V3,
+    MIGRATE_DELIVERIES_TO_V8,
     MIGRATE_SNAPSHOTS_TO_V6,
     SCHEMA_VERSION,
     _dt,
@@ -89,6 +90,9 @@ class SqliteConnection:
             columns = {r[1] for r in await db.execute_fetchall("PRAGMA table_info(snapshots)")}
             if 0 < version < 7 and "version" not in columns:
                 await db.execute(MIGRATE_SNAPSHOTS_TO_V6)
+            columns = {r[1] for r in await db.execute_fetchall("PRAGMA table_info(deliveries)")}
+            if 0 < version < 8 and "claim_token" not in columns:
+                await db.execute(MIGRATE_DELIVERIES_TO_V8)
             ruled = {r[1] for r in await db.execute_fetchall("PRAGMA table_info(rule_states)")}
             if 0 < version < 10 and ruled and "firing_seq" not in ruled:
                 for statement in MIGRATE_RULE_STATES_TO_V10:

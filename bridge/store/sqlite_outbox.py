@@ -4,7 +4,8 @@ commit), replay, counts for metrics, and the digest loop's held groups. A mixin 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bridge.errors import StoreError
@@ -14,7 +15,7 @@ from bridge.model import (
     DeliveryStatus,
     Event,
 )
-from bridge.store.base import AttemptOutcome, HeldGroup, OutboxCounts
+from bridge.store.base import AttemptOutcome, Fence, HeldGroup, OutboxCounts, Recorded
 from bridge.store.sqlite_conn import SqliteConnection
 from bridge.store.sqlite_rule_sql import (
     Q_HELD_GROUPS,
@@ -26,8 +27,8 @@ from bridge.store.sqlite_sql import (
     Q_DEAD_BY_CHANNEL,
     Q_DEFER,
     Q_DELIVERY_AFTER_ATTEMPT,
-    Q_DELIVERY_EXISTS,
     Q_DELIVERY_INSERT,
+    Q_DELIVERY_TOKEN,
     Q_DEPTH,
     Q_DUE,
     Q_EVENT_INSERT,
@@ -43,6 +44,7 @@ from bridge.store.sqlite_sql import (
     _dt,
     _event_row,
     _ts,
+    check_fence,
 )
 
 
@@ -62,10 +64,15 @@ class SqliteOutbox(SqliteConnection):
         # what a crash mid-send does anyway (at least once). So no fsync of its own; the next durable
         # commit syncs the WAL, lease included.
         rows: list[Row] = await self._in_one_hop(claim, durable=False)
-        return [_delivery(row, next_attempt_at=leased_until) for row in rows]
+        return [
+            replace(_delivery(row[:9], next_attempt_at=leased_until), claim_token=row[9] + 1) for row in rows
+        ]
 
-    async def defer(self, due: Sequence[tuple[str, datetime]]) -> None:
-        rows = [(_ts(at), delivery_id) for delivery_id, at in due]
+    async def defer(
+        self, due: Sequence[tuple[str, datetime]], *, tokens: Mapping[str, int] | None = None
+    ) -> None:
+        known = tokens or {}
+        rows = [(_ts(at), delivery_id, known.get(delivery_id)) for delivery_id, at in due]
 
         def put_back(conn: sqlite3.Connection) -> None:
             conn.executemany(Q_DEFER, rows)
@@ -100,12 +107,12 @@ class SqliteOutbox(SqliteConnection):
         self, attempt: Attempt, *, status: DeliveryStatus, next_attempt_at: datetime | None
     ) -> None:
         outcome = AttemptOutcome(attempt=attempt, status=status, next_attempt_at=next_attempt_at)
-        if await self.record_attempts([outcome]):
+        if (await self.record_attempts([outcome])).missing:
             raise StoreError(f"no delivery {attempt.delivery_id!r} to record an attempt for")
 
-    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
+    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> Recorded:
         if not outcomes:
-            return set()
+            return Recorded()
         rows = [
             (
                 _attempt_row(o.attempt),
@@ -115,41 +122,51 @@ class SqliteOutbox(SqliteConnection):
                     None if o.next_attempt_at is None else _ts(o.next_attempt_at),
                     None if o.attempt.ok else o.attempt.error,
                     o.attempt.delivery_id,
+                    o.claim_token,
                 ),
             )
             for o in outcomes
         ]
-        fallbacks = [_delivery_row(o.fallback) for o in outcomes if o.fallback is not None]
+        fallbacks = {
+            o.attempt.delivery_id: _delivery_row(o.fallback) for o in outcomes if o.fallback is not None
+        }
 
-        def record(conn: sqlite3.Connection) -> set[str]:
-            missing = attempts(conn)
-            if fallbacks:
-                conn.executemany(Q_DELIVERY_INSERT, fallbacks)
-            return missing
+        def record(conn: sqlite3.Connection) -> Recorded:
+            done = attempts(conn)
+            kept = [row for delivery_id, row in fallbacks.items() if delivery_id not in done.refused]
+            if kept:
+                conn.executemany(Q_DELIVERY_INSERT, kept)
+            return done
 
-        def attempts(conn: sqlite3.Connection) -> set[str]:
+        def attempts(conn: sqlite3.Connection) -> Recorded:
             # Update first: an unknown delivery is skipped instead of failing the foreign key (and
-            # with it every other attempt of the batch). Normally every delivery exists: one
-            # executemany per statement; only when some update found nothing, ask which.
+            # with it every other attempt of the batch), a fenced one (claimed again since) is left
+            # to its new claimer. Normally every update lands: one executemany per statement; only
+            # when some found nothing, ask which and why.
             updated = conn.executemany(Q_DELIVERY_AFTER_ATTEMPT, [u for _, u in rows]).rowcount
             if updated == len(rows):
                 conn.executemany(Q_ATTEMPT_INSERT, [a for a, _ in rows])
-                return set()
+                return Recorded()
             missing: set[str] = set()
+            refused: set[str] = set()
             for attempt_row, delivery_update in rows:
-                if conn.execute(Q_DELIVERY_EXISTS, (delivery_update[-1],)).fetchone() is None:
-                    missing.add(delivery_update[-1])
+                delivery_id, token = delivery_update[-2], delivery_update[-1]
+                found = conn.execute(Q_DELIVERY_TOKEN, (delivery_id,)).fetchone()
+                if found is None:
+                    missing.add(delivery_id)
+                elif token is not None and found[0] != token:
+                    refused.add(delivery_id)
                 else:
                     conn.execute(Q_ATTEMPT_INSERT, attempt_row)
-            return missing
+            return Recorded(missing=frozenset(missing), refused=frozenset(refused))
 
         # Not fsynced on its own under FULL (like a claim): the poll result that created the delivery
         # was, before anyone could send it. Losing this record to a power cut leaves the delivery
         # pending as last synced, so it goes out again with the same webhook-id and bytes (at least
         # once), exactly as after a crash mid-send. The next durable commit (any poll result with a
         # change) or WAL checkpoint syncs it, and the WAL only ever recovers a prefix of commits.
-        missing: set[str] = await self._in_one_hop(record, durable=False)
-        return missing
+        done: Recorded = await self._in_one_hop(record, durable=False)
+        return done
 
     async def replay(self, delivery_ids: Sequence[str], now: datetime) -> int:
         if not delivery_ids:
@@ -180,9 +197,12 @@ class SqliteOutbox(SqliteConnection):
             rows = await db.execute_fetchall(Q_HELD_OF_GROUP, (channel, group_key))
         return [_delivery(row) for row in rows]
 
-    async def commit_digest(self, event: Event, digest: Delivery, members: Sequence[str]) -> None:
+    async def commit_digest(
+        self, event: Event, digest: Delivery, members: Sequence[str], *, fence: Fence | None = None
+    ) -> None:
         event_row, digest_row = _event_row(event), _delivery_row(digest)
         async with self._transaction() as db:
+            await check_fence(db, fence)
             await db.execute(Q_EVENT_INSERT, event_row)
             await db.execute(Q_DELIVERY_INSERT, digest_row)
             await db.executemany(Q_MARK_DIGESTED, [(f"sent in digest {digest.id}", m) for m in members])

@@ -5,12 +5,15 @@ Kept apart from `sqlite.py` (the transaction and locking logic) so each file has
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import aiosqlite
 import orjson
 
+from bridge.errors import FencedOut
 from bridge.model import (
     Attempt,
     Change,
@@ -22,6 +25,7 @@ from bridge.model import (
     Snapshot,
     Watch,
 )
+from bridge.store.base import Fence
 
 SCHEMA_VERSION = 10  # v10 (#14): acknowledge / snooze / escalation columns of rule_states
 BUSY_TIMEOUT_S = 5.0
@@ -81,7 +85,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_attempt_at  TEXT NOT NULL,
     created_at       TEXT NOT NULL,
     last_error       TEXT,
-    group_key        TEXT
+    group_key        TEXT,
+    claim_token      INTEGER NOT NULL DEFAULT 0  -- v8: fencing token of the current claim
 );
 -- Partial index: the worker only ever scans pending work, which stays small.
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
@@ -118,6 +123,9 @@ CREATE TABLE IF NOT EXISTS watches (
 
 # v1..v5 → v6: snapshots gain the version their compare-and-swap writes check (0: written before).
 MIGRATE_SNAPSHOTS_TO_V6 = "ALTER TABLE snapshots ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
+
+# v1..v7 → v8: deliveries gain the fencing token their claims carry (0: never claimed).
+MIGRATE_DELIVERIES_TO_V8 = "ALTER TABLE deliveries ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0"
 
 # v1/v2 → v3: `deliveries` gains statuses (a CHECK cannot be altered in SQLite) and `group_key`.
 # Runs with foreign keys off (attempts reference deliveries), before _SCHEMA recreates the indexes.
@@ -180,8 +188,9 @@ SELECT id, rule_id, type, status, severity, provider, source, resource_id, seque
 FROM events ORDER BY occurred_at DESC, id LIMIT ?"""
 Q_DELIVERY_INSERT = """
 INSERT OR IGNORE INTO deliveries
-    (id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error, group_key)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    (id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error, group_key,
+    claim_token)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 Q_DELIVERY_GET = """
 SELECT id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error
 FROM deliveries WHERE id = ?"""
@@ -193,11 +202,15 @@ ORDER BY created_at DESC, id LIMIT ?3"""
 # made SQLite sort every due row, bodies included, on each claim, quadratic in a burst whose
 # deliveries share one due time.
 Q_DUE = """
-SELECT id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error
+SELECT id, event_id, channel, body, status, attempts, next_attempt_at, created_at, last_error, claim_token
 FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?
 ORDER BY next_attempt_at LIMIT ?"""
-Q_LEASE = "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?"
-Q_DEFER = "UPDATE deliveries SET next_attempt_at = ? WHERE id = ? AND status = 'pending'"
+# A claim is a lease and a new fencing token (the one read in the same transaction, plus one).
+Q_LEASE = "UPDATE deliveries SET next_attempt_at = ?, claim_token = claim_token + 1 WHERE id = ?"
+# A NULL token (no claim known) matches any: COALESCE(NULL, claim_token) = claim_token.
+Q_DEFER = """
+UPDATE deliveries SET next_attempt_at = ?
+WHERE id = ? AND status = 'pending' AND claim_token = COALESCE(?, claim_token)"""
 Q_NEXT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'"
 Q_DEPTH = "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
 Q_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'"
@@ -207,8 +220,8 @@ Q_DEAD_BY_CHANNEL = "SELECT channel, COUNT(*) FROM deliveries WHERE status = 'de
 # A finished delivery keeps its last next_attempt_at (COALESCE): the column is never NULL.
 Q_DELIVERY_AFTER_ATTEMPT = """
 UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?
-WHERE id = ?"""
-Q_DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE id = ?"
+WHERE id = ? AND claim_token = COALESCE(?, claim_token)"""
+Q_DELIVERY_TOKEN = "SELECT claim_token FROM deliveries WHERE id = ?"  # noqa: S105 (a fencing token)
 # attempts restarts at 0 so a replayed delivery gets the full retry schedule again.
 Q_REPLAY = """
 UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?
@@ -358,6 +371,7 @@ def _delivery_row(d: Delivery) -> tuple[Any, ...]:
         _ts(d.created_at),
         d.last_error,
         d.group_key,
+        d.claim_token,
     )
 
 
@@ -422,8 +436,32 @@ ON CONFLICT (name) DO UPDATE SET
 WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3
 RETURNING token"""
 Q_LEASE_RENEW = "UPDATE leases SET expires_at = ?3 WHERE holder = ?1 AND expires_at > ?2"
-Q_LEASE_RELEASE = "DELETE FROM leases WHERE holder = ? AND name IN (SELECT value FROM json_each(?))"
+# Released, not deleted: the row keeps its token, so the next holder's is greater (a deleted row
+# would start again at 1, and a zombie's old token 1 would pass the fence).
+Q_LEASE_RELEASE = """
+UPDATE leases SET holder = '', expires_at = ''
+WHERE holder = ? AND name IN (SELECT value FROM json_each(?))"""
+Q_FENCE = "SELECT token FROM leases WHERE name = ? AND holder = ?"
 Q_LEASES_HELD = "SELECT name FROM leases WHERE holder = ? AND expires_at > ? ORDER BY name"
 Q_LEASE_HOLDERS = """
 SELECT name, holder, expires_at FROM leases
 WHERE substr(name, 1, length(?1)) = ?1 AND expires_at > ?2 ORDER BY name"""
+
+
+def fence_token(conn: sqlite3.Connection, fence: Fence | None) -> None:
+    """Raise FencedOut unless `fence`'s holder still holds its lease with its token (inside the
+    write's transaction, so no takeover can come between the check and the write)."""
+    if fence is None:
+        return
+    row = conn.execute(Q_FENCE, (fence.name, fence.holder)).fetchone()
+    if row is None or int(row[0]) != fence.token:
+        raise FencedOut(fence.name, fence.token)
+
+
+async def check_fence(db: aiosqlite.Connection, fence: Fence | None) -> None:
+    """`fence_token` for a transaction on the aiosqlite connection."""
+    if fence is None:
+        return
+    rows = list(await db.execute_fetchall(Q_FENCE, (fence.name, fence.holder)))
+    if not rows or int(rows[0][0]) != fence.token:
+        raise FencedOut(fence.name, fence.token)

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from bridge.model import Delivery, Trace
-from bridge.store.base import PruneKind, StoreCounts
+from bridge.store.base import Fence, PruneKind, StoreCounts
 from bridge.store.sqlite_conn import SqliteConnection
-from bridge.store.sqlite_sql import _delivery, _json, _ts
+from bridge.store.sqlite_sql import _delivery, _json, _ts, check_fence
 from bridge.store.sqlite_trace_sql import (
     Q_COUNTS,
     Q_DELIVERIES_OF_EVENTS,
@@ -64,8 +64,14 @@ class SqliteTraces(SqliteConnection):
         return StoreCounts(events=events, deliveries=deliveries, attempts=attempts, traces=traces)
 
     async def settle_held(
-        self, *, release: Sequence[str], drop: Sequence[tuple[str, str]], now: datetime
+        self,
+        *,
+        release: Sequence[str],
+        drop: Sequence[tuple[str, str]],
+        now: datetime,
+        fence: Fence | None = None,
     ) -> None:
         async with self._transaction() as db:
+            await check_fence(db, fence)
             await db.executemany(Q_RELEASE_HELD, [(_ts(now), i) for i in release])
             await db.executemany(Q_DROP_HELD, [(why, i) for i, why in drop])

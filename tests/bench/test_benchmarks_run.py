@@ -63,3 +63,14 @@ def test_the_latency_split_accounts_for_every_webhook_in_each_part():
     [n] = {len(values) for values in parts.values()}  # every part of every webhook
     assert 0 < n <= 10  # the values a poll read, of the simulator's 10
     assert all(v >= 0 for values in parts.values() for v in values)
+
+
+def test_the_outbox_wake_benchmark_delivers_in_both_modes():
+    import os
+
+    if not os.environ.get("WATTBRIDGE_TEST_PG"):
+        pytest.skip("WATTBRIDGE_TEST_PG is unset: the outbox wake-up benchmark needs PostgreSQL")
+    rows = bench_module("outbox_wake").main(["--n", "2", "--repeat", "1"])
+
+    assert [mode for mode, *_ in rows] == ["notify", "poll only"]
+    assert all(p50 > 0 for _, _, p50, _ in rows)

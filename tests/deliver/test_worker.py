@@ -31,7 +31,7 @@ from bridge.model import (
     delivery_id,
     event_id,
 )
-from bridge.store.base import AttemptOutcome
+from bridge.store.base import AttemptOutcome, Recorded
 from bridge.store.sqlite import SqliteStore
 
 SECRET = "whsec_" + base64.b64encode(b"delivery-test-secret-0123456789a").decode()
@@ -64,7 +64,7 @@ class RecordingStore(SqliteStore):
         super().__init__(*args, **kwargs)
         self.recorded: asyncio.Queue[Attempt] = asyncio.Queue()
 
-    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
+    async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> Recorded:
         missing = await super().record_attempts(outcomes)
         for outcome in outcomes:
             self.recorded.put_nowait(outcome.attempt)
@@ -458,7 +458,7 @@ async def test_attempts_that_finish_together_are_recorded_in_one_transaction(tmp
             super().__init__(*args, **kwargs)
             self.batches: list[int] = []
 
-        async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> set[str]:
+        async def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> Recorded:
             self.batches.append(len(outcomes))
             return await super().record_attempts(outcomes)
 

@@ -277,9 +277,10 @@ async def test_a_batch_of_attempts_with_one_unknown_delivery_records_the_others_
     outcomes = [AttemptOutcome(attempt=a, status="delivered", next_attempt_at=None) for a in attempts]
     ghost_outcome = AttemptOutcome(attempt=ghost, status="delivered", next_attempt_at=None)
 
-    missing = await store.record_attempts([outcomes[0], ghost_outcome, outcomes[1]])
+    recorded = await store.record_attempts([outcomes[0], ghost_outcome, outcomes[1]])
 
-    assert missing == {"msg_nope"}
+    assert recorded.missing == {"msg_nope"}
+    assert recorded.refused == frozenset()
     for a in attempts:
         assert await store.list_attempts(a.delivery_id) == [a]
         done = await store.get_delivery(a.delivery_id)

@@ -93,6 +93,29 @@ async def test_a_v5_store_gains_snapshot_versions_and_the_transition_key_when_op
     db.close()
 
 
+async def test_a_v7_store_gains_delivery_claim_tokens_when_opened(tmp_path):
+    path = tmp_path / "v7.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.commit([result("wb-1", at=T0)])
+    await s.close()
+    with sqlite3.connect(path) as db:  # back to the v7 shape: deliveries without claim tokens
+        db.execute("ALTER TABLE deliveries DROP COLUMN claim_token")
+        db.execute("PRAGMA user_version = 7")
+    db.close()
+
+    upgraded = SqliteStore(path)
+    await upgraded.open()
+    try:
+        [claimed] = await upgraded.claim_due(T0, limit=10, lease=timedelta(seconds=60))
+        assert claimed.claim_token == 1  # the stored delivery starts at 0; its first claim is 1
+    finally:
+        await upgraded.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+
+
 async def test_reopening_the_file_finds_everything_committed(tmp_path):
     path = tmp_path / "durable.db"
     first = SqliteStore(path)
