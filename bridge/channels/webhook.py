@@ -46,7 +46,7 @@ def iso_z(when: datetime) -> str:
 
 def envelope(event: Event) -> dict[str, Any]:
     """The default webhook body (SPEC §6) as a dict."""
-    return {
+    body = {
         "type": event.type,
         "timestamp": iso_z(event.occurred_at),
         "data": {
@@ -62,6 +62,9 @@ def envelope(event: Event) -> dict[str, Any]:
             "state": event.state,
         },
     }
+    if event.flap is not None:  # a `wattbridge.flapping` notice (#14): its summary
+        body["data"]["flap"] = event.flap  # type: ignore[index]  # data is the dict just built
+    return body
 
 
 class WebhookChannel:

@@ -27,9 +27,18 @@ from bridge.config.windows import Schedule
 from bridge.deliver.handoff import Handoff
 from bridge.lifecycle import finish_before_cancel
 from bridge.metrics import Metrics
-from bridge.model import HEALTH_SOURCE, Observation, PollResult, ResourceKey, RuleState, Snapshot, Watch
+from bridge.model import (
+    HEALTH_SOURCE,
+    FlapState,
+    Observation,
+    PollResult,
+    ResourceKey,
+    RuleState,
+    Snapshot,
+    Watch,
+)
 from bridge.notify.rulebook import RuleBook
-from bridge.poll import stale_reads
+from bridge.poll import flapping, stale_reads
 from bridge.poll.backoff import ProviderBackoff
 from bridge.poll.diff import digest64, meaningful_digest
 from bridge.poll.evaluate import Evaluator
@@ -96,6 +105,7 @@ class Poller:
     async def load_state(self) -> None:
         """Read stored rule states (running holds, firings, cooldowns) so a restart continues them."""
         self._remember(await self._store.list_rule_states())
+        self._evaluate.flaps.replace_all(await self._store.list_flap_states())
         self._evaluate.started_at = self._clock.now()
 
     def _remember(self, states: Iterable[RuleState]) -> None:
@@ -105,9 +115,15 @@ class Poller:
     def rule_states(self) -> list[RuleState]:
         return self._evaluate.states
 
+    @property
+    def flap_states(self) -> list[FlapState]:
+        """Flap detection states (#14): counting and flapping, as last committed."""
+        return self._evaluate.flaps.states
+
     def next_due(self) -> datetime | None:
-        """When the earliest hold ends or reminder is due (None: no timer running)."""
-        return self._evaluate.next_due()
+        """When the earliest hold ends, reminder is due or flapping settles (None: no timer running)."""
+        due = [d for d in (self._evaluate.next_due(), self._evaluate.flaps.next_due()) if d is not None]
+        return min(due, default=None)
 
     async def _refresh_silences(self, now: datetime) -> None:
         self._evaluate.set_silences(await self._store.list_silences(active_after=now))
@@ -126,6 +142,7 @@ class Poller:
         for source in [k for k in self._digests if k[0] == provider]:
             del self._digests[source]
         self._evaluate.replace_all(await self._store.list_rule_states())
+        self._evaluate.flaps.replace_all(await self._store.list_flap_states())
         self._health_stale.add(provider)
 
     async def _reload_health(self, provider: str) -> None:
@@ -371,6 +388,7 @@ class Poller:
         if self._metrics is not None:
             self._metrics.committed(committed)
         self._remember(st for r in committed for st in r.rule_states)
+        self._evaluate.flaps.remember(st for r in committed for st in r.flaps)
         for r in committed:
             k = r.snapshot.key
             known = self._digests.get((k.provider, k.source))
@@ -505,15 +523,25 @@ class Poller:
             await self._forget_removed_rules()
         if self._shared:  # another replica may have started, moved or ended a timer
             self._evaluate.replace_all(await self._store.list_rule_states())
-        if not self._evaluate.due_now(now):
+            self._evaluate.flaps.replace_all(await self._store.list_flap_states())
+        if not self._evaluate.due_now(now) and not self._evaluate.flaps.due_now(now):
             return 0
         async with self._lock:
             await self._refresh_silences(now)
             rules = self._rulebook.current
+            # Counting flap states whose window passed are forgotten: no notice, no snapshot write.
+            gone = flapping.expired(self._evaluate.flaps, rules, now)
+            if gone:
+                await self._store.save_flap_states(gone)
+                self._evaluate.flaps.remember(gone)
+            timers = self._evaluate.due_now(now)
+            settling = self._evaluate.flaps.due_now(now)
             results = []
-            for key, states in self._evaluate.due_now(now).items():
+            for key in [*timers, *(k for k in settling if k not in timers)]:
                 snapshot = await self._store.get_snapshot(key)
-                result = self._evaluate.due(key, snapshot, states, rules, now)
+                result = self._evaluate.due(
+                    key, snapshot, timers.get(key, []), rules, now, settling.get(key, ())
+                )
                 if result is not None:
                     results.append(result)
             await self._commit(results)
@@ -522,7 +550,8 @@ class Poller:
     async def _forget_removed_rules(self) -> None:
         """After a reload: drop the timers of rules that no longer exist (kept ones continue)."""
         rules = self._rulebook.current
-        gone = sorted({st.rule_id for st in self._evaluate.states} - rules.by_id.keys())
+        known = {st.rule_id for st in self._evaluate.states} | {f.rule_id for f in self.flap_states}
+        gone = sorted(known - rules.by_id.keys())
         if gone:
             async with self._lock:
                 await self._store.delete_rule_states(gone)
@@ -530,6 +559,9 @@ class Poller:
                     replace(st, phase="idle", last_fired_at=None)
                     for st in self._evaluate.states
                     if st.rule_id in gone
+                )
+                self._evaluate.flaps.remember(
+                    FlapState(rule_id=f.rule_id, key=f.key) for f in self.flap_states if f.rule_id in gone
                 )
             log.info("rules.timers_dropped", rules=gone)
         self._rules_seen = rules

@@ -25,6 +25,7 @@ from bridge.model import (
     Delivery,
     Event,
     EventKind,
+    FlapState,
     Observation,
     PollResult,
     ResourceKey,
@@ -36,6 +37,7 @@ from bridge.model import (
 )
 from bridge.notify.render import Notifier
 from bridge.poll.diff import diff, meaningful_digest
+from bridge.poll.flapping import FlapBook, FlapPass
 from bridge.rules import stale
 from bridge.rules.engine import Firing, Rule, RuleSet, default_context
 from bridge.rules.state import Decision, on_due, on_observation
@@ -66,6 +68,7 @@ class Evaluator:
         self.started_at: datetime | None = None
         # (rule, provider, source) → the resource ids with a stored state: which reads arm a timer.
         self._kept: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self.flaps = FlapBook()  # flap detection states (#14), committed like rule states
 
     def set_silences(self, silences: Sequence[Silence]) -> None:
         self._notify.silences = list(silences)
@@ -207,7 +210,11 @@ class Evaluator:
         notes = Notes()
         if rules.stateful and (obs.key in self._open or any(f.rule.id in rules.stateful for f in firings)):
             firings, moved = self._through_state(obs, firings, changes, rules, notes)
-        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
+        flaps: FlapPass | None = None
+        if kind == "changed" and source in rules.flappers:
+            flaps = self.flaps.observe(rules, obs.key, snapshot.state, obs.state, changes, obs.observed_at)
+            firings = [*firings, *flaps.notices]
+        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved, flaps)
         traces = self._traces(obs, kind, snapshot.state, changes, rules, notes)
         return PollResult(
             snapshot=_snapshot(obs, digest, sequence, version=snapshot.version + 1),
@@ -217,6 +224,7 @@ class Evaluator:
             start_watch=start_watch,
             rule_states=tuple(moved),
             traces=traces,
+            flaps=flaps.states if flaps is not None else (),
         )
 
     def _traces(
@@ -270,8 +278,10 @@ class Evaluator:
         states: Sequence[RuleState],
         rules: RuleSet,
         now: datetime,
+        flapping: Sequence[FlapState] = (),
     ) -> PollResult | None:
-        """Holds that end and reminders that are due now, against the resource's stored state."""
+        """Holds that end and reminders that are due now, against the resource's stored state; and
+        flapping that settles now (`flapping`: its due flap states, #14)."""
         if snapshot is None:  # never stored (cannot happen after a commit): nothing to notify about
             self.remember(replace(st, phase="idle", last_fired_at=None) for st in states)
             return None
@@ -297,7 +307,9 @@ class Evaluator:
             _note_due(notes, rule.id, st, decision)
             if decision.emit is not None:
                 firings.append(Firing(rule=rule, status=decision.emit, changes=st.changes))
-        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
+        flaps = self.flaps.settle(rules, key, flapping, snapshot.state, now)
+        firings += flaps.notices
+        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved, flaps)
         traces = tuple(
             Trace(
                 rule_id=rule_id,
@@ -315,12 +327,27 @@ class Evaluator:
             for rule_id in notes.rules()
             if rule_id in checked and (note := notes.get(rule_id)) is not None
         )
+        traces += tuple(
+            Trace(
+                rule_id=f.rule.id,
+                key=key,
+                at=now,
+                trigger="timer",
+                changes=f.changes,
+                outcome=n.outcome,
+                reasons=n.reasons,
+                event_ids=n.event_ids,
+            )
+            for f in flaps.notices
+            if f.rule.id not in checked and (n := notes.get(f.rule.id)) is not None
+        )
         return PollResult(
             snapshot=replace(snapshot, sequence=sequence, version=snapshot.version + 1),
             events=events,
             deliveries=deliveries,
             rule_states=tuple(moved),
             traces=traces,
+            flaps=flaps.states,
         )
 
     def _emit(
@@ -331,6 +358,7 @@ class Evaluator:
         rules: RuleSet,
         notes: Notes,
         moved: Sequence[RuleState] = (),
+        flaps: FlapPass | None = None,
     ) -> tuple[tuple[Event, ...], tuple[Delivery, ...], int]:
         """One event per firing, numbered on from the resource's last sequence, with its deliveries;
         the trace notes say what became of each delivery (queued, silenced, deferred, …)."""
@@ -342,9 +370,16 @@ class Evaluator:
             event = self._notify.event(obs, firing, sequence)
             events.append(event)
             inhibited = self._inhibited(firing, obs.key, rules, moved)
-            sent = self._notify.deliveries(event, firing, snapshot.state, rules, inhibited=inhibited)
+            held = flaps.held_back(firing) if flaps is not None else None
+            sent = self._notify.deliveries(
+                event, firing, snapshot.state, rules, inhibited=inhibited, flapping=held
+            )
             deliveries.extend(sent)
             notes.emitted(firing, event.id, [(d.channel, *self._notify.why(d)) for d in sent])
+            if flaps is not None and held is not None and sent:
+                flaps.muted(firing.rule.id)
+            if firing.flap is not None:
+                notes.flapped(firing)
         return tuple(events), tuple(deliveries), sequence
 
     def _inhibited(

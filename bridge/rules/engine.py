@@ -16,6 +16,7 @@ from typing import Any
 from bridge.config.windows import Schedule
 from bridge.model import Change, EventKind, EventStatus
 from bridge.poll.diff import get_path
+from bridge.rules.flap import FlapSpec
 from bridge.rules.state import Timing
 from bridge.rules.templates import Expression, Template
 
@@ -93,6 +94,7 @@ class Rule:
     inhibits: tuple[str, ...] = ()  # rule ids / globs this rule mutes while it fires (#14)
     inhibit_scope: str = "resource"  # "resource" or "provider"
     inhibits_line: int | None = None
+    flap: FlapSpec | None = None  # flap detection on `field` (#14, bridge/rules/flap.py)
     # `values_match` specialised to the conditions this rule has (set once, in __post_init__).
     _match: Callable[[Any, Any], bool] = dataclass_field(init=False, repr=False, compare=False)
 
@@ -208,6 +210,7 @@ class Firing:
     rule: Rule
     status: EventStatus
     changes: tuple[Change, ...]
+    flap: dict[str, Any] | None = None  # a `wattbridge.flapping` notice of this rule (#14)
 
 
 @dataclass(slots=True)
@@ -242,6 +245,11 @@ class RuleSet:
                 idx.fieldless.append(rule)
             else:
                 idx.by_head.setdefault(_head(rule.field), []).append(rule)
+        # Flap detection (#14): by source, the rules that count their field's changes.
+        self.flappers: dict[str, tuple[Rule, ...]] = {}
+        for rule in self.rules:
+            if rule.flap is not None:
+                self.flappers[rule.source] = (*self.flappers.get(rule.source, ()), rule)
         # Inhibition (#14): target rule id → the rules that mute it while they fire.
         self.inhibitors: dict[str, tuple[Rule, ...]] = {}
         for target in self.rules:

@@ -33,6 +33,7 @@ from bridge.model import (
 from bridge.store import postgres_rows as rows_
 from bridge.store import postgres_sql as q
 from bridge.store.base import AttemptOutcome, DeliveryQuery, EventQuery, HeldGroup, OutboxCounts
+from bridge.store.postgres_flaps import Q_FLAPS_DELETE_RULES, PostgresFlaps, flap_batches
 from bridge.store.postgres_traces import Q_TRACE_INSERT, PostgresTraces, trace_row
 
 # What a broken connection, a refused login or a failed statement raise: all become StoreError.
@@ -54,7 +55,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStore(PostgresTraces):
+class PostgresStore(PostgresTraces, PostgresFlaps):
     """The Store protocol on one PostgreSQL database (and schema, by default `public`)."""
 
     def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
@@ -181,6 +182,7 @@ class PostgresStore(PostgresTraces):
             forget = [rows_.rule_state_key(st) for st in states if st.forgettable]
             keep = [rows_.rule_state_row(st) for st in states if not st.forgettable]
             traces = [trace_row(t) for r in results for t in r.traces]
+            flaps = flap_batches([f for r in results for f in r.flaps])
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot serialise a poll result: {exc}") from exc
         batches = [
@@ -190,6 +192,7 @@ class PostgresStore(PostgresTraces):
             (q.Q_RULE_STATE_UPSERT, keep),
             (q.Q_RULE_STATE_DELETE, forget),
             (Q_TRACE_INSERT, traces),
+            *flaps,
         ]
         async with self._transaction() as conn:
             landed = await conn.fetch(q.Q_SNAPSHOT_CAS, *map(list, zip(*snapshots, strict=True)))
@@ -368,6 +371,7 @@ class PostgresStore(PostgresTraces):
                 await conn.executemany(q.Q_RULE_STATE_DELETE, forget)
 
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
+        await self._execute(Q_FLAPS_DELETE_RULES, list(rule_ids))
         return await self._execute(q.Q_RULE_STATES_DELETE_RULES, list(rule_ids))
 
     async def add_silence(self, silence: Silence) -> None:

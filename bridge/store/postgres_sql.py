@@ -9,6 +9,7 @@ the database's locale.
 
 from __future__ import annotations
 
+from bridge.store.postgres_flaps import MIGRATION_7
 from bridge.store.postgres_traces import MIGRATION_2
 
 # (version, statements). A migration runs once, in its own transaction, under an advisory lock, so
@@ -124,6 +125,7 @@ CREATE TABLE leases (
 )
 """,
     ),
+    (7, MIGRATION_7),  # #14 flap detection states (the lead renumbers at merge)
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from bridge.errors import StoreError
+from bridge.store.sqlite_flap_sql import FLAP_SCHEMA
 from bridge.store.sqlite_rule_sql import RULE_SCHEMA
 from bridge.store.sqlite_sql import (
     _SCHEMA,
@@ -89,7 +90,7 @@ class SqliteConnection:
             columns = {r[1] for r in await db.execute_fetchall("PRAGMA table_info(snapshots)")}
             if 0 < version < 7 and "version" not in columns:
                 await db.execute(MIGRATE_SNAPSHOTS_TO_V6)
-            for statement in (_SCHEMA + RULE_SCHEMA + TRACE_SCHEMA).split(";"):
+            for statement in (_SCHEMA + RULE_SCHEMA + TRACE_SCHEMA + FLAP_SCHEMA).split(";"):
                 if statement.strip():
                     await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

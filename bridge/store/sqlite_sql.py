@@ -23,7 +23,8 @@ from bridge.model import (
     Watch,
 )
 
-SCHEMA_VERSION = 7
+# 11: flap_states (#14 flap detection; the lead renumbers at merge).
+SCHEMA_VERSION = 11
 BUSY_TIMEOUT_S = 5.0
 
 _SCHEMA = """
