@@ -13,6 +13,7 @@ from bridge.api import (
     deliveries,
     events,
     explain,
+    flapping,
     openapi,
     providers,
     rules,
@@ -28,7 +29,19 @@ from bridge.api.registry import ApiRoutes
 def admin_operations() -> ApiRoutes:
     """Every admin API operation, in the order the OpenAPI document lists them."""
     api = ApiRoutes()
-    for module in (events, deliveries, channel_enable, silences, rules, explain, providers, watches, schemas):
+    modules = (
+        events,
+        deliveries,
+        channel_enable,
+        silences,
+        rules,
+        explain,
+        flapping,
+        providers,
+        watches,
+        schemas,
+    )
+    for module in modules:
         api.extend(module.routes)
     return api
 

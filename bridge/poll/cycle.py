@@ -120,6 +120,11 @@ class Poller:
         """Flap detection states (#14): counting and flapping, as last committed."""
         return self._evaluate.flaps.states
 
+    @property
+    def flapping(self) -> list[FlapState]:
+        """The flap states that are flapping now (#14): status page, API, metrics."""
+        return self._evaluate.flaps.flapping()
+
     def next_due(self) -> datetime | None:
         """When the earliest hold ends, reminder is due or flapping settles (None: no timer running)."""
         due = [d for d in (self._evaluate.next_due(), self._evaluate.flaps.next_due()) if d is not None]

@@ -431,10 +431,8 @@ def _flap_line(event: Event) -> tuple[str, str]:
     f = event.flap or {}
     if event.status == "firing":
         return "flapping", f": {f.get('field')} changed {f.get('changes')} times within {f.get('within')}"
-    return "settled", (
-        f": {f.get('changes')} changes of {f.get('field')}, {_show(f.get('first'))} → {_show(f.get('last'))}; "
-        f"{f.get('muted')} notification(s) held back"
-    )
+    span = f"{_show(f.get('first'))} → {_show(f.get('last'))}"
+    return "settled", f": {f.get('changes')} changes of {f.get('field')}, {span}; {f.get('muted')} held back"
 
 
 def _show(value: Any, limit: int = 48) -> str:
