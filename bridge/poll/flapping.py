@@ -44,6 +44,11 @@ class FlapPass:
         st = self.state(rule_id)
         if st is not None:
             self.moved[rule_id] = flap.muted_one(st)
+            # The notice of this same result is rendered after the firings it follows: its summary
+            # counts what this result held back too (the 7th change's own notification).
+            for notice in self.notices:
+                if notice.rule.id == rule_id and notice.flap is not None:
+                    notice.flap["muted"] = self.moved[rule_id].muted
 
     @property
     def states(self) -> tuple[FlapState, ...]:

@@ -88,8 +88,9 @@ async def test_a_v5_store_gains_snapshot_versions_and_the_transition_key_when_op
     finally:
         await upgraded.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11  # 11: flap_states
         assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_transition'").fetchone()
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'flap_states'").fetchone()
     db.close()
 
 
