@@ -7,7 +7,7 @@ changes; the state survives a restart (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -226,3 +226,30 @@ async def test_the_api_metrics_and_status_page_show_what_flaps(
     ] == []
     metrics = await (await bridge.client.get("/metrics")).text()
     assert 'wattbridge_flapping_resources{rule="wallbox-connection"} 0.0' in metrics
+
+
+async def test_a_night_of_flapping_is_one_morning_digest_with_the_notice_and_its_summary(
+    make_config, make_bridge, podero, sink, mailbox, wallboxes
+):
+    # 21:00 UTC is 22:00 in Berlin: the whole spell is muted, and deferred to 07:00 (06:00 UTC).
+    night = RULE.replace(
+        'channels = ["partner", "ops"]',
+        'channels = ["ops"]\nmute = [{ from = "22:00", to = "07:00", timezone = "Europe/Berlin" }]',
+    )
+    bridge = await make_bridge(make_config(rules=night, wallboxes=wallboxes))
+    await bridge.poll()
+    await toggle(bridge, podero, 9)  # ends online: the rule's last firing was resolved meanwhile
+    for _ in range(16):
+        await minute(bridge)
+    assert mailbox.messages == []
+
+    bridge.clock.set(datetime(2026, 11, 23, 6, 0, tzinfo=UTC))
+    await bridge.digest()
+    await bridge.deliver()
+
+    [digest] = await mailbox.wait_for(1)
+    text = digest.get_content()
+    assert "Flapping: wallbox-connection" in text
+    assert "Settled: wallbox-connection" in text
+    # The six per-change notifications before it flapped were firing/resolved pairs: left out.
+    assert text.count("wallbox.offline") == 0
