@@ -50,7 +50,7 @@ class EvaluationOut(Response):
     resource_id: str
     outcome: str = Field(
         description="sent, resolved, no-match, hold, hold-broken, still-firing, ended, cooldown, silenced, "
-        "deferred, inhibited, flapping, digest, no-delivery"
+        "deferred, inhibited, flapping, settled, digest, no-delivery"
     )
     reasons: list[str]
     changes: list[ChangeOut]

@@ -253,3 +253,24 @@ async def test_a_night_of_flapping_is_one_morning_digest_with_the_notice_and_its
     assert "Settled: wallbox-connection" in text
     # The six per-change notifications before it flapped were firing/resolved pairs: left out.
     assert text.count("wallbox.offline") == 0
+
+
+async def test_reminders_due_while_flapping_are_held_back_and_resume_once_settled(
+    make_config, make_bridge, podero, sink, wallboxes
+):
+    reminding = RULE.replace("resolve = true", 'resolve = true\nrepeat = "4m"').replace(
+        'channels = ["partner", "ops"]', 'channels = ["partner"]'
+    )
+    bridge = await make_bridge(make_config(rules=reminding, wallboxes=wallboxes))
+    await bridge.poll()
+    await toggle(bridge, podero, 7)  # ends offline, flapping: the rule fires and keeps firing
+    for _ in range(15):  # quiet and offline: reminders come due every 4 minutes, all held back
+        await minute(bridge)
+    await sink.wait_for(8)
+    assert story(sink)[6:] == [(FLAPPING_TYPE, "firing"), (FLAPPING_TYPE, "resolved")]
+    assert sink.verified[-1].json["data"]["flap"]["condition_now"] is True
+    assert sink.verified[-1].json["data"]["flap"]["muted"] == 4  # the 7th change, 3 reminders
+    for _ in range(4):  # settled: the next reminder goes out again
+        await minute(bridge)
+    await sink.wait_for(9)
+    assert story(sink)[-1] == ("wallbox.offline", "firing")
