@@ -89,6 +89,23 @@ def _snapshots(n: int, at: datetime, version: int) -> list[PollResult]:
     return out
 
 
+class _TimedLock(asyncio.Lock):
+    """The poller's lock, timing each hold: the longest is what a poll could wait behind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.longest = 0.0
+        self._since = 0.0
+
+    async def __aenter__(self) -> None:
+        await super().__aenter__()
+        self._since = time.perf_counter()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.longest = max(self.longest, time.perf_counter() - self._since)
+        await super().__aexit__(*exc)
+
+
 class _Counting:
     """Wraps the store: counts the rows each phase writes."""
 
@@ -165,6 +182,7 @@ async def _phases(store: Any, n: int, *, field: bool, kind: str, tmp: Path) -> d
     rules = RuleSet([_rule(field)])
     poller = Poller(store=store, rulebook=_Book(rules), channels={}, clock=clock, health=HealthBoard())  # type: ignore[arg-type]
     await poller.load_state()
+    lock = poller._lock = _TimedLock()
     ev = poller._evaluate
     counting = _Counting(store)
     ids = [f"wb-{i:06d}" for i in range(n)]
@@ -214,6 +232,7 @@ async def _phases(store: Any, n: int, *, field: bool, kind: str, tmp: Path) -> d
         ev.read(PROVIDER, SOURCE, ids, fresh)
     clock.set(T0 + STALE + timedelta(seconds=1))
     counting.rows = 0
+    lock.longest = 0.0
     due = sum(len(v) for v in ev.due_now(clock.now()).values())
     started = time.perf_counter()
     events = await poller.tick()
@@ -221,6 +240,7 @@ async def _phases(store: Any, n: int, *, field: bool, kind: str, tmp: Path) -> d
     out["rearm_due"] = due
     out["rearm_rows"] = counting.rows
     out["rearm_events"] = events
+    out["rearm_hold_ms"] = _ms(lock.longest)
     out["still_due"] = sum(len(v) for v in ev.due_now(clock.now()).values())
     out["final_mb"] = round(await _size(kind, store, tmp), 1)
     return out
@@ -228,7 +248,7 @@ async def _phases(store: Any, n: int, *, field: bool, kind: str, tmp: Path) -> d
 
 COLUMNS = (
     "store", "resources", "field", "seed_mb", "arm_ms", "arm_rows", "armed_mb", "poll_ms", "poll_rows",
-    "scan_ms", "tick_idle_ms", "rearm_due", "rearm_ms", "rearm_rows", "rearm_events", "still_due", "final_mb",
+    "scan_ms", "tick_idle_ms", "rearm_due", "rearm_ms", "rearm_hold_ms", "rearm_rows", "rearm_events", "still_due", "final_mb",
 )  # fmt: skip
 
 

@@ -117,6 +117,11 @@ class Evaluator:
                 due[st.key].append(st)
         return due
 
+    def due_of(self, key: ResourceKey, now: datetime) -> list[RuleState]:
+        """The states of one resource that are due now (what `due_now` has for it)."""
+        found = (self._states.get((rule_id, key)) for rule_id in self._open.get(key, ()))
+        return [st for st in found if st is not None and st.due_at is not None and st.due_at <= now]
+
     def unarmed(self, rule_id: str, provider: str, source: str, ids: AbstractSet[str]) -> set[str]:
         """Which of these resources have no state of this rule yet."""
         return set(ids) - self._kept.get((rule_id, provider, source), set())

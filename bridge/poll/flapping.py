@@ -89,6 +89,11 @@ class FlapBook:
                 due[st.key].append(st)
         return due
 
+    def due_of(self, rules: RuleSet, key: ResourceKey, now: datetime) -> list[FlapState]:
+        """The flap states of one resource due now, of the rules that still have `flap`."""
+        found = (self._states.get((r.id, key)) for r in rules.flappers.get(key.source, ()))
+        return [st for st in found if st is not None and st.due_at is not None and st.due_at <= now]
+
     def empty_pass(self, rules: RuleSet, key: ResourceKey) -> FlapPass:
         return FlapPass(rules, self._states, key)
 
