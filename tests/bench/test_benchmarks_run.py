@@ -63,3 +63,12 @@ def test_the_latency_split_accounts_for_every_webhook_in_each_part():
     [n] = {len(values) for values in parts.values()}  # every part of every webhook
     assert 0 < n <= 10  # the values a poll read, of the simulator's 10
     assert all(v >= 0 for values in parts.values() for v in values)
+
+
+@pytest.mark.parametrize("field", [True, False])
+def test_the_stale_timer_benchmark_arms_rearms_and_counts_the_rows(field):
+    argv = ["--resources", "1200", "--repeat", "1", "--store", "sqlite"] + ([] if field else ["--no-field"])
+    [row] = bench_module("stale").main(argv)
+
+    assert (row["arm_rows"], row["poll_rows"]) == (1200, 0)  # one timer each, then none per poll
+    assert (row["rearm_due"], row["rearm_rows"], row["rearm_events"], row["still_due"]) == (1200, 2400, 0, 0)
