@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import tempfile
@@ -104,6 +105,24 @@ class _TimedLock(asyncio.Lock):
     async def __aexit__(self, *exc: object) -> None:
         self.longest = max(self.longest, time.perf_counter() - self._since)
         await super().__aexit__(*exc)
+
+
+class _GcPauses:
+    """The longest cyclic-GC pause while active: what a long lock hold may be made of."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._since = 0.0
+        gc.callbacks.append(self._on)
+
+    def _on(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._since = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self._since)
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on)
 
 
 class _Counting:
@@ -234,8 +253,11 @@ async def _phases(store: Any, n: int, *, field: bool, kind: str, tmp: Path) -> d
     counting.rows = 0
     lock.longest = 0.0
     due = sum(len(v) for v in ev.due_now(clock.now()).values())
+    pauses = _GcPauses()
     started = time.perf_counter()
     events = await poller.tick()
+    pauses.close()
+    out["rearm_gc_ms"] = _ms(pauses.longest)
     out["rearm_ms"] = _ms(time.perf_counter() - started)
     out["rearm_due"] = due
     out["rearm_rows"] = counting.rows
@@ -248,7 +270,7 @@ async def _phases(store: Any, n: int, *, field: bool, kind: str, tmp: Path) -> d
 
 COLUMNS = (
     "store", "resources", "field", "seed_mb", "arm_ms", "arm_rows", "armed_mb", "poll_ms", "poll_rows",
-    "scan_ms", "tick_idle_ms", "rearm_due", "rearm_ms", "rearm_hold_ms", "rearm_rows", "rearm_events", "still_due", "final_mb",
+    "scan_ms", "tick_idle_ms", "rearm_due", "rearm_ms", "rearm_hold_ms", "rearm_gc_ms", "rearm_rows", "rearm_events", "still_due", "final_mb",
 )  # fmt: skip
 
 

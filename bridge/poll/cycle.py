@@ -529,7 +529,8 @@ class Poller:
         if self._shared:  # another replica may have started, moved or ended a timer
             self._evaluate.replace_all(await self._store.list_rule_states())
             self._evaluate.flaps.replace_all(await self._store.list_flap_states())
-        if not self._evaluate.due_now(now) and not self._evaluate.flaps.due_now(now):
+        due = self.next_due()
+        if due is None or due > now:
             return 0
         async with self._lock:
             await self._refresh_silences(now)

@@ -37,6 +37,7 @@ from bridge.model import (
 )
 from bridge.notify.render import Notifier
 from bridge.poll.diff import diff, meaningful_digest
+from bridge.poll.due_index import DueIndex
 from bridge.poll.flapping import FlapBook, FlapPass
 from bridge.rules import stale
 from bridge.rules.engine import Firing, Rule, RuleSet, default_context
@@ -55,6 +56,7 @@ class Evaluator:
         windows: Mapping[str, Schedule] | None = None,
     ) -> None:
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
+        self._due: DueIndex[tuple[str, ResourceKey]] = DueIndex(self._due_at)
         self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
         # Firing states by rule id, then provider: what inhibition (#14) looks up.
         self._firing: dict[str, dict[str, set[ResourceKey]]] = {}
@@ -83,6 +85,7 @@ class Evaluator:
                 ids.discard(st.key.resource_id)
             else:
                 self._states[k] = st
+                self._due.push(k, st.due_at)
                 ids.add(st.key.resource_id)
             by_provider = self._firing.setdefault(st.rule_id, {})
             if st.phase == "firing":
@@ -100,21 +103,25 @@ class Evaluator:
         """Mirror exactly these states (read back from a store other replicas write too)."""
         self._states.clear()
         self._open.clear()
+        self._due.rebuild(())
         self.remember(states)
 
     @property
     def states(self) -> list[RuleState]:
         return list(self._states.values())
 
+    def _due_at(self, k: tuple[str, ResourceKey]) -> datetime | None:
+        st = self._states.get(k)
+        return st.due_at if st is not None else None
+
     def next_due(self) -> datetime | None:
         """When the earliest hold ends or reminder is due (None: no timer running)."""
-        return min((s.due_at for s in self._states.values() if s.due_at is not None), default=None)
+        return self._due.earliest(len(self._states))
 
     def due_now(self, now: datetime) -> dict[ResourceKey, list[RuleState]]:
         due: dict[ResourceKey, list[RuleState]] = defaultdict(list)
-        for st in self._states.values():
-            if st.due_at is not None and st.due_at <= now:
-                due[st.key].append(st)
+        for k in self._due.due(now):
+            due[k[1]].append(self._states[k])
         return due
 
     def due_of(self, key: ResourceKey, now: datetime) -> list[RuleState]:

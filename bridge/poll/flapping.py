@@ -13,6 +13,7 @@ from typing import Any
 
 from bridge.model import Change, FlapState, ResourceKey
 from bridge.poll.diff import get_path
+from bridge.poll.due_index import DueIndex
 from bridge.rules import flap
 from bridge.rules.engine import Firing, Rule, RuleSet
 
@@ -60,16 +61,24 @@ class FlapBook:
 
     def __init__(self) -> None:
         self._states: dict[tuple[str, ResourceKey], FlapState] = {}
+        self._due: DueIndex[tuple[str, ResourceKey]] = DueIndex(self._due_at)
+
+    def _due_at(self, k: tuple[str, ResourceKey]) -> datetime | None:
+        st = self._states.get(k)
+        return st.due_at if st is not None else None
 
     def remember(self, states: Iterable[FlapState]) -> None:
         for st in states:
+            k = (st.rule_id, st.key)
             if st.forgettable:
-                self._states.pop((st.rule_id, st.key), None)
+                self._states.pop(k, None)
             else:
-                self._states[(st.rule_id, st.key)] = st
+                self._states[k] = st
+                self._due.push(k, st.due_at)
 
     def replace_all(self, states: Iterable[FlapState]) -> None:
         self._states.clear()
+        self._due.rebuild(())
         self.remember(states)
 
     @property
@@ -80,13 +89,12 @@ class FlapBook:
         return [st for st in self._states.values() if st.flapping]
 
     def next_due(self) -> datetime | None:
-        return min((s.due_at for s in self._states.values() if s.due_at is not None), default=None)
+        return self._due.earliest(len(self._states))
 
     def due_now(self, now: datetime) -> dict[ResourceKey, list[FlapState]]:
         due: dict[ResourceKey, list[FlapState]] = defaultdict(list)
-        for st in self._states.values():
-            if st.due_at is not None and st.due_at <= now:
-                due[st.key].append(st)
+        for k in self._due.due(now):
+            due[k[1]].append(self._states[k])
         return due
 
     def due_of(self, rules: RuleSet, key: ResourceKey, now: datetime) -> list[FlapState]:
