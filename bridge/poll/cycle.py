@@ -55,6 +55,7 @@ log = structlog.get_logger(__name__)
 # A by-id group is fetched and committed in slices of this many watches: memory stays bounded at any
 # fleet size, and a slice's results (which arrive together) are group-committed in one transaction.
 SLICE = 500
+TICK_LIMIT = 5000  # due timers one tick acts on (a second later, the next ones)
 LANES = 2  # slices in progress at once (fetching, diffing, committing), each lane one after another
 
 
@@ -539,13 +540,14 @@ class Poller:
             if gone:
                 await self._store.save_flap_states(gone)
                 self._evaluate.flaps.remember(gone)
-            timers = self._evaluate.due_now(now)
-            settling = self._evaluate.flaps.due_now(now)
+            timers = self._evaluate.due_now(now, TICK_LIMIT)
+            settling = self._evaluate.flaps.due_now(now, TICK_LIMIT)
             keys = [*timers, *(k for k in settling if k not in timers)]
         fired = 0
-        # In slices, the lock released between them: a fleet armed by one poll comes due at once
-        # (250,000 stale timers held it 36 s in one piece, bench/stale.py), and polls must not
-        # wait that long. Each slice takes the states as they are then (a poll may have moved one).
+        # At most TICK_LIMIT timers a tick (the rest: the next ticks), in slices, the lock released
+        # between them: a fleet armed by one poll comes due at once (250,000 stale timers held the
+        # lock 36 s in one piece, bench/stale.py), and polls must not wait that long. Each slice
+        # takes the states as they are then (a poll in between may have moved one).
         for start in range(0, len(keys), SLICE):
             async with self._lock:
                 rules = self._rulebook.current

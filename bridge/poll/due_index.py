@@ -37,11 +37,13 @@ class DueIndex(Generic[K]):
                 self._heap.append((due_at, self._n, key))
         heapq.heapify(self._heap)
 
-    def due(self, now: datetime) -> list[K]:
-        """The keys due at `now`, earliest first. They stay indexed: a timer that is not moved on
-        when acted upon (its state unchanged) is due again at the next look, as before."""
-        heap, out, seen = self._heap, [], set()
-        while heap and heap[0][0] <= now:
+    def due(self, now: datetime, limit: int | None = None) -> list[K]:
+        """The keys due at `now`, earliest first, at most `limit`. They stay indexed: a timer that
+        is not moved on when acted upon (its state unchanged) is due again at the next look."""
+        heap = self._heap
+        out: list[K] = []
+        seen: set[K] = set()
+        while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
             due_at, _, key = heapq.heappop(heap)
             if key not in seen and self._due_of(key) == due_at:
                 out.append(key)

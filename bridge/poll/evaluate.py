@@ -118,9 +118,10 @@ class Evaluator:
         """When the earliest hold ends or reminder is due (None: no timer running)."""
         return self._due.earliest(len(self._states))
 
-    def due_now(self, now: datetime) -> dict[ResourceKey, list[RuleState]]:
+    def due_now(self, now: datetime, limit: int | None = None) -> dict[ResourceKey, list[RuleState]]:
+        """What is due now (the earliest `limit` timers, when given), by resource."""
         due: dict[ResourceKey, list[RuleState]] = defaultdict(list)
-        for k in self._due.due(now):
+        for k in self._due.due(now, limit):
             due[k[1]].append(self._states[k])
         return due
 

@@ -91,9 +91,10 @@ class FlapBook:
     def next_due(self) -> datetime | None:
         return self._due.earliest(len(self._states))
 
-    def due_now(self, now: datetime) -> dict[ResourceKey, list[FlapState]]:
+    def due_now(self, now: datetime, limit: int | None = None) -> dict[ResourceKey, list[FlapState]]:
+        """What is due now (the earliest `limit` timers, when given), by resource."""
         due: dict[ResourceKey, list[FlapState]] = defaultdict(list)
-        for k in self._due.due(now):
+        for k in self._due.due(now, limit):
             due[k[1]].append(self._states[k])
         return due
 

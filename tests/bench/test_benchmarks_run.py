@@ -72,3 +72,4 @@ def test_the_stale_timer_benchmark_arms_rearms_and_counts_the_rows(field):
 
     assert (row["arm_rows"], row["poll_rows"]) == (1200, 0)  # one timer each, then none per poll
     assert (row["rearm_due"], row["rearm_rows"], row["rearm_events"], row["still_due"]) == (1200, 2400, 0, 0)
+    assert row["rearm_ticks"] == 1

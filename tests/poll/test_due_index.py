@@ -56,3 +56,14 @@ def test_stale_entries_beyond_twice_the_live_timers_are_compacted():
         idx.push("a", at(minute))
     assert idx.earliest(len(timers)) == at(4999)
     assert len(idx._heap) <= 2 * len(timers) + 1024
+
+
+def test_a_limit_takes_the_earliest_and_leaves_the_rest_due():
+    timers, idx = index()
+    for minute in range(10):
+        timers[f"k{minute}"] = at(minute)
+        idx.push(f"k{minute}", at(minute))
+    assert idx.due(at(20), limit=3) == ["k0", "k1", "k2"]
+    for key in ("k0", "k1", "k2"):  # acted upon: no timer any more
+        timers[key] = None
+    assert idx.due(at(20), limit=3) == ["k3", "k4", "k5"]
