@@ -200,7 +200,8 @@ async def _phases(store: Any, n: int, *, field: bool, kind: str, tmp: Path) -> d
         # A store in service has planner statistics (autovacuum's analyze); one loaded a moment ago
         # has none, and its generic plan for "these ids" then filters every row of the source
         # instead of seeking each id: O(fleet) per 500-id slice (measured: 18 min to arm 250k).
-        await store._execute("ANALYZE snapshots")
+        async with store._transaction() as conn:
+            await conn.execute("ANALYZE snapshots")
     out["seed_mb"] = round(await _size(kind, store, tmp), 1)
     clock = ManualClock(T0)
     rules = RuleSet([_rule(field)])

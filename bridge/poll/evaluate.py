@@ -103,6 +103,8 @@ class Evaluator:
         """Mirror exactly these states (read back from a store other replicas write too)."""
         self._states.clear()
         self._open.clear()
+        self._firing.clear()  # else an inhibitor another replica ended would still inhibit
+        self._kept.clear()
         self._due.rebuild(())
         self.remember(states)
 
@@ -163,13 +165,17 @@ class Evaluator:
         self, provider: str, source: str, ids: AbstractSet[str], rule_ids: Iterable[str]
     ) -> dict[ResourceKey, list[RuleState]]:
         """Firing states of these stale rules (without a field) of resources among `ids`: a read
-        resolves them. Looked up per id (a poll slice's few hundred), not by walking every state:
-        per slice that was O(all timers), 10 s a poll at 250,000 devices (bench/stale.py)."""
+        resolves them. From whichever is smaller, the rule's firing states of the provider or the
+        slice's ids: walking every state per poll slice was 10 s a poll at 250,000 devices
+        (bench/stale.py), and a healthy fleet has nothing firing."""
         out: dict[ResourceKey, list[RuleState]] = defaultdict(list)
-        wanted = list(rule_ids)
-        for rid in sorted(ids):
-            k = ResourceKey(source=source, provider=provider, resource_id=rid)
-            for rule_id in wanted:
+        for rule_id in rule_ids:
+            firing = self._firing.get(rule_id, {}).get(provider, set())
+            if len(firing) <= len(ids):
+                keys = sorted((k for k in firing if k.source == source and k.resource_id in ids), key=str)
+            else:
+                keys = [ResourceKey(source=source, provider=provider, resource_id=r) for r in sorted(ids)]
+            for k in keys:
                 st = self._states.get((rule_id, k))
                 if st is not None and st.phase == "firing":
                     out[k].append(st)
