@@ -80,6 +80,7 @@ class BridgeState:
     last_reload_ok: bool
     replica_id: str | None = None  # with [cluster] on a shared store
     leases_held: int = 0  # leases this replica holds now: the watch groups it polls, and `timers`
+    flapping: Mapping[str, int] = field(default_factory=dict)  # rule (with `flap`) -> resources flapping
 
 
 class Metrics:
@@ -275,7 +276,15 @@ class _Collector:
             labels=["replica"],
         )
         store_up = GaugeMetricFamily("wattbridge_store_up", "1 if the store answered this scrape, else 0.")
+        flapping = GaugeMetricFamily(
+            "wattbridge_flapping_resources",
+            "Resources flapping now (#14 flap detection), by rule with `flap`: their notifications are held "
+            "back until they settle.",
+            labels=["rule"],
+        )
         if s is not None:
+            for rule, n in sorted(s.flapping.items()):
+                flapping.add_metric([rule], n)
             store_up.add_metric([], 0 if s.outbox is None else 1)
             box = s.outbox
             if box is not None:  # without the store: no outbox figures rather than made-up zeros
@@ -308,4 +317,4 @@ class _Collector:
         yield leases
         yield from (store_up, pending, dead, oldest, up, health, failures, last_ok, deferred, backing_off)
         yield channel
-        yield from (rules, reloads, reloaded_at, last_reload)
+        yield from (rules, reloads, reloaded_at, last_reload, flapping)

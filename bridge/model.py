@@ -91,6 +91,9 @@ class Event:
     changes: tuple[Change, ...]
     state: dict[str, JSON] | None
     occurred_at: datetime
+    # A `wattbridge.flapping` notice's summary (#14, `flap`): rendered into its bodies (the webhook's
+    # `data.flap`); not a column of the events table (the row keeps `changes` first → last value).
+    flap: dict[str, JSON] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +178,45 @@ class RuleState:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Flip:
+    """One change of a flap-watched field: when, and the field's value before and after."""
+
+    at: datetime
+    old: JSON
+    new: JSON
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlapState:
+    """What a rule's flap detection (#14, `flap`) remembers about one resource.
+
+    Counting: `flips` are the field's changes still inside the window (oldest first), `due_at` when
+    the newest leaves it (the row is then forgotten). Flapping (`since` set): `count` changes since
+    it began, `first` / `last` the field's value before it and now, `muted` the rule's notifications
+    held back meanwhile; `due_at` = the last change + `settle`, when it settles."""
+
+    rule_id: str
+    key: ResourceKey
+    flips: tuple[Flip, ...] = ()
+    since: datetime | None = None
+    count: int = 0
+    first: JSON = None
+    last: JSON = None
+    last_change_at: datetime | None = None
+    muted: int = 0
+    due_at: datetime | None = None
+
+    @property
+    def flapping(self) -> bool:
+        return self.since is not None
+
+    @property
+    def forgettable(self) -> bool:
+        """Not flapping and no change left in the window: the row can be deleted."""
+        return self.since is None and not self.flips
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PollResult:
     """Everything one observation commits, atomically: new snapshot + its events + their deliveries."""
 
@@ -185,6 +227,7 @@ class PollResult:
     start_watch: Watch | None = None  # a watch this result starts (kept as it is if it exists)
     rule_states: tuple[RuleState, ...] = ()  # holds / firings / cooldowns this result moved
     traces: tuple[Trace, ...] = ()  # how each rule that looked at this result decided (#14, explain)
+    flaps: tuple[FlapState, ...] = ()  # flap detection states this result moved (#14)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -53,7 +53,7 @@ class EvaluationOut(Response):
     resource_id: str
     outcome: str = Field(
         description="sent, resolved, no-match, hold, hold-broken, still-firing, ended, cooldown, silenced, "
-        "deferred, inhibited, flapping, digest, no-delivery, acknowledged, snoozed"
+        "deferred, inhibited, flapping, settled, digest, no-delivery, acknowledged, snoozed"
     )
     reasons: list[str]
     changes: list[ChangeOut]

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge import errors
-from bridge.app_keys import CHANNELS, CLOCK, DELIVERY, HEALTH, METRICS, OWNERSHIP, RULEBOOK, STORE
+from bridge.app_keys import CHANNELS, CLOCK, DELIVERY, HEALTH, METRICS, OWNERSHIP, POLLER, RULEBOOK, STORE
 from bridge.metrics import BridgeState, ProviderView
 from bridge.store.base import OutboxCounts
 
@@ -61,4 +61,13 @@ async def bridge_state(app: web.Application) -> BridgeState:
         last_reload_ok=rulebook.last_reload_ok,
         replica_id=ownership.replica_id if (ownership := app.get(OWNERSHIP)) is not None else None,
         leases_held=len(ownership.held) if ownership is not None else 0,
+        flapping=_flapping(app),
     )
+
+
+def _flapping(app: web.Application) -> dict[str, int]:
+    """Resources flapping now, by rule; every rule with `flap` is listed (0: none)."""
+    out = {r.id: 0 for r in app[RULEBOOK].current.rules if r.flap is not None}
+    for st in app[POLLER].flapping:
+        out[st.rule_id] = out.get(st.rule_id, 0) + 1
+    return out

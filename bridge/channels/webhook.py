@@ -69,6 +69,8 @@ def envelope(event: Event, ctx: RenderContext | None = None) -> dict[str, Any]:
         body["data"]["links"] = ctx.links
     if ctx is not None and ctx.escalation:
         body["data"]["escalation"] = ctx.escalation
+    if event.flap is not None:  # a `wattbridge.flapping` notice (#14): its summary
+        body["data"]["flap"] = event.flap
     return body
 
 

@@ -129,7 +129,7 @@ def render(notices: Sequence[Notice], *, brief: bool = False) -> str:
         lines.append(f"{_time(n.at)}  {n.text}")
         for sent in n.deliveries:
             how = {"held": ", held for a digest", "suppressed": ", suppressed by a silence"}.get(
-                sent.status, f", {sent.status}" if sent.status.startswith("deferred") else ""
+                sent.status, f", {sent.status}" if sent.status.startswith(("deferred", "suppressed:")) else ""
             )
             if sent.fallback is not None:
                 how += f"; a dead letter goes on to {sent.fallback}"
@@ -139,8 +139,9 @@ def render(notices: Sequence[Notice], *, brief: bool = False) -> str:
     counts = Counter(n.status for n in notices if n.what == "event")
     digests = sum(1 for n in notices if n.what == "digest")
     deliveries = sum(len(n.deliveries) for n in notices)
+    flaps = f", {counts['flapping']} flapping, {counts['settled']} settled" if counts["flapping"] else ""
     summary = (
-        f"\n{counts['firing']} firing, {counts['resolved']} resolved, {digests} digest(s); "
+        f"\n{counts['firing']} firing, {counts['resolved']} resolved{flaps}, {digests} digest(s); "
         f"{deliveries} notification(s) rendered, none sent."
     )
     return "\n".join(lines) + "\n" + summary

@@ -18,10 +18,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from bridge.poll.health import HealthStatus
+from bridge.rules.flap import FLAPPING_TYPE as FLAPPING
 
 Severity = Literal["info", "warning", "critical"]
 DIGEST_TYPE = "wattbridge.digest"
 TEST_TYPE = "wattbridge.test"
+FLAPPING_TYPE = FLAPPING  # a rule's flapping notice (#14, bridge/rules/flap.py)
 
 
 class Contract(BaseModel):
@@ -74,6 +76,34 @@ class Envelope(Contract):
     type: str
     timestamp: datetime
     data: EventData
+
+
+class FlapSummary(Contract):
+    """`data.flap` of a `wattbridge.flapping` notice (#14): status `firing` when the resource starts
+    flapping, `resolved` when it has settled. `changes` of the envelope is `field`: first → last."""
+
+    field: str = Field(description="the rule's field whose changes are counted")
+    changes: int = Field(
+        ge=1, description="changes since the flapping began (those that started it included)"
+    )
+    threshold: int = Field(
+        ge=1, description="the rule's `flap.changes`: more than this within `within` is flapping"
+    )
+    within: str = Field(description="the rule's `flap.within`, e.g. '10m'")
+    settle: str = Field(description="the rule's `flap.settle`: settled after this long without a change")
+    since: datetime = Field(description="the first change of the spell")
+    last_change_at: datetime
+    first: Any = Field(description="the field's value before the spell")
+    last: Any = Field(description="the field's value now")
+    muted: int = Field(ge=0, description="the rule's notifications held back so far (kept as suppressed)")
+    settled_at: datetime | None = Field(description="when it settled; null on the flapping notice")
+    condition_now: bool | None = Field(description="whether the rule's condition holds of the current state")
+
+
+class FlappingData(EventData):
+    """`data` of a `wattbridge.flapping` notice: an event of the flapping rule, with its summary."""
+
+    flap: FlapSummary
 
 
 class ProviderState(Contract):
@@ -152,15 +182,18 @@ def _camel(text: str) -> str:
 
 
 @functools.cache
-def data_model(source: str, *, state: type[BaseModel] | None = None) -> type[EventData]:
+def data_model(
+    source: str, *, state: type[BaseModel] | None = None, base: type[EventData] = EventData
+) -> type[EventData]:
     """`data` of an event from `source`: the source is a constant and the state is its model."""
     st = state or state_model(source)
     # Types made at run time are values to mypy: they go in as Any.
     source_type: Any = Literal[source]
     state_type: Any = st | None
+    prefix = "" if base is EventData else base.__name__.removesuffix("Data")
     return create_model(
-        f"{_camel(source)}{'' if state is None else _camel(st.__name__)}EventData",
-        __base__=EventData,
+        f"{prefix}{_camel(source)}{'' if state is None else _camel(st.__name__)}EventData",
+        __base__=base,
         __doc__=f"`data` of an event from {source}",
         source=(source_type, ...),
         state=(state_type, ...),
@@ -181,7 +214,8 @@ def envelope_model(event_type: str, sources: tuple[str, ...]) -> type[BaseModel]
     elif event_type == TEST_TYPE:
         data = data_model("bridge.channel", state=TestState)
     else:
-        variants = tuple(data_model(s) for s in sources)
+        base = FlappingData if event_type == FLAPPING_TYPE else EventData
+        variants = tuple(data_model(s, base=base) for s in sources)
         if not variants:
             raise ValueError(f"event type {event_type!r}: no source emits it")
         # A union built at run time (`A | B | …`), keyed by `data.source` in the schema.

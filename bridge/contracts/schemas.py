@@ -2,7 +2,8 @@
 
 Which event types exist is the rule set's business: a rule's `type` (default: its id) on its
 `source`; one type may be shared by rules on several sources, whose `data` is then a union keyed by
-`data.source`. The bridge's own `wattbridge.digest` and `wattbridge.test` are always listed.
+`data.source`. The bridge's own `wattbridge.digest` and `wattbridge.test` are always listed, and
+`wattbridge.flapping` (#14) when a rule has `flap`, on those rules' sources.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from bridge.contracts.envelope import DIGEST_TYPE, TEST_TYPE, envelope_model
+from bridge.contracts.envelope import DIGEST_TYPE, FLAPPING_TYPE, TEST_TYPE, envelope_model
 from bridge.rules.engine import Rule
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -26,6 +27,8 @@ def event_types(rules: Iterable[Rule]) -> dict[str, tuple[str, ...]]:
     found: defaultdict[str, set[str]] = defaultdict(set)
     for rule in rules:
         found[rule.type].add(rule.source)
+        if rule.flap is not None:
+            found[FLAPPING_TYPE].add(rule.source)
     found[DIGEST_TYPE] = set()
     found[TEST_TYPE] = {"bridge.channel"}
     return {t: tuple(sorted(found[t])) for t in sorted(found)}

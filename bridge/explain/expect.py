@@ -6,7 +6,7 @@ every digest:
     [[notification]]
     at = 2026-11-22T21:05:00Z        # optional: when it fires
     rule = "wallbox-offline"
-    status = "firing"                 # default; or "resolved"
+    status = "firing"                 # default; or "resolved", "flapping", "settled" (#14 flap)
     resource = "wb-1"                 # optional: the resource id
     channels = ["partner", "ops"]     # optional: exactly the channels it goes to
 
@@ -44,7 +44,7 @@ class _Strict(BaseModel):
 class ExpectedNotification(_Strict):
     at: AwareDatetime | None = None
     rule: str = Field(min_length=1)
-    status: Literal["firing", "resolved"] = "firing"
+    status: Literal["firing", "resolved", "flapping", "settled"] = "firing"
     resource: str | None = None
     channels: list[str] | None = None
 

@@ -63,6 +63,27 @@ class Notes:
         elif note.outcome == "queued":
             note.outcome = "sent"
 
+    def flapped(self, firing: Firing) -> None:
+        """A flapping (or settled) notice went out (#14): that is the rule's outcome on this resource,
+        whatever its own firing did."""
+        note = self._notes.get(firing.rule.id)
+        f = firing.flap
+        if note is None or f is None:
+            return
+        if firing.status == "firing":
+            note.outcome = "flapping"
+            note.reasons.append(
+                f"flapping: {f['field']} changed {f['changes']} times within {f['within']} (more than "
+                f"{f['threshold']}): one flapping notice; the rule's notifications are held back until "
+                f"it has not changed for {f['settle']}"
+            )
+        else:
+            note.outcome = "settled"
+            note.reasons.append(
+                f"settled: {f['field']} unchanged for {f['settle']} after {f['changes']} changes; "
+                f"{f['muted']} notification(s) were held back"
+            )
+
 
 def _rank(outcome: str) -> int:
     return FATES.index(outcome) if outcome in FATES else -1

@@ -26,6 +26,7 @@ from bridge.model import CHANNEL_PROVIDER, CHANNEL_SOURCE, Delivery, Event, Reso
 from bridge.notify.render import deferred_end
 from bridge.rules.engine import Digest as RuleDigest
 from bridge.rules.engine import RuleSet
+from bridge.rules.flap import FLAPPING_TYPE
 from bridge.store.base import Fence, HeldGroup, Store
 
 log = structlog.get_logger(__name__)
@@ -142,12 +143,14 @@ class Digester:
 
 def resolved_meanwhile(members: Sequence[Delivery], events: Mapping[str, Event | None]) -> set[str]:
     """Deferred deliveries to leave out: a firing and the resolution that followed it, both deferred
-    (a resolution whose firing went out before the window is kept: the receiver must hear it)."""
+    (a resolution whose firing went out before the window is kept: the receiver must hear it).
+    Flapping notices (#14) are kept: the settled one says how the spell ended, and they must not
+    pair with the rule's own firings."""
     open_firing: dict[tuple[str, ResourceKey], list[str]] = {}
     dropped: set[str] = set()
     for m in sorted(members, key=lambda d: d.created_at):
         event = events.get(m.id)
-        if event is None:
+        if event is None or event.type == FLAPPING_TYPE:
             continue
         k = (event.rule_id, event.key)
         if event.status == "firing":

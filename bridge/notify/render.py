@@ -28,6 +28,8 @@ from bridge.model import (
 )
 from bridge.notify.links import LinkSigner
 from bridge.rules.engine import Firing, RuleSet
+from bridge.rules.flap import FLAPPING_TYPE
+from bridge.rules.flap import texts as flap_texts
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +62,7 @@ class Notifier:
         return Event(
             id=event_id(rule.id, obs.key, sequence, obs.observed_at),
             rule_id=rule.id,
-            type=rule.type,
+            type=FLAPPING_TYPE if firing.flap is not None else rule.type,
             status=firing.status,
             severity=rule.severity,
             key=obs.key,
@@ -68,6 +70,7 @@ class Notifier:
             changes=firing.changes,
             state=obs.state,
             occurred_at=obs.observed_at,
+            flap=firing.flap,
         )
 
     def deliveries(
@@ -78,9 +81,11 @@ class Notifier:
         rules: RuleSet,
         *,
         inhibited: str | None = None,
+        flapping: str | None = None,
     ) -> list[Delivery]:
         """One delivery per channel of the rule. Its first status: `suppressed` when a silence or an
-        inhibiting rule (#14) mutes it, `held` when a time window defers it or a digest batches it."""
+        inhibiting rule (#14) mutes it, or its resource is flapping (`flapping`: why; #14), `held`
+        when a time window defers it or a digest batches it."""
         rule = firing.rule
         out: list[Delivery] = []
         silenced = self.silenced_by(rule.id, event.key, event) if self.silences else None
@@ -99,6 +104,14 @@ class Notifier:
                 continue
             # Apprise services show a title and a body, Alertmanager a summary and a description:
             # the rule's [rule.email] texts serve both.
+            if channel.kind in ("email", "apprise", "alertmanager") and subject is None and event.flap:
+                # A flapping notice has its own text, whatever the rule's [rule.email] says.
+                subject, body = flap_texts(
+                    event.flap,
+                    rule_id=rule.id,
+                    resource=str(event.key),
+                    settled_now=event.status == "resolved",
+                )
             if channel.kind in ("email", "apprise", "alertmanager") and subject is None:
                 context = template_context(event, old)
                 subject, body = rules.render_email(rule, context=context)
@@ -120,7 +133,7 @@ class Notifier:
                 group = rule.digest.group_by  # the rule's own digest; webhooks stay one per event
             status: DeliveryStatus = "pending"
             did = delivery_id(event.id, name)
-            muted = silenced is not None or inhibited is not None
+            muted = silenced is not None or inhibited is not None or flapping is not None
             until = self._deferred_until(rule.schedule, name, event) if not muted else None
             if silenced is not None:
                 status = "suppressed"
@@ -128,6 +141,9 @@ class Notifier:
             elif inhibited is not None:
                 status = "suppressed"
                 self._why[did] = ("inhibited", inhibited)
+            elif flapping is not None:
+                status = "suppressed"
+                self._why[did] = ("flapping", flapping)
             elif until is not None:
                 status, group = "held", None
                 self._why[did] = ("deferred", f"muted by a time window: deferred until {iso_utc(until)}")
@@ -145,6 +161,7 @@ class Notifier:
                     status=status,
                     next_attempt_at=event.occurred_at,
                     created_at=event.occurred_at,
+                    last_error=flapping if self._why[did][0] == "flapping" else None,
                     group_key=deferred_key(until)
                     if until is not None
                     else group_key(event, group)

@@ -27,10 +27,19 @@ from bridge.config.windows import Schedule
 from bridge.deliver.handoff import Handoff
 from bridge.lifecycle import finish_before_cancel
 from bridge.metrics import Metrics
-from bridge.model import HEALTH_SOURCE, Observation, PollResult, ResourceKey, RuleState, Snapshot, Watch
+from bridge.model import (
+    HEALTH_SOURCE,
+    FlapState,
+    Observation,
+    PollResult,
+    ResourceKey,
+    RuleState,
+    Snapshot,
+    Watch,
+)
 from bridge.notify.links import LinkSigner
 from bridge.notify.rulebook import RuleBook
-from bridge.poll import acking, stale_reads
+from bridge.poll import acking, flapping, stale_reads
 from bridge.poll.acking import AckRequest
 from bridge.poll.backoff import ProviderBackoff
 from bridge.poll.diff import digest64, meaningful_digest
@@ -48,6 +57,7 @@ log = structlog.get_logger(__name__)
 # A by-id group is fetched and committed in slices of this many watches: memory stays bounded at any
 # fleet size, and a slice's results (which arrive together) are group-committed in one transaction.
 SLICE = 500
+TICK_LIMIT = 5000  # due timers one tick acts on (a second later, the next ones)
 LANES = 2  # slices in progress at once (fetching, diffing, committing), each lane one after another
 
 
@@ -103,6 +113,7 @@ class Poller:
     async def load_state(self) -> None:
         """Read stored rule states (running holds, firings, cooldowns) so a restart continues them."""
         self._remember(await self._store.list_rule_states())
+        self._evaluate.flaps.replace_all(await self._store.list_flap_states())
         self._evaluate.started_at = self._clock.now()
 
     def _remember(self, states: Iterable[RuleState]) -> None:
@@ -115,9 +126,20 @@ class Poller:
     def rule_state(self, rule_id: str, key: ResourceKey) -> RuleState | None:
         return self._evaluate.state_of(rule_id, key)
 
+    @property
+    def flap_states(self) -> list[FlapState]:
+        """Flap detection states (#14): counting and flapping, as last committed."""
+        return self._evaluate.flaps.states
+
+    @property
+    def flapping(self) -> list[FlapState]:
+        """The flap states that are flapping now (#14): status page, API, metrics."""
+        return self._evaluate.flaps.flapping()
+
     def next_due(self) -> datetime | None:
-        """When the earliest hold ends or reminder is due (None: no timer running)."""
-        return self._evaluate.next_due()
+        """When the earliest hold ends, reminder is due or flapping settles (None: no timer running)."""
+        due = [d for d in (self._evaluate.next_due(), self._evaluate.flaps.next_due()) if d is not None]
+        return min(due, default=None)
 
     async def _refresh_silences(self, now: datetime) -> None:
         self._evaluate.set_silences(await self._store.list_silences(active_after=now))
@@ -136,6 +158,7 @@ class Poller:
         for source in [k for k in self._digests if k[0] == provider]:
             del self._digests[source]
         self._evaluate.replace_all(await self._store.list_rule_states())
+        self._evaluate.flaps.replace_all(await self._store.list_flap_states())
         self._health_stale.add(provider)
 
     async def _reload_health(self, provider: str) -> None:
@@ -393,6 +416,7 @@ class Poller:
         if self._metrics is not None:
             self._metrics.committed(committed)
         self._remember(st for r in committed for st in r.rule_states)
+        self._evaluate.flaps.remember(st for r in committed for st in r.flaps)
         for r in committed:
             k = r.snapshot.key
             known = self._digests.get((k.provider, k.source))
@@ -533,19 +557,53 @@ class Poller:
             await self._forget_removed_rules()
         if self._shared:  # another replica may have started, moved or ended a timer
             self._evaluate.replace_all(await self._store.list_rule_states())
-        if not self._evaluate.due_now(now):
+            self._evaluate.flaps.replace_all(await self._store.list_flap_states())
+        due = self.next_due()
+        if due is None or due > now:
             return 0
         async with self._lock:
             await self._refresh_silences(now)
-            rules = self._rulebook.current
-            results = []
-            for key, states in self._evaluate.due_now(now).items():
-                snapshot = await self._store.get_snapshot(key)
-                result = self._evaluate.due(key, snapshot, states, rules, now)
-                if result is not None:
-                    results.append(result)
-            await self._commit(results, fence)
-        return sum(len(r.events) for r in results)
+            # Counting flap states whose window passed are forgotten: no notice, no snapshot write.
+            gone = flapping.expired(self._evaluate.flaps, self._rulebook.current, now)
+            if gone:
+                await self._store.save_flap_states(gone)
+                self._evaluate.flaps.remember(gone)
+            timers = self._evaluate.due_now(now, TICK_LIMIT)
+            settling = self._evaluate.flaps.due_now(now, TICK_LIMIT)
+            keys = [*timers, *(k for k in settling if k not in timers)]
+        fired = 0
+        # At most TICK_LIMIT timers a tick (the rest: the next ticks), in slices, the lock released
+        # between them: a fleet armed by one poll comes due at once (250,000 stale timers held the
+        # lock 36 s in one piece, bench/stale.py), and polls must not wait that long. Each slice
+        # takes the states as they are then (a poll in between may have moved one).
+        for start in range(0, len(keys), SLICE):
+            async with self._lock:
+                rules = self._rulebook.current
+                todo = [
+                    (k, self._evaluate.due_of(k, now), self._evaluate.flaps.due_of(rules, k, now))
+                    for k in keys[start : start + SLICE]
+                ]
+                todo = [(k, st, fl) for k, st, fl in todo if st or fl]
+                snapshots = await self._snapshots_of([k for k, _, _ in todo])
+                results = []
+                for key, states, flaps in todo:
+                    result = self._evaluate.due(key, snapshots.get(key), states, rules, now, flaps)
+                    if result is not None:
+                        results.append(result)
+                await self._commit(results, fence)
+            fired += sum(len(r.events) for r in results)
+        return fired
+
+    async def _snapshots_of(self, keys: list[ResourceKey]) -> dict[ResourceKey, Snapshot]:
+        """The stored snapshots of these resources, one read per (provider, source)."""
+        by_source: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for k in keys:
+            by_source[(k.provider, k.source)].append(k.resource_id)
+        out: dict[ResourceKey, Snapshot] = {}
+        for (provider, source), ids in by_source.items():
+            for snap in (await self._store.get_snapshots_by_id(provider, source, ids)).values():
+                out[snap.key] = snap
+        return out
 
     async def acknowledge(self, req: AckRequest) -> RuleState:
         """Acknowledge or snooze a firing (#14): stored with its trace, mirrored here; the timers see
@@ -574,7 +632,8 @@ class Poller:
     async def _forget_removed_rules(self) -> None:
         """After a reload: drop the timers of rules that no longer exist (kept ones continue)."""
         rules = self._rulebook.current
-        gone = sorted({st.rule_id for st in self._evaluate.states} - rules.by_id.keys())
+        known = {st.rule_id for st in self._evaluate.states} | {f.rule_id for f in self.flap_states}
+        gone = sorted(known - rules.by_id.keys())
         if gone:
             async with self._lock:
                 await self._store.delete_rule_states(gone)
@@ -582,6 +641,9 @@ class Poller:
                     replace(st, phase="idle", last_fired_at=None)
                     for st in self._evaluate.states
                     if st.rule_id in gone
+                )
+                self._evaluate.flaps.remember(
+                    FlapState(rule_id=f.rule_id, key=f.key) for f in self.flap_states if f.rule_id in gone
                 )
             log.info("rules.timers_dropped", rules=gone)
         self._rules_seen = rules

@@ -25,6 +25,7 @@ from bridge.model import (
     Delivery,
     Event,
     EventKind,
+    FlapState,
     Observation,
     PollResult,
     ResourceKey,
@@ -38,6 +39,8 @@ from bridge.notify.links import LinkSigner
 from bridge.notify.render import Notifier
 from bridge.poll.decided import firing_of, note_due, note_observed
 from bridge.poll.diff import diff, meaningful_digest
+from bridge.poll.due_index import DueIndex
+from bridge.poll.flapping import FlapBook, FlapPass
 from bridge.rules import acks, stale
 from bridge.rules.engine import Firing, Rule, RuleSet, default_context
 from bridge.rules.state import Decision, on_due, on_observation
@@ -56,6 +59,7 @@ class Evaluator:
         links: LinkSigner | None = None,
     ) -> None:
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
+        self._due: DueIndex[tuple[str, ResourceKey]] = DueIndex(self._due_at)
         self._open: dict[ResourceKey, set[str]] = defaultdict(set)  # pending or firing, by resource
         # Firing states by rule id, then provider: what inhibition (#14) looks up.
         self._firing: dict[str, dict[str, set[ResourceKey]]] = {}
@@ -69,6 +73,7 @@ class Evaluator:
         self.started_at: datetime | None = None
         # (rule, provider, source) → the resource ids with a stored state: which reads arm a timer.
         self._kept: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self.flaps = FlapBook()  # flap detection states (#14), committed like rule states
 
     def set_silences(self, silences: Sequence[Silence]) -> None:
         self._notify.silences = list(silences)
@@ -83,6 +88,7 @@ class Evaluator:
                 ids.discard(st.key.resource_id)
             else:
                 self._states[k] = st
+                self._due.push(k, st.next_due)
                 ids.add(st.key.resource_id)
             by_provider = self._firing.setdefault(st.rule_id, {})
             if st.phase == "firing":
@@ -100,6 +106,9 @@ class Evaluator:
         """Mirror exactly these states (read back from a store other replicas write too)."""
         self._states.clear()
         self._open.clear()
+        self._firing.clear()  # else an inhibitor another replica ended would still inhibit
+        self._kept.clear()
+        self._due.rebuild(())
         self.remember(states)
 
     @property
@@ -109,16 +118,25 @@ class Evaluator:
     def state_of(self, rule_id: str, key: ResourceKey) -> RuleState | None:
         return self._states.get((rule_id, key))
 
-    def next_due(self) -> datetime | None:
-        """When the earliest hold ends or reminder is due (None: no timer running)."""
-        return min((d for s in self._states.values() if (d := s.next_due) is not None), default=None)
+    def _due_at(self, k: tuple[str, ResourceKey]) -> datetime | None:
+        st = self._states.get(k)
+        return st.next_due if st is not None else None
 
-    def due_now(self, now: datetime) -> dict[ResourceKey, list[RuleState]]:
+    def next_due(self) -> datetime | None:
+        """When the earliest hold ends, reminder or escalation step is due (None: no timer running)."""
+        return self._due.earliest(len(self._states))
+
+    def due_now(self, now: datetime, limit: int | None = None) -> dict[ResourceKey, list[RuleState]]:
+        """What is due now (the earliest `limit` timers, when given), by resource."""
         due: dict[ResourceKey, list[RuleState]] = defaultdict(list)
-        for st in self._states.values():
-            if (when := st.next_due) is not None and when <= now:
-                due[st.key].append(st)
+        for k in self._due.due(now, limit):
+            due[k[1]].append(self._states[k])
         return due
+
+    def due_of(self, key: ResourceKey, now: datetime) -> list[RuleState]:
+        """The states of one resource that are due now (what `due_now` has for it)."""
+        found = (self._states.get((rule_id, key)) for rule_id in self._open.get(key, ()))
+        return [st for st in found if st is not None and (d := st.next_due) is not None and d <= now]
 
     def unarmed(self, rule_id: str, provider: str, source: str, ids: AbstractSet[str]) -> set[str]:
         """Which of these resources have no state of this rule yet."""
@@ -150,19 +168,23 @@ class Evaluator:
         return stale.check(rule.timing, prior=st, fresh=self.fresh_at(rule, st, state), now=now)
 
     def stale_firing(
-        self, provider: str, source: str, ids: AbstractSet[str]
+        self, provider: str, source: str, ids: AbstractSet[str], rule_ids: Iterable[str]
     ) -> dict[ResourceKey, list[RuleState]]:
-        """Firing stale states (without a field) of resources among `ids`: a read resolves them."""
+        """Firing states of these stale rules (without a field) of resources among `ids`: a read
+        resolves them. From whichever is smaller, the rule's firing states of the provider or the
+        slice's ids: walking every state per poll slice was 10 s a poll at 250,000 devices
+        (bench/stale.py), and a healthy fleet has nothing firing."""
         out: dict[ResourceKey, list[RuleState]] = defaultdict(list)
-        for st in self._states.values():
-            k = st.key
-            if (
-                st.phase == "firing"
-                and k.provider == provider
-                and k.source == source
-                and k.resource_id in ids
-            ):
-                out[k].append(st)
+        for rule_id in rule_ids:
+            firing = self._firing.get(rule_id, {}).get(provider, set())
+            if len(firing) <= len(ids):
+                keys = sorted((k for k in firing if k.source == source and k.resource_id in ids), key=str)
+            else:
+                keys = [ResourceKey(source=source, provider=provider, resource_id=r) for r in sorted(ids)]
+            for k in keys:
+                st = self._states.get((rule_id, k))
+                if st is not None and st.phase == "firing":
+                    out[k].append(st)
         return out
 
     def observe(
@@ -213,7 +235,11 @@ class Evaluator:
         notes = Notes()
         if rules.stateful and (obs.key in self._open or any(f.rule.id in rules.stateful for f in firings)):
             firings, moved = self._through_state(obs, firings, changes, rules, notes)
-        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
+        flaps: FlapPass | None = None
+        if kind == "changed" and source in rules.flappers:
+            flaps = self.flaps.observe(rules, obs.key, snapshot.state, obs.state, changes, obs.observed_at)
+            firings = [*firings, *flaps.notices]
+        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved, flaps)
         traces = self._traces(obs, kind, snapshot.state, changes, rules, notes)
         return PollResult(
             snapshot=_snapshot(obs, digest, sequence, version=snapshot.version + 1),
@@ -223,6 +249,7 @@ class Evaluator:
             start_watch=start_watch,
             rule_states=tuple(moved),
             traces=traces,
+            flaps=flaps.states if flaps is not None else (),
         )
 
     def _traces(
@@ -276,8 +303,10 @@ class Evaluator:
         states: Sequence[RuleState],
         rules: RuleSet,
         now: datetime,
+        flapping: Sequence[FlapState] = (),
     ) -> PollResult | None:
-        """Holds that end and reminders that are due now, against the resource's stored state."""
+        """Holds that end and reminders that are due now, against the resource's stored state; and
+        flapping that settles now (`flapping`: its due flap states, #14)."""
         if snapshot is None:  # never stored (cannot happen after a commit): nothing to notify about
             self.remember(replace(st, phase="idle", last_fired_at=None) for st in states)
             return None
@@ -307,7 +336,9 @@ class Evaluator:
             note_due(notes, rule.id, st, decision)
             if decision.emit is not None:
                 firings.append(firing_of(rule, st, decision))
-        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved)
+        flaps = self.flaps.settle(rules, key, flapping, snapshot.state, now)
+        firings += flaps.notices
+        events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved, flaps)
         traces = tuple(
             Trace(
                 rule_id=rule_id,
@@ -325,12 +356,27 @@ class Evaluator:
             for rule_id in notes.rules()
             if rule_id in checked and (note := notes.get(rule_id)) is not None
         )
+        traces += tuple(
+            Trace(
+                rule_id=f.rule.id,
+                key=key,
+                at=now,
+                trigger="timer",
+                changes=f.changes,
+                outcome=n.outcome,
+                reasons=n.reasons,
+                event_ids=n.event_ids,
+            )
+            for f in flaps.notices
+            if f.rule.id not in checked and (n := notes.get(f.rule.id)) is not None
+        )
         return PollResult(
             snapshot=replace(snapshot, sequence=sequence, version=snapshot.version + 1),
             events=events,
             deliveries=deliveries,
             rule_states=tuple(moved),
             traces=traces,
+            flaps=flaps.states,
         )
 
     def _emit(
@@ -341,6 +387,7 @@ class Evaluator:
         rules: RuleSet,
         notes: Notes,
         moved: Sequence[RuleState] = (),
+        flaps: FlapPass | None = None,
     ) -> tuple[tuple[Event, ...], tuple[Delivery, ...], int]:
         """One event per firing, numbered on from the resource's last sequence, with its deliveries;
         the trace notes say what became of each delivery (queued, silenced, deferred, …)."""
@@ -351,13 +398,21 @@ class Evaluator:
         for firing in firings:
             sequence += 1
             event = self._notify.event(obs, firing, sequence)
-            if firing.status == "firing" and firing.firing_seq is None and firing.rule.id in rules.stateful:
+            opens = firing.status == "firing" and firing.firing_seq is None and firing.flap is None
+            if opens and firing.rule.id in rules.stateful:  # a flapping notice opens no firing
                 opened[firing.rule.id] = sequence  # this notification opens the firing: its number
             events.append(event)
             inhibited = self._inhibited(firing, obs.key, rules, moved)
-            sent = self._notify.deliveries(event, firing, snapshot.state, rules, inhibited=inhibited)
+            held = flaps.held_back(firing) if flaps is not None else None
+            sent = self._notify.deliveries(
+                event, firing, snapshot.state, rules, inhibited=inhibited, flapping=held
+            )
             deliveries.extend(sent)
             notes.emitted(firing, event.id, [(d.channel, *self._notify.why(d)) for d in sent])
+            if flaps is not None and held is not None and sent:
+                flaps.muted(firing.rule.id)
+            if firing.flap is not None:
+                notes.flapped(firing)
         if opened and isinstance(moved, list):  # the opened firings' states learn their number (#14)
             moved[:] = [
                 replace(st, firing_seq=opened[st.rule_id])

@@ -70,8 +70,9 @@ async def after(
                     snap = snapshots.get(rid)
                     fresh = stale.reported_at(snap.state if snap else None, rule.field) or now
                 armed.append(stale.arm(rule.timing, rule_id=rule.id, key=key, fresh=fresh, now=now))
-        if any(r.field is None for r in stale_rules):
-            for key, states in evaluate.stale_firing(provider, source, ids).items():
+        on_reads = [r.id for r in stale_rules if r.field is None]
+        if on_reads:
+            for key, states in evaluate.stale_firing(provider, source, ids, on_reads).items():
                 snapshot = await store.get_snapshot(key)
                 result = evaluate.due(key, snapshot, states, rules, now)
                 if result is not None and (result.events or result.rule_states):

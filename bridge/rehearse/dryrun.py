@@ -348,15 +348,20 @@ class DryRun:
                 by_event.setdefault(d.event_id, []).append(d)
             for event in result.events:
                 sent = tuple(self._sent(d) for d in by_event.get(event.id, []))
-                repeat = again(self.rules, event, by_event.get(event.id, []), self._states)
-                head = f"{event.status.upper()}{repeat} {event.rule_id} [{event.severity}]"
+                repeat = (
+                    ""
+                    if event.flap is not None
+                    else again(self.rules, event, by_event.get(event.id, []), self._states)
+                )
+                status, tail = _flap_line(event) if event.flap is not None else (event.status, "")
+                head = f"{status.upper()}{repeat} {event.rule_id} [{event.severity}]"
                 self.notices.append(
                     Notice(
                         at=event.occurred_at,
                         what="event",
-                        text=f"{head} {_key(event.key)}",
+                        text=f"{head} {_key(event.key)}{tail}",
                         rule=event.rule_id,
-                        status=event.status,
+                        status=status,
                         resource=_key(event.key),
                         deliveries=sent,
                     )
@@ -419,6 +424,8 @@ class DryRun:
         end = deferred_end(delivery.group_key or "")
         if delivery.status == "held" and end is not None:
             status = f"deferred by a time window until {_fmt(end)}"
+        elif delivery.status == "suppressed" and (delivery.last_error or "").startswith(FLAP_MUTED):
+            status = FLAP_MUTED  # held back: its resource flaps (#14)
         configured = self.config.channels.get(delivery.channel)
         return Sent(
             channel=delivery.channel,
@@ -427,6 +434,18 @@ class DryRun:
             text=_render(channel, delivery),
             fallback=configured.fallback if configured is not None else None,
         )
+
+
+FLAP_MUTED = "suppressed: flapping"
+
+
+def _flap_line(event: Event) -> tuple[str, str]:
+    """A flapping notice's status word and what follows its resource on its line (#14)."""
+    f = event.flap or {}
+    if event.status == "firing":
+        return "flapping", f": {f.get('field')} changed {f.get('changes')} times within {f.get('within')}"
+    span = f"{_show(f.get('first'))} → {_show(f.get('last'))}"
+    return "settled", f": {f.get('changes')} changes of {f.get('field')}, {span}; {f.get('muted')} held back"
 
 
 def _show(value: Any, limit: int = 48) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from bridge.config.windows import Schedule
 from bridge.model import Change, EventKind, EventStatus
 from bridge.poll.diff import get_path
+from bridge.rules.flap import FlapSpec
 from bridge.rules.state import Timing
 from bridge.rules.templates import Expression, Template
 
@@ -102,6 +103,7 @@ class Rule:
     inhibit_scope: str = "resource"  # "resource" or "provider"
     inhibits_line: int | None = None
     escalate: tuple[Escalation, ...] = ()  # the escalation chain (#14), `after` increasing
+    flap: FlapSpec | None = None  # flap detection on `field` (#14, bridge/rules/flap.py)
     # `values_match` specialised to the conditions this rule has (set once, in __post_init__).
     _match: Callable[[Any, Any], bool] = dataclass_field(init=False, repr=False, compare=False)
 
@@ -229,6 +231,7 @@ class Firing:
     firing_seq: int | None = None
     channels: tuple[str, ...] | None = None
     escalation: int = 0
+    flap: dict[str, Any] | None = None  # a `wattbridge.flapping` notice of this rule (#14)
 
 
 @dataclass(slots=True)
@@ -263,6 +266,11 @@ class RuleSet:
                 idx.fieldless.append(rule)
             else:
                 idx.by_head.setdefault(_head(rule.field), []).append(rule)
+        # Flap detection (#14): by source, the rules that count their field's changes.
+        self.flappers: dict[str, tuple[Rule, ...]] = {}
+        for rule in self.rules:
+            if rule.flap is not None:
+                self.flappers[rule.source] = (*self.flappers.get(rule.source, ()), rule)
         # Inhibition (#14): target rule id → the rules that mute it while they fire.
         self.inhibitors: dict[str, tuple[Rule, ...]] = {}
         for target in self.rules:

@@ -16,6 +16,7 @@ from bridge.errors import Problem, RuleError
 from bridge.rules.engine import Digest, Escalation, Rule, RuleSet
 from bridge.rules.enums import value_problems
 from bridge.rules.fields import field_problem, template_problems
+from bridge.rules.flap import FlapSpec
 from bridge.rules.schema import RuleFile, RuleModel, as_tuple
 from bridge.rules.stale import looks_like_timestamp
 from bridge.rules.templates import Expression, Template, compile_error
@@ -214,6 +215,9 @@ def _compile(
         inhibit_scope=model.inhibit_scope or "resource",
         inhibits_line=line("inhibits"),
         escalate=tuple(Escalation(after=e.after, channels=tuple(e.channels)) for e in model.escalate),
+        flap=None
+        if model.flap is None
+        else FlapSpec(changes=model.flap.changes, within=model.flap.within, settle=model.flap.settle),
     )
     return rule, []
 

@@ -101,6 +101,24 @@ class EscalationStep(BaseModel):
         return v
 
 
+class FlapModel(BaseModel):
+    """`flap = { changes = 6, within = "10m", settle = "15m" }` (#14): more than `changes` changes
+    of the rule's field within `within` is flapping; it settles after `settle` without a change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    changes: int = Field(ge=1, le=1000)
+    within: Duration
+    settle: Duration
+
+    @field_validator("within", "settle")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return v
+
+
 def _increasing(steps: list[EscalationStep]) -> list[EscalationStep]:
     for before, step in itertools.pairwise(steps):
         if step.after <= before.after:
@@ -157,6 +175,8 @@ class RuleModel(BaseModel):
     inhibit_scope: Literal["resource", "provider"] | None = None
     # Escalation chain (#14): unacknowledged after each step's `after`, its channels are notified.
     escalate: Annotated[list[EscalationStep], AfterValidator(_increasing)] = Field(default_factory=list)
+    # Flap detection (#14): a field that changes too often is one notice, not a storm.
+    flap: FlapModel | None = None
 
     @field_validator("for_", "cooldown", "group_interval", "stale_after")
     @classmethod
@@ -168,7 +188,13 @@ class RuleModel(BaseModel):
     @model_validator(mode="after")
     def _coherent(self) -> RuleModel:
         if self.stale_after is not None:
+            if self.flap is not None:
+                raise ValueError("`flap` watches a field's changes; a `stale_after` rule fires on silence")
             return self._stale_coherent()
+        if self.flap is not None and (self.field is None or self.event != "changed"):
+            raise ValueError(
+                '`flap` counts the changes of the rule\'s `field`: it needs a `field` (and event = "changed")'
+            )
         conditions = [self.from_, self.to, self.not_from, self.not_to, self.above, self.below]
         if self.event == "changed" and self.field is None and self.if_ is None and not self.changed:
             raise ValueError(

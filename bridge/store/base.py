@@ -18,6 +18,7 @@ from bridge.model import (
     Delivery,
     DeliveryStatus,
     Event,
+    FlapState,
     PollResult,
     ResourceKey,
     RuleState,
@@ -284,7 +285,17 @@ class Store(Protocol):
         ...
 
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
-        """Forget every state of these rules (removed by a reload); returns how many rows."""
+        """Forget every state of these rules (removed by a reload), their flap states too; returns
+        how many rule state rows."""
+        ...
+
+    async def list_flap_states(self) -> list[FlapState]:
+        """Every stored flap detection state (#14), counting or flapping: loaded once at start."""
+        ...
+
+    async def save_flap_states(self, states: Sequence[FlapState]) -> None:
+        """Write flap states that no poll result carries (a window passed), in one transaction;
+        forgettable ones are deleted."""
         ...
 
     async def add_silence(self, silence: Silence) -> None: ...

@@ -44,6 +44,7 @@ from bridge.store.base import (
     Recorded,
 )
 from bridge.store.postgres_cluster import PostgresCluster, check_fence
+from bridge.store.postgres_flaps import Q_FLAPS_DELETE_RULES, PostgresFlaps, flap_batches
 from bridge.store.postgres_traces import Q_TRACE_INSERT, PostgresTraces, trace_row
 
 # What a broken connection, a refused login or a failed statement raise: all become StoreError.
@@ -65,7 +66,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStore(PostgresCluster, PostgresTraces):
+class PostgresStore(PostgresCluster, PostgresTraces, PostgresFlaps):
     """The Store protocol on one PostgreSQL database (and schema, by default `public`)."""
 
     def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
@@ -193,6 +194,7 @@ class PostgresStore(PostgresCluster, PostgresTraces):
             forget = [rows_.rule_state_key(st) for st in states if st.forgettable]
             keep = [rows_.rule_state_row(st) for st in states if not st.forgettable]
             traces = [trace_row(t) for r in results for t in r.traces]
+            flaps = flap_batches([f for r in results for f in r.flaps])
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot serialise a poll result: {exc}") from exc
         batches = [
@@ -202,6 +204,7 @@ class PostgresStore(PostgresCluster, PostgresTraces):
             (q.Q_RULE_STATE_UPSERT, keep),
             (q.Q_RULE_STATE_DELETE, forget),
             (Q_TRACE_INSERT, traces),
+            *flaps,
         ]
         # Wake the other replicas only for work they may take: a delivery leased to this replica's
         # worker (a hand-over: due at its lease's end, after its creation) is not theirs.
@@ -418,6 +421,7 @@ class PostgresStore(PostgresCluster, PostgresTraces):
             await conn.execute(Q_TRACE_INSERT, *traced)
 
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
+        await self._execute(Q_FLAPS_DELETE_RULES, list(rule_ids))
         return await self._execute(q.Q_RULE_STATES_DELETE_RULES, list(rule_ids))
 
     async def add_silence(self, silence: Silence) -> None:

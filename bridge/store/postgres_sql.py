@@ -9,6 +9,7 @@ the database's locale.
 
 from __future__ import annotations
 
+from bridge.store.postgres_flaps import MIGRATION_6
 from bridge.store.postgres_traces import MIGRATION_2
 
 # Delivery fencing (#12): the token of a delivery's current claim (kept here, not imported from
@@ -131,7 +132,7 @@ CREATE TABLE leases (
     (4, MIGRATION_4),  # replicas: a delivery's claim carries a fencing token
     (
         # #14: a firing's number, its escalation, and who acknowledged or snoozed it.
-        6,
+        5,
         """
 ALTER TABLE rule_states ADD COLUMN firing_seq bigint;
 ALTER TABLE rule_states ADD COLUMN escalated integer NOT NULL DEFAULT 0;
@@ -142,6 +143,7 @@ ALTER TABLE rule_states ADD COLUMN snoozed_until timestamptz;
 ALTER TABLE rule_states ADD COLUMN snoozed_by text
 """,
     ),
+    (6, MIGRATION_6),  # #14 flap detection states
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

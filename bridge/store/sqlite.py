@@ -17,6 +17,7 @@ from typing import Any
 from bridge.errors import CommitConflict, StoreError
 from bridge.lifecycle import LoopFn
 from bridge.model import (
+    FlapState,
     PollResult,
     ResourceKey,
     RuleState,
@@ -28,6 +29,15 @@ from bridge.model import (
 from bridge.shards import shard_of
 from bridge.store.base import Fence
 from bridge.store.sqlite_api import SqliteApiReads
+from bridge.store.sqlite_flap_sql import (
+    Q_FLAP_DELETE,
+    Q_FLAP_UPSERT,
+    Q_FLAPS_ALL,
+    Q_FLAPS_DELETE_RULE,
+    flap_key,
+    flap_row,
+    flap_state,
+)
 from bridge.store.sqlite_outbox import SqliteOutbox
 from bridge.store.sqlite_rule_sql import (
     Q_RULE_STATE_DELETE,
@@ -137,6 +147,9 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
             forget = [rule_state_key(st) for st in states if st.forgettable]
             keep = [rule_state_row(st) for st in states if not st.forgettable]
             traces = [trace_row(t) for r in results for t in r.traces]
+            flaps = [f for r in results for f in r.flaps]
+            flaps_kept = [flap_row(f) for f in flaps if not f.forgettable]
+            flaps_gone = [flap_key(f) for f in flaps if f.forgettable]
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot serialise a poll result: {exc}") from exc
         batches = [
@@ -148,6 +161,8 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
             (Q_RULE_STATE_UPSERT, keep),
             (Q_RULE_STATE_DELETE, forget),
             (Q_TRACE_INSERT, traces),
+            (Q_FLAP_UPSERT, flaps_kept),
+            (Q_FLAP_DELETE, flaps_gone),
         ]
         # The whole transaction runs in ONE hop to aiosqlite's thread (~65 µs per hop measured, and a
         # statement per table would be six more). It cannot interleave with another caller's
@@ -233,8 +248,25 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
 
     async def delete_rule_states(self, rule_ids: Sequence[str]) -> int:
         async with self._transaction() as db:
+            await db.executemany(Q_FLAPS_DELETE_RULE, [(r,) for r in rule_ids])
             cur = await db.executemany(Q_RULE_STATES_DELETE_RULE, [(r,) for r in rule_ids])
             return max(cur.rowcount, 0)
+
+    async def list_flap_states(self) -> list[FlapState]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(Q_FLAPS_ALL)
+        return [flap_state(row) for row in rows]
+
+    async def save_flap_states(self, states: Sequence[FlapState]) -> None:
+        if not states:
+            return
+        forget = [flap_key(st) for st in states if st.forgettable]
+        keep = [flap_row(st) for st in states if not st.forgettable]
+        async with self._transaction() as db:
+            if keep:
+                await db.executemany(Q_FLAP_UPSERT, keep)
+            if forget:
+                await db.executemany(Q_FLAP_DELETE, forget)
 
     async def add_silence(self, silence: Silence) -> None:
         row = silence_row(silence)

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import aiosqlite
 
 from bridge.errors import StoreError
-from bridge.store.sqlite_rule_sql import MIGRATE_RULE_STATES_TO_V10, RULE_SCHEMA
+from bridge.store.sqlite_flap_sql import FLAP_SCHEMA
+from bridge.store.sqlite_rule_sql import MIGRATE_RULE_STATES_TO_V9, RULE_SCHEMA
 from bridge.store.sqlite_sql import (
     _SCHEMA,
     BUSY_TIMEOUT_S,
@@ -94,10 +95,10 @@ class SqliteConnection:
             if 0 < version < 8 and "claim_token" not in columns:
                 await db.execute(MIGRATE_DELIVERIES_TO_V8)
             ruled = {r[1] for r in await db.execute_fetchall("PRAGMA table_info(rule_states)")}
-            if 0 < version < 10 and ruled and "firing_seq" not in ruled:
-                for statement in MIGRATE_RULE_STATES_TO_V10:
+            if 0 < version < 9 and ruled and "firing_seq" not in ruled:
+                for statement in MIGRATE_RULE_STATES_TO_V9:
                     await db.execute(statement)
-            for statement in (_SCHEMA + RULE_SCHEMA + TRACE_SCHEMA).split(";"):
+            for statement in (_SCHEMA + RULE_SCHEMA + TRACE_SCHEMA + FLAP_SCHEMA).split(";"):
                 if statement.strip():
                     await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS rule_states (
     repeats        INTEGER NOT NULL DEFAULT 0,
     last_fired_at  TEXT,
     changes        TEXT NOT NULL,
-    firing_seq     INTEGER,                       -- v10 (#14): acknowledge, snooze, escalate
+    firing_seq     INTEGER,                       -- v9 (#14): acknowledge, snooze, escalate
     escalated      INTEGER NOT NULL DEFAULT 0,
     escalate_at    TEXT,
     acked_by       TEXT,
@@ -46,8 +46,8 @@ CREATE TABLE IF NOT EXISTS silences (
 );
 """
 
-# v7 → v10 (#14): the firing's number, its escalation, and who acknowledged or snoozed it.
-MIGRATE_RULE_STATES_TO_V10 = tuple(
+# v8 → v9 (#14): the firing's number, its escalation, and who acknowledged or snoozed it.
+MIGRATE_RULE_STATES_TO_V9 = tuple(
     f"ALTER TABLE rule_states ADD COLUMN {column}"
     for column in (
         "firing_seq INTEGER",

@@ -27,7 +27,9 @@ from bridge.model import (
 )
 from bridge.store.base import Fence
 
-SCHEMA_VERSION = 10  # v10 (#14): acknowledge / snooze / escalation columns of rule_states
+# v8: deliveries.claim_token (#12); v9: acknowledge / snooze / escalation columns of rule_states
+# (#14); v10: flap_states (#14 flap detection).
+SCHEMA_VERSION = 10
 BUSY_TIMEOUT_S = 5.0
 
 _SCHEMA = """

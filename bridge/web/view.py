@@ -21,6 +21,7 @@ BACKOFF_SHOWN = 5  # resources backing off named per provider; the rest are coun
 DEAD_SHOWN = 25
 DELIVERED_SHOWN = 10
 EVENTS_SHOWN = 25
+FLAPPING_SHOWN = 50
 # Delivery rows find their event among this many latest events before asking the store one by one.
 RECENT_EVENTS = 500
 
@@ -92,6 +93,19 @@ class DeferredRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FlappingRow:
+    """A resource flapping under a rule's `flap` (#14): its notifications are held back until then."""
+
+    rule: str
+    resource: str
+    field: str | None
+    since: datetime
+    changes: int
+    muted: int
+    settles_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StatusView:
     now: datetime
     providers: list[ProviderRow]
@@ -105,6 +119,7 @@ class StatusView:
     rules: list[RuleRow]
     deferred: list[DeferredRow]
     firings: list[FiringRow] = field(default_factory=list)  # open firings, acked / snoozed (#14)
+    flapping: list[FlappingRow] = field(default_factory=list)
     dead_limit: int = DEAD_SHOWN
 
 
@@ -140,7 +155,25 @@ async def build_view(app: web.Application) -> StatusView:
             key=lambda r: (r.until, r.channel),
         ),
         firings=await firing_rows(app, now),
+        flapping=_flapping(app),
     )
+
+
+def _flapping(app: web.Application) -> list[FlappingRow]:
+    rules = app[RULEBOOK].current.by_id
+    return [
+        FlappingRow(
+            rule=st.rule_id,
+            resource=str(st.key),
+            field=rule.field if (rule := rules.get(st.rule_id)) is not None else None,
+            since=st.since,
+            changes=st.count,
+            muted=st.muted,
+            settles_at=st.due_at,
+        )
+        for st in sorted(app[POLLER].flapping, key=lambda s: (s.since, s.rule_id, str(s.key)))
+        if st.since is not None
+    ][:FLAPPING_SHOWN]
 
 
 def _providers(app: web.Application, now: datetime) -> list[ProviderRow]:

@@ -20,8 +20,9 @@ async def test_every_api_route_the_app_serves_is_in_the_document_and_nothing_els
     }
     documented = {(method, path) for path, item in doc["paths"].items() for method in item}
     assert documented == served
-    # 17 + POST /api/channels/{name}/enable (#18) + GET /api/explain, GET /api/firings, POST /api/acks (#14)
-    assert len(served) == 21
+    # 17 + POST /api/channels/{name}/enable (#18) + GET /api/explain, GET /api/firings, POST /api/acks,
+    # GET /api/flapping (#14)
+    assert len(served) == 22
 
 
 async def test_the_document_is_openapi_3_1_with_bearer_security_and_the_handlers_models(api):

@@ -74,3 +74,13 @@ def test_the_outbox_wake_benchmark_delivers_in_both_modes():
 
     assert [mode for mode, *_ in rows] == ["notify", "poll only"]
     assert all(p50 > 0 for _, _, p50, _ in rows)
+
+
+@pytest.mark.parametrize("field", [True, False])
+def test_the_stale_timer_benchmark_arms_rearms_and_counts_the_rows(field):
+    argv = ["--resources", "1200", "--repeat", "1", "--store", "sqlite"] + ([] if field else ["--no-field"])
+    [row] = bench_module("stale").main(argv)
+
+    assert (row["arm_rows"], row["poll_rows"]) == (1200, 0)  # one timer each, then none per poll
+    assert (row["rearm_due"], row["rearm_rows"], row["rearm_events"], row["still_due"]) == (1200, 2400, 0, 0)
+    assert row["rearm_ticks"] == 1

@@ -47,8 +47,8 @@ def validator(schema: dict[str, Any]) -> Draft202012Validator:
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-async def get_json(bridge, path: str, status: int = 200) -> Any:
-    resp = await bridge.client.get(path)
+async def get_json(bridge, path: str, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    resp = await bridge.client.get(path, headers=headers)
     assert resp.status == status, await resp.text()
     return await resp.json()
 

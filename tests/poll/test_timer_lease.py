@@ -107,14 +107,14 @@ async def test_a_tick_paused_past_its_lease_has_its_late_commit_refused(
         # A's tick reads the rule states (the hold is due), then stalls before it reads the
         # resource's snapshot: a GC pause, a stopped VM, a network stall.
         stalled, resume = asyncio.Event(), asyncio.Event()
-        get_snapshot = a.store.get_snapshot
+        get_snapshots = a.store.get_snapshots_by_id  # how a tick reads its slice's snapshots
 
-        async def stalling(key):
+        async def stalling(provider, source, ids):
             stalled.set()
             await resume.wait()
-            return await get_snapshot(key)
+            return await get_snapshots(provider, source, ids)
 
-        monkeypatch.setattr(a.store, "get_snapshot", stalling)
+        monkeypatch.setattr(a.store, "get_snapshots_by_id", stalling)
         paused = asyncio.create_task(tick(a, owner_a))
         await asyncio.wait_for(stalled.wait(), 10)
         clock.advance(PERIOD + timedelta(seconds=1))  # A's lease runs out while it is stalled

@@ -19,6 +19,7 @@ from bridge.notify.rulebook import load_for
 from bridge.poll.diff import diff
 from bridge.poll.health import HealthBoard
 from bridge.providers.podero import with_status
+from bridge.rules import flap
 from bridge.rules.engine import Firing, RuleSet
 from bridge.rules.state import on_due, on_observation
 from bridge.simulator.podero import PoderoSimulator
@@ -322,6 +323,28 @@ def test_heat_pump_action_needed_and_steering_lost_after_its_hold(rules, podero,
     [lost] = fire(rules, "podero.heat_pump", needs, device_read(sim, hp, clock))
     assert lost.rule.id == "heat-pump-steering-lost"
     assert lost.rule.timing.for_s == 15 * 60
+
+
+def test_heat_pump_link_lost_fires_resolves_and_flaps_after_more_than_six_changes(rules, podero, clock):
+    sim, user, _ = podero
+    hp = sim.add_heat_pump(user)
+    ok = device_read(sim, hp, clock)
+    sim.update_device(hp, connection_status="error")
+    lost = device_read(sim, hp, clock)
+    [fired] = fire(rules, "podero.heat_pump", ok, lost)
+    assert fired.rule.id == "heat-pump-link-lost"
+    assert fired.rule.active(lost)
+    assert not fired.rule.active(ok)  # back to ok: `resolve = true` resolves it
+    spec = fired.rule.flap
+    assert spec is not None
+    assert (spec.changes, spec.within, spec.settle) == (6, timedelta(minutes=10), timedelta(minutes=15))
+    key = ResourceKey(source="podero.heat_pump", provider="podero", resource_id=hp)
+    st, started = None, []
+    for n in range(7):  # a link that drops and comes back every minute
+        at = clock.now() + timedelta(minutes=n)
+        step = flap.on_change(spec, rule_id=fired.rule.id, key=key, prior=st, old="ok", new="error", now=at)
+        st, started = step.state, [*started, step.started]
+    assert started == [False] * 6 + [True]  # more than six within ten minutes: flapping
 
 
 def test_ev_charging_started_and_boost_stuck_while_requested(rules, podero, clock):

@@ -90,6 +90,7 @@ async def test_a_v5_store_gains_snapshot_versions_and_the_transition_key_when_op
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_transition'").fetchone()
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'flap_states'").fetchone()
     db.close()
 
 
