@@ -121,9 +121,11 @@ async def test_two_replicas_polling_one_change_together_notify_once(make_config,
             podero.update_wallbox(WB, is_charging=flips % 2 == 1)
             a.clock.advance(timedelta(seconds=60))
             await asyncio.gather(a.poll(), b.poll())
-            # Sends finish (and are recorded) before the shared clock jumps a whole claim lease.
-            await a.deliver()
-            await b.deliver()
+            # Sends finish (and are recorded) before the shared clock jumps a whole claim lease:
+            # until neither replica has anything due or in flight (either one's background worker,
+            # woken by the other's NOTIFY, may have claimed a send while the other was delivering).
+            while await a.deliver() + await b.deliver():
+                pass
 
         events = await a.store.list_events()
         assert len(events) == 2  # charging started twice (rule `to = true`), each once
