@@ -161,7 +161,8 @@ class Notifier:
                     status=status,
                     next_attempt_at=event.occurred_at,
                     created_at=event.occurred_at,
-                    last_error=flapping if self._why[did][0] == "flapping" else None,
+                    # Why it is held back, for the API and dry runs (a silence names itself there).
+                    last_error=self._why[did][1] if self._why[did][0] in ("flapping", "inhibited") else None,
                     group_key=deferred_key(until)
                     if until is not None
                     else group_key(event, group)

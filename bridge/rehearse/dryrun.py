@@ -426,6 +426,8 @@ class DryRun:
             status = f"deferred by a time window until {_fmt(end)}"
         elif delivery.status == "suppressed" and (delivery.last_error or "").startswith(FLAP_MUTED):
             status = FLAP_MUTED  # held back: its resource flaps (#14)
+        elif delivery.status == "suppressed" and (delivery.last_error or "").startswith("inhibited by "):
+            status = f"suppressed: {delivery.last_error}"  # muted by a firing rule (#14)
         configured = self.config.channels.get(delivery.channel)
         return Sent(
             channel=delivery.channel,
