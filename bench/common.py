@@ -35,6 +35,25 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (every core, all but idle and iowait), /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+def postgres_cpu() -> float:
+    """utime + stime of every PostgreSQL process on this machine (server and backends), in seconds."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() == "postgres":
+                    total += proc_cpu(int(d.name))
+            except OSError:  # gone meanwhile
+                continue
+    return total
+
+
 def proc_rss(pid: int) -> int:
     """Resident set size in bytes, from /proc/PID/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -33,7 +33,7 @@ import asyncpg
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Sim, proc_cpu, simulator
+from bench.common import Sim, machine_busy, postgres_cpu, proc_cpu, simulator
 from bench.crash import BridgeProcess, _free_port, write_config
 from bench.replicas import _scalar
 from bench.simserver import user_id, wallbox_id
@@ -47,6 +47,8 @@ class Throughput:
     deliveries: int
     sim_cpu: float  # seconds of CPU over the window
     replica_cpu: list[float]
+    pg_cpu: float  # PostgreSQL (every process) over the window
+    busy: float  # the whole machine, CPU seconds over the window
 
     def line(self) -> str:
         cpu = " + ".join(f"{c / self.seconds:.0%}" for c in self.replica_cpu)
@@ -54,7 +56,9 @@ class Throughput:
             f"replicas={self.replicas}: {self.reads / self.seconds:,.0f} provider reads/s, "
             f"{self.deliveries / self.seconds:,.0f} deliveries/s over {self.seconds:.1f}s "
             f"(CPU of a core: replicas {cpu}, simulator {self.sim_cpu / self.seconds:.0%}; "
-            f"{sum(self.replica_cpu) / max(1, self.reads) * 1e6:.0f} µs of replica CPU per read)"
+            f"{sum(self.replica_cpu) / max(1, self.reads) * 1e6:.0f} µs of replica CPU per read; "
+            f"PostgreSQL {self.pg_cpu / self.seconds:.0%}; the machine {self.busy / self.seconds:.2f} of "
+            f"{os.cpu_count()} cores busy)"
         )
 
 
@@ -108,17 +112,21 @@ async def throughput(
             await _balanced(admin, schema, replicas, shards, until=time.monotonic() + 60)
             await asyncio.sleep(3.0)
             pids = [p.proc.pid for p in procs if p.proc is not None]
-            before, cpu0, scpu0, t0 = (
+            before, cpu0, scpu0, pg0, busy0, t0 = (
                 await sim.stats(),
                 [proc_cpu(p) for p in pids],
                 sim.cpu(),
+                postgres_cpu(),
+                machine_busy(),
                 time.monotonic(),
             )
             await asyncio.sleep(seconds)
-            after, cpu1, scpu1, t1 = (
+            after, cpu1, scpu1, pg1, busy1, t1 = (
                 await sim.stats(),
                 [proc_cpu(p) for p in pids],
                 sim.cpu(),
+                postgres_cpu(),
+                machine_busy(),
                 time.monotonic(),
             )
             return Throughput(
@@ -128,6 +136,8 @@ async def throughput(
                 deliveries=int(after["posts"]) - int(before["posts"]),
                 sim_cpu=scpu1 - scpu0,
                 replica_cpu=[b - a for a, b in zip(cpu0, cpu1, strict=True)],
+                pg_cpu=pg1 - pg0,
+                busy=busy1 - busy0,
             )
     finally:
         for p in procs:
