@@ -12,6 +12,9 @@ then sends them with the same webhook-id and bytes). Claims remain for retries, 
 hand-over had no room for, and after a restart. Attempts that finish while a write is in progress
 are recorded together in the next one (group commit, `AttemptLog`), at most one write per 10 ms in
 a steady stream; a claim first waits for the records of this worker's attempts.
+
+The worker's channel states are `channel_states.py`'s, and one delivery's send is `sending.py`'s (both
+mixed in).
 """
 
 from __future__ import annotations
@@ -20,14 +23,13 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from bridge import errors
-from bridge.channels.base import Channel, SendResult
+from bridge.channels.base import Channel
 from bridge.clock import Clock
 from bridge.deliver.attempts import AttemptLog
 from bridge.deliver.breaker import Breakers
@@ -35,11 +37,11 @@ from bridge.deliver.fallback import FallbackRouter
 from bridge.deliver.handoff import FreshLease, lease_fresh
 from bridge.deliver.ratelimit import RateLimit
 from bridge.deliver.retry import RetryPolicy
+from bridge.deliver.sending import DeliverySends
 from bridge.deliver.shared_channels import SharedChannels
-from bridge.logs import scrub
 from bridge.metrics import Metrics
-from bridge.model import Attempt, Delivery, DeliveryStatus, PollResult
-from bridge.store.base import AttemptOutcome, Store
+from bridge.model import Delivery, PollResult
+from bridge.store.base import Store
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +50,7 @@ SHARED_POLL_S = 1.0  # a replica's outbox look-up when no wake-up can come (READ
 STORE_BACKOFF_MAX_S = 60.0
 
 
-class DeliveryWorker:
+class DeliveryWorker(DeliverySends):
     """Sends the outbox. One per process; `run` is its loop, `run_until_idle` a burst for tests/dry runs."""
 
     def __init__(
@@ -112,75 +114,6 @@ class DeliveryWorker:
         self._on_health = on_health
         self._metrics = metrics
         self.attempts_made = 0  # attempts since start, for metrics and run_until_idle
-
-    def channel_state(self, name: str) -> dict[str, Any]:
-        """The `bridge.channel` state of one channel (what rules and the API see)."""
-        c = self.breakers.get(name)
-        channel = self._channels.get(name)
-        disabled = bool(getattr(channel, "disabled", False))
-        return {
-            "channel": name,
-            "status": "disabled"
-            if disabled
-            else {"closed": "ok", "open": "paused", "half_open": "probing"}[c.state],
-            "consecutive_failures": c.consecutive_failures,
-            "last_error": c.last_error,
-            "paused_until": c.open_until.isoformat() if c.open_until and c.state == "open" else None,
-            "fallback_to": self._falling_back.get(name),
-        }
-
-    @property
-    def channel_names(self) -> list[str]:
-        return list(self._channels)
-
-    def disabled_channels(self) -> dict[str, str]:
-        """Channels disabled by a 410 Gone → why: a replay to them is refused (bridge/deliver/replay.py)."""
-        return {
-            name: self.breakers.get(name).last_error or "the receiver answered 410 Gone"
-            for name, channel in self._channels.items()
-            if getattr(channel, "disabled", False)
-        }
-
-    async def enable_channel(self, name: str, *, by: str) -> bool:
-        """Re-enable a channel a 410 disabled: the operator's explicit act once the receiver is fixed.
-        Its circuit starts closed; returns False when it was not disabled (nothing to do)."""
-        channel = self._channels[name]
-        await self._refresh_shared(force=True)  # disabled by another replica: enabled on all of them
-        if not getattr(channel, "disabled", False):
-            return False
-        channel.disabled = False  # type: ignore[attr-defined]  # checked just above; not in the Protocol
-        self.breakers.circuits.pop(name, None)
-        self._disabled_told.discard(name)
-        log.warning("channel.enabled", channel=name, by=by)
-        await self._channel_health(name, channel)
-        self.notify()
-        return True
-
-    async def refresh_channels(self) -> None:
-        """Adopt now the channel states other replicas stored (a worker pass does it once a second)."""
-        await self._refresh_shared(force=True)
-
-    async def _refresh_shared(self, *, force: bool = False) -> None:
-        if self.shared_channels is not None:
-            await self.shared_channels.refresh(
-                self._channels, self.breakers, self._disabled_told, force=force
-            )
-
-    async def _channel_health(self, name: str, channel: Channel) -> None:
-        if self.shared_channels is not None:
-            self.shared_channels.changed_here(name, self._clock.now())
-        state = self.channel_state(name)
-        if state["status"] == "disabled":
-            self._disabled_told.add(name)
-        if state["status"] == "ok":
-            log.info("channel.health", **state)
-        else:
-            log.warning("channel.health", **state)
-        if self._on_health is not None:
-            try:
-                await self._on_health(name, state)
-            except errors.BridgeError as exc:  # telling ops must never stop a delivery
-                log.error("channel.health_not_recorded", channel=name, error=str(exc))
 
     def notify(self) -> None:
         """New deliveries were committed: look now instead of at the next due time."""
@@ -429,153 +362,6 @@ class DeliveryWorker:
                 await asyncio.gather(*mine, return_exceptions=True)
             if settle or not idle:  # cut short: record what was sent before anything else happens
                 await self._attempts.flush()
-
-    async def _deliver(self, delivery: Delivery) -> None:
-        channel = self._channels.get(delivery.channel)
-        if channel is None:
-            # Kept pending (the lease just runs out): a config fix and restart delivers it.
-            if delivery.channel not in self._missing_logged:
-                self._missing_logged.add(delivery.channel)
-                log.warning("delivery.channel_missing", delivery_id=delivery.id, channel=delivery.channel)
-            self._due_again(delivery.next_attempt_at)
-            return
-        at = self._clock.now()
-        limit = self._limits.get(delivery.channel)
-        if limit is not None and not limit.try_take(at):
-            await self._defer(delivery, limit.defer_until(at))
-            return
-        if not self.breakers.allow(delivery.channel, at):
-            # Circuit open: not sent, no attempt spent; the claim lease runs out and it is tried later.
-            self._due_again(delivery.next_attempt_at)
-            return
-        try:
-            result = await channel.send(delivery)
-        except Exception as exc:  # a channel must not raise; if one does, it is still an attempt
-            log.exception("delivery.channel_raised", delivery_id=delivery.id, channel=delivery.channel)
-            result = SendResult(ok=False, error=f"channel raised {type(exc).__name__}")
-        result = _scrubbed(result)  # a receiver may quote credentials back; none may be stored or logged
-        # A permanent rejection is about this message, not the receiver's health.
-        changed = self.breakers.record(
-            delivery.channel,
-            ok=result.ok,
-            counts=not result.permanent,
-            now=self._clock.now(),
-            error=result.error,
-        )
-        if changed or (getattr(channel, "disabled", False) and delivery.channel not in self._disabled_told):
-            await self._channel_health(delivery.channel, channel)
-        number = delivery.attempts + 1
-        status: DeliveryStatus
-        next_at: datetime | None
-        if result.ok:
-            status, next_at = "delivered", None
-        else:
-            decision = self._policies.get(delivery.channel, self._policy).decide(
-                attempts_made=number,
-                now=self._clock.now(),
-                retry_after=result.retry_after,
-                permanent=result.permanent,
-            )
-            status = "dead" if decision.dead else "pending"
-            next_at = decision.next_attempt_at
-            if next_at is not None:
-                self._due_again(next_at)
-        fallback = None
-        if status == "dead" and self._fallback is not None:
-            fallback = await self._fallback_for(delivery, channel, result.error)
-        elif result.ok and self._falling_back.pop(delivery.channel, None) is not None:
-            await self._channel_health(delivery.channel, channel)  # delivering again: no fallback now
-        attempt = Attempt(
-            delivery_id=delivery.id,
-            number=number,
-            at=at,
-            ok=result.ok,
-            status_code=result.status_code,
-            latency_ms=result.latency_ms,
-            error=result.error,
-            response_excerpt=result.response_excerpt,
-        )
-        self.attempts_made += 1
-        if self._metrics is not None:
-            self._metrics.delivery_attempt(delivery.channel, status, result.latency_ms)
-        log_fn = log.info if result.ok or status == "pending" else log.warning
-        log_fn(
-            "delivery.attempt",
-            delivery_id=delivery.id,
-            channel=delivery.channel,
-            attempt=number,
-            ok=result.ok,
-            status_code=result.status_code,
-            latency_ms=round(result.latency_ms, 1),
-            outcome=status,
-            **({"error": result.error} if result.error else {}),
-            **({"next_attempt_at": next_at.isoformat()} if next_at else {}),
-        )
-        self._attempts.add(
-            AttemptOutcome(
-                attempt=attempt,
-                status=status,
-                next_attempt_at=next_at,
-                fallback=fallback,
-                claim_token=self._token(delivery),
-            )
-        )
-
-    def _token(self, delivery: Delivery) -> int:
-        """The fencing token this worker holds for `delivery` now (the latest of its claims)."""
-        return self._reclaimed.get(delivery.id, delivery.claim_token)
-
-    async def _fallback_for(self, delivery: Delivery, channel: Channel, error: str | None) -> Delivery | None:
-        """The dead letter's copy for the channel's fallback; the first one of a spell is a
-        `bridge.channel` change (`fallback_to`)."""
-        if self._fallback is None:
-            return None
-        try:
-            copy = await self._fallback.copy(delivery, error=error, now=self._clock.now())
-        except errors.StoreError as exc:  # the dead letter stays replayable; only the copy is missing
-            log.error(
-                "channel.fallback_failed", delivery_id=delivery.id, channel=delivery.channel, error=str(exc)
-            )
-            return None
-        if copy is None:
-            return None
-        log.warning(
-            "channel.fallback",
-            delivery_id=delivery.id,
-            channel=delivery.channel,
-            fallback=copy.channel,
-            fallback_delivery_id=copy.id,
-        )
-        if self._falling_back.get(delivery.channel) != copy.channel:
-            self._falling_back[delivery.channel] = copy.channel
-            await self._channel_health(delivery.channel, channel)
-        return copy
-
-    async def _defer(self, delivery: Delivery, until: datetime) -> None:
-        """Over the channel's rate: back in the outbox, due at its turn, no attempt spent."""
-        try:
-            await self._store.defer([(delivery.id, until)], tokens={delivery.id: self._token(delivery)})
-        except errors.StoreError as exc:  # the lease runs out instead, and the limit defers it again
-            log.error("delivery.defer_failed", delivery_id=delivery.id, error=str(exc))
-            self._due_again(delivery.next_attempt_at)
-            return
-        self._due_again(until)
-        log.debug(
-            "delivery.rate_limited",
-            delivery_id=delivery.id,
-            channel=delivery.channel,
-            until=until.isoformat(),
-        )
-
-
-def _scrubbed(result: SendResult) -> SendResult:
-    if result.error is None and not result.response_excerpt:
-        return result
-    return replace(
-        result,
-        error=None if result.error is None else scrub(result.error),
-        response_excerpt=None if result.response_excerpt is None else scrub(result.response_excerpt),
-    )
 
 
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:

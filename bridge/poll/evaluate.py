@@ -3,13 +3,14 @@ the rule-state machine, the events and their deliveries. No I/O: the cycle reads
 
 `Evaluator` also mirrors the committed rule states (running holds, firings, cooldowns), because the
 state machine needs a resource's open rules on every observation; the store stays the truth.
+Its stale-rule helpers are mixed in from `stale_checks.py`; the traces of an observed transition
+are built by `traced.py`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from datetime import datetime
 
@@ -17,7 +18,6 @@ import structlog
 
 from bridge.channels.base import Channel
 from bridge.config.windows import Schedule
-from bridge.explain.checks import failed, transition_checks
 from bridge.explain.notes import Notes
 from bridge.model import (
     Change,
@@ -41,14 +41,16 @@ from bridge.poll.decided import firing_of, note_due, note_observed
 from bridge.poll.diff import diff, meaningful_digest
 from bridge.poll.due_index import DueIndex
 from bridge.poll.flapping import FlapBook, FlapPass
+from bridge.poll.stale_checks import StaleChecks
+from bridge.poll.traced import observed_traces
 from bridge.rules import acks, stale
-from bridge.rules.engine import Firing, Rule, RuleSet, default_context
+from bridge.rules.engine import Firing, Rule, RuleSet
 from bridge.rules.state import Decision, on_due, on_observation
 
 log = structlog.get_logger(__name__)
 
 
-class Evaluator:
+class Evaluator(StaleChecks):
     def __init__(
         self,
         channels: Mapping[str, Channel],
@@ -138,55 +140,6 @@ class Evaluator:
         found = (self._states.get((rule_id, key)) for rule_id in self._open.get(key, ()))
         return [st for st in found if st is not None and (d := st.next_due) is not None and d <= now]
 
-    def unarmed(self, rule_id: str, provider: str, source: str, ids: AbstractSet[str]) -> set[str]:
-        """Which of these resources have no state of this rule yet."""
-        return set(ids) - self._kept.get((rule_id, provider, source), set())
-
-    def read(self, provider: str, source: str, ids: Iterable[str], now: datetime) -> None:
-        """These resources were read successfully now (for stale rules without a field)."""
-        seen = self._reads[(provider, source)]
-        at = now.timestamp()
-        for rid in ids:
-            seen[rid] = at
-
-    def fresh_at(self, rule: Rule, st: RuleState, state: Mapping[str, object] | None) -> datetime | None:
-        """When the resource of a stale rule's state last reported, as far as is known."""
-        if rule.field is not None:
-            return stale.reported_at(state, rule.field)
-        at = self._reads.get((st.key.provider, st.key.source), {}).get(st.key.resource_id)
-        read = datetime.fromtimestamp(at, tz=st.since.tzinfo) if at is not None else None
-        if st.phase == "firing":
-            return read
-        known = [t for t in (read, st.since, self.started_at) if t is not None]
-        return max(known) if known else None
-
-    def stale_check(
-        self, rule: Rule, st: RuleState, state: Mapping[str, object] | None, now: datetime
-    ) -> Decision:
-        if state is None:
-            return stale.gone(st)
-        return stale.check(rule.timing, prior=st, fresh=self.fresh_at(rule, st, state), now=now)
-
-    def stale_firing(
-        self, provider: str, source: str, ids: AbstractSet[str], rule_ids: Iterable[str]
-    ) -> dict[ResourceKey, list[RuleState]]:
-        """Firing states of these stale rules (without a field) of resources among `ids`: a read
-        resolves them. From whichever is smaller, the rule's firing states of the provider or the
-        slice's ids: walking every state per poll slice was 10 s a poll at 250,000 devices
-        (bench/stale.py), and a healthy fleet has nothing firing."""
-        out: dict[ResourceKey, list[RuleState]] = defaultdict(list)
-        for rule_id in rule_ids:
-            firing = self._firing.get(rule_id, {}).get(provider, set())
-            if len(firing) <= len(ids):
-                keys = sorted((k for k in firing if k.source == source and k.resource_id in ids), key=str)
-            else:
-                keys = [ResourceKey(source=source, provider=provider, resource_id=r) for r in sorted(ids)]
-            for k in keys:
-                st = self._states.get((rule_id, k))
-                if st is not None and st.phase == "firing":
-                    out[k].append(st)
-        return out
-
     def observe(
         self,
         obs: Observation,
@@ -240,7 +193,7 @@ class Evaluator:
             flaps = self.flaps.observe(rules, obs.key, snapshot.state, obs.state, changes, obs.observed_at)
             firings = [*firings, *flaps.notices]
         events, deliveries, sequence = self._emit(obs, firings, snapshot, rules, notes, moved, flaps)
-        traces = self._traces(obs, kind, snapshot.state, changes, rules, notes)
+        traces = observed_traces(obs, kind, snapshot.state, changes, rules, notes)
         return PollResult(
             snapshot=_snapshot(obs, digest, sequence, version=snapshot.version + 1),
             events=events,
@@ -251,50 +204,6 @@ class Evaluator:
             traces=traces,
             flaps=flaps.states if flaps is not None else (),
         )
-
-    def _traces(
-        self,
-        obs: Observation,
-        kind: EventKind,
-        old: Mapping[str, object] | None,
-        changes: Sequence[Change],
-        rules: RuleSet,
-        notes: Notes,
-    ) -> tuple[Trace, ...]:
-        """One trace per rule that looked at this transition, or whose state it moved (#14)."""
-        looked = rules.candidates(source=obs.key.source, kind=kind, changes=changes)
-        ids = [r.id for r in looked] + [rid for rid in notes.rules() if rid not in {r.id for r in looked}]
-        if not ids:
-            return ()
-        ctx = default_context(old, obs.state, changes)
-        traces = []
-        for rule_id in ids:
-            rule = rules.by_id.get(rule_id)
-            if rule is None:
-                continue
-            relevant = tuple(c for c in changes if rule.watches(c.field))
-            checks = transition_checks(rule, old, obs.state, ctx) if kind == "changed" else ()
-            note = notes.get(rule_id)
-            if note is not None:
-                outcome, reasons, event_ids = note.outcome, note.reasons, note.event_ids
-            elif all(c.ok for c in checks):
-                outcome, reasons, event_ids = "no-match", ("matched, but nothing was due",), ()
-            else:
-                outcome, reasons, event_ids = "no-match", failed(checks), ()
-            traces.append(
-                Trace(
-                    rule_id=rule_id,
-                    key=obs.key,
-                    at=obs.observed_at,
-                    trigger=kind,
-                    changes=relevant or tuple(changes),
-                    checks=checks,
-                    outcome=outcome,
-                    reasons=reasons,
-                    event_ids=event_ids,
-                )
-            )
-        return tuple(traces)
 
     def due(
         self,

@@ -5,7 +5,8 @@
 would be notified, rendered exactly as the channels would send it. Nothing goes over the network and
 nothing is written outside a temporary directory that is removed afterwards.
 
-The input format is `bridge/rehearse/timeline.py`'s.
+The input format is `bridge/rehearse/timeline.py`'s; the throwaway store and the replaying
+provider are `bridge/rehearse/stand_ins.py`'s.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Sequence
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,14 +28,11 @@ from bridge.channels.registry import build_channels
 from bridge.clock import ManualClock
 from bridge.config.models import Config
 from bridge.config.windows import channel_windows
-from bridge.errors import ProviderUnavailable
 from bridge.model import (
     CHANNEL_PROVIDER,
     CHANNEL_SOURCE,
     Delivery,
     Event,
-    Observation,
-    PollResult,
     ResourceKey,
     RuleState,
 )
@@ -45,12 +42,10 @@ from bridge.notify.rulebook import RuleBook
 from bridge.poll.cycle import Poller
 from bridge.poll.diff import diff
 from bridge.poll.health import HealthBoard
-from bridge.providers.base import FetchResult, WatchGroup
 from bridge.rehearse.acks import ack_step, again
+from bridge.rehearse.stand_ins import RecordingStore, ReplayProvider
 from bridge.rehearse.timeline import Step, input_problem
 from bridge.rules.engine import RuleSet
-from bridge.store.base import Fence
-from bridge.store.sqlite import SqliteStore
 
 MAX_TIMER_RUNS = 100_000  # a timeline of a year with a 1-minute repeat stays well below
 
@@ -80,76 +75,6 @@ class Notice:
 
 
 # -- the pipeline, on a throwaway store --------------------------------------------------------------
-
-
-class _RecordingStore(SqliteStore):
-    """A real SQLite store that also remembers what was committed, for the report."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, synchronous="NORMAL")  # throwaway: no fsync needed
-        self.results: list[PollResult] = []
-        self.digests: list[tuple[Event, Delivery, list[str]]] = []
-        self.settled: list[tuple[list[str], list[str]]] = []  # (released, left out) when a window ended
-
-    async def commit(self, results: Sequence[PollResult], *, fence: Fence | None = None) -> None:
-        await super().commit(results, fence=fence)
-        self.results.extend(results)
-
-    async def commit_digest(
-        self, event: Event, digest: Delivery, members: Sequence[str], *, fence: Fence | None = None
-    ) -> None:
-        await super().commit_digest(event, digest, members, fence=fence)
-        self.digests.append((event, digest, list(members)))
-
-    async def settle_held(
-        self,
-        *,
-        release: Sequence[str],
-        drop: Sequence[tuple[str, str]],
-        now: datetime,
-        fence: Fence | None = None,
-    ) -> None:
-        await super().settle_held(release=release, drop=drop, now=now, fence=fence)
-        if release or drop:
-            self.settled.append((list(release), [i for i, _ in drop]))
-
-
-@dataclass(slots=True)
-class _ReplayProvider:
-    """Answers polls with the timeline's current states: the provider as the recording saw it."""
-
-    name: str
-    kind: str
-    clock: ManualClock
-    states: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
-    listed: set[str] = field(default_factory=set)  # sources replayed as complete listings
-    failure: str | None = None
-
-    def watch_groups(self) -> list[WatchGroup]:
-        return [WatchGroup(provider=self.name, name="replay", interval=timedelta(minutes=1))]
-
-    def static_watches(self) -> list[tuple[str, str, dict[str, Any]]]:
-        return []
-
-    async def fetch(
-        self, group: str, watches: Sequence[Any] = (), *, skip: AbstractSet[str] = frozenset()
-    ) -> FetchResult:
-        if self.failure is not None:
-            raise ProviderUnavailable(self.failure)
-        now = self.clock.now()
-        observations = [
-            Observation(
-                key=ResourceKey(source=source, provider=self.name, resource_id=rid),
-                state=state,
-                observed_at=now,
-            )
-            for (source, rid), state in self.states.items()
-            if state is not None or source not in self.listed
-        ]
-        return FetchResult(observations=observations, complete_sources=frozenset(self.listed))
-
-    async def close(self) -> None:
-        return None
 
 
 def _provider_name(config: Config, kind: str) -> str:
@@ -182,7 +107,7 @@ class DryRun:
         self,
         config: Config,
         rules: RuleSet,
-        store: _RecordingStore,
+        store: RecordingStore,
         channels: dict[str, Channel],
         clock: ManualClock,
     ) -> None:
@@ -203,12 +128,12 @@ class DryRun:
         self.digester = Digester(
             store, digest_configs(config.channels), clock=self.clock, rules=lambda: rules
         )
-        self.providers: dict[str, _ReplayProvider] = {}
+        self.providers: dict[str, ReplayProvider] = {}
         self.notices: list[Notice] = []
         self._states: dict[tuple[str, ResourceKey], RuleState] = {}
         self._seen: dict[ResourceKey, dict[str, Any] | None] = {}
 
-    def _provider(self, name: str | None, kind: str, step: Step) -> _ReplayProvider:
+    def _provider(self, name: str | None, kind: str, step: Step) -> ReplayProvider:
         name = name or _provider_name(self.config, kind)
         provider = self.providers.get(name)
         if provider is None:
@@ -217,7 +142,7 @@ class DryRun:
                 raise input_problem(
                     step.file, step.line, f"provider {name!r} is a {configured.kind} provider, not {kind}"
                 )
-            provider = self.providers[name] = _ReplayProvider(name=name, kind=kind, clock=self.clock)
+            provider = self.providers[name] = ReplayProvider(name=name, kind=kind, clock=self.clock)
         return provider
 
     async def run(self, steps: Sequence[Step]) -> list[Notice]:
@@ -258,7 +183,7 @@ class DryRun:
         self._collect()
 
     async def _apply(self, group: Sequence[Step], listed: set[str]) -> None:
-        polled: dict[str, _ReplayProvider] = {}
+        polled: dict[str, ReplayProvider] = {}
         internal: list[Step] = []
         for step in group:
             if step.kind == "wait":
@@ -304,7 +229,7 @@ class DryRun:
             await self.poller.observe_internal(key, step.state)
             self._collect()
 
-    def _poll_target(self, step: Step) -> _ReplayProvider:
+    def _poll_target(self, step: Step) -> ReplayProvider:
         if step.provider is not None:
             provider = self.providers.get(step.provider)
             if provider is None:
@@ -458,7 +383,7 @@ def _show(value: Any, limit: int = 48) -> str:
 @contextlib.asynccontextmanager
 async def _pipeline(config: Config, rules: RuleSet, start: datetime) -> AsyncIterator[DryRun]:
     with tempfile.TemporaryDirectory(prefix="wattbridge-dryrun-") as tmp:
-        store = _RecordingStore(Path(tmp) / "dryrun.db")
+        store = RecordingStore(Path(tmp) / "dryrun.db")
         await store.open()
         try:
             # Channels render only; the session is never used (nothing is sent).

@@ -5,6 +5,9 @@ events, deliveries, watch ends and rule states together, idempotent by id), and 
 work without holding a lock across a send. A claim is one `UPDATE … FOR UPDATE SKIP LOCKED`, so
 workers on several replicas claim disjoint deliveries. The schema is versioned (`wattbridge_schema`)
 and migrated on open under an advisory lock.
+
+Its reads for ops and the admin API are `postgres_api.py`'s; leases and notifications
+`postgres_cluster.py`'s, traces `postgres_traces.py`'s, flap states `postgres_flaps.py`'s (mixins).
 """
 
 from __future__ import annotations
@@ -36,13 +39,12 @@ from bridge.store import postgres_rows as rows_
 from bridge.store import postgres_sql as q
 from bridge.store.base import (
     AttemptOutcome,
-    DeliveryQuery,
-    EventQuery,
     Fence,
     HeldGroup,
     OutboxCounts,
     Recorded,
 )
+from bridge.store.postgres_api import PostgresApiReads
 from bridge.store.postgres_cluster import PostgresCluster, check_fence
 from bridge.store.postgres_flaps import Q_FLAPS_DELETE_RULES, PostgresFlaps, flap_batches
 from bridge.store.postgres_traces import Q_TRACE_INSERT, PostgresTraces, trace_row
@@ -66,7 +68,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStore(PostgresCluster, PostgresTraces, PostgresFlaps):
+class PostgresStore(PostgresCluster, PostgresTraces, PostgresFlaps, PostgresApiReads):
     """The Store protocol on one PostgreSQL database (and schema, by default `public`)."""
 
     def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
@@ -324,48 +326,6 @@ class PostgresStore(PostgresCluster, PostgresTraces, PostgresFlaps):
             if replayed:
                 await self._notify_outbox(conn)
         return replayed
-
-    # -- reads for ops and the admin API ---------------------------------------------------------
-
-    async def get_delivery(self, delivery_id: str) -> Delivery | None:
-        found = await self._fetch(q.Q_DELIVERY_GET, delivery_id)
-        return rows_.delivery(found[0]) if found else None
-
-    async def list_deliveries(
-        self, *, status: DeliveryStatus | None = None, channel: str | None = None, limit: int = 100
-    ) -> list[Delivery]:
-        return [rows_.delivery(r) for r in await self._fetch(q.Q_DELIVERIES_LIST, status, channel, limit)]
-
-    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
-        return [rows_.attempt(r) for r in await self._fetch(q.Q_ATTEMPTS_OF, delivery_id)]
-
-    async def get_event(self, event_id: str) -> Event | None:
-        found = await self._fetch(q.Q_EVENT_GET, event_id)
-        return rows_.event(found[0]) if found else None
-
-    async def list_events(self, *, limit: int = 100) -> list[Event]:
-        return [rows_.event(r) for r in await self._fetch(q.Q_EVENTS_LATEST, limit)]
-
-    async def page_events(self, query: EventQuery, *, limit: int) -> list[Event]:
-        after_at, after_id = (None, None) if query.after is None else query.after
-        args = (query.rule, query.source, query.provider, query.resource_id, query.since, query.until)
-        found = await self._fetch(q.Q_EVENTS_PAGE, *args, after_at, after_id, limit)
-        return [rows_.event(r) for r in found]
-
-    async def page_deliveries(self, query: DeliveryQuery, *, limit: int) -> list[Delivery]:
-        after_at, after_id = (None, None) if query.after is None else query.after
-        args = (query.status, query.channel, query.event_id, after_at, after_id, limit)
-        return [rows_.delivery(r) for r in await self._fetch(q.Q_DELIVERIES_PAGE, *args)]
-
-    async def last_fired(self) -> dict[str, datetime]:
-        return {r[0]: r[1] for r in await self._fetch(q.Q_LAST_FIRED)}
-
-    async def last_firings(self, rule_ids: Sequence[str]) -> dict[str, datetime]:
-        found = await self._fetch(q.Q_LAST_FIRINGS, list(rule_ids))
-        return {r[0]: r[1] for r in found if r[1] is not None}
-
-    async def resource_counts(self, provider: str) -> dict[str, int]:
-        return {r[0]: int(r[1]) for r in await self._fetch(q.Q_RESOURCE_COUNTS, provider)}
 
     # -- watches ---------------------------------------------------------------------------------
 

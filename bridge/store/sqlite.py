@@ -38,6 +38,14 @@ from bridge.store.sqlite_flap_sql import (
     flap_row,
     flap_state,
 )
+from bridge.store.sqlite_lease_sql import (
+    Q_LEASE_ACQUIRE,
+    Q_LEASE_HOLDERS,
+    Q_LEASE_RELEASE,
+    Q_LEASE_RENEW,
+    Q_LEASES_HELD,
+    fence_token,
+)
 from bridge.store.sqlite_outbox import SqliteOutbox
 from bridge.store.sqlite_rule_sql import (
     Q_RULE_STATE_DELETE,
@@ -58,11 +66,6 @@ from bridge.store.sqlite_sql import (
     Q_DELIVERY_INSERT,
     Q_DIGESTS_OF_SOURCE,
     Q_EVENT_INSERT,
-    Q_LEASE_ACQUIRE,
-    Q_LEASE_HOLDERS,
-    Q_LEASE_RELEASE,
-    Q_LEASE_RENEW,
-    Q_LEASES_HELD,
     Q_SNAPSHOT_GET,
     Q_SNAPSHOT_UPSERT,
     Q_SNAPSHOTS_BY_IDS,
@@ -81,7 +84,6 @@ from bridge.store.sqlite_sql import (
     _snapshot_row,
     _ts,
     _watch,
-    fence_token,
 )
 from bridge.store.sqlite_trace_sql import Q_TRACE_INSERT, trace_row
 from bridge.store.sqlite_traces import SqliteTraces

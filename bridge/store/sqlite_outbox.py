@@ -17,6 +17,7 @@ from bridge.model import (
 )
 from bridge.store.base import AttemptOutcome, Fence, HeldGroup, OutboxCounts, Recorded
 from bridge.store.sqlite_conn import SqliteConnection
+from bridge.store.sqlite_lease_sql import check_fence
 from bridge.store.sqlite_rule_sql import (
     Q_HELD_GROUPS,
     Q_HELD_OF_GROUP,
@@ -44,7 +45,6 @@ from bridge.store.sqlite_sql import (
     _dt,
     _event_row,
     _ts,
-    check_fence,
 )
 
 

@@ -9,7 +9,8 @@ from datetime import datetime
 from bridge.model import Delivery, Trace
 from bridge.store.base import Fence, PruneKind, StoreCounts
 from bridge.store.sqlite_conn import SqliteConnection
-from bridge.store.sqlite_sql import _delivery, _json, _ts, check_fence
+from bridge.store.sqlite_lease_sql import check_fence
+from bridge.store.sqlite_sql import _delivery, _json, _ts
 from bridge.store.sqlite_trace_sql import (
     Q_COUNTS,
     Q_DELIVERIES_OF_EVENTS,
