@@ -135,6 +135,19 @@ class Bridge:
         return await self.app[DIGESTER].tick()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store_cfg(request) -> AsyncIterator[dict[str, Any]]:
+    """`make_config(**store_cfg)` runs a test on each store: the default SQLite file, then a fresh
+    PostgreSQL schema (skipped, saying why, without WATTBRIDGE_TEST_PG)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    from tests.store.conftest import pg_schema  # only the PostgreSQL half needs it
+
+    async with pg_schema() as (url, schema):
+        yield {"store": {"url": f"{url}?search_path={schema}"}}
+
+
 @pytest.fixture
 def make_config(tmp_path, podero, sink, mailbox) -> Callable[..., Config]:
     def make(

@@ -17,7 +17,6 @@ from bridge.config.loader import load_config
 from bridge.errors import ConfigError
 from bridge.model import CHANNEL_SOURCE, ResourceKey
 from tests.conftest import DEFAULT_RULES, WEBHOOK_SECRET
-from tests.store.conftest import pg_schema
 from tests.web.conftest import ADMIN_TOKEN
 
 WB = "00000000-0000-4000-8000-0000000000f1"
@@ -34,15 +33,6 @@ to = "ops"
 channels = ["ops"]
 """
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_cfg(request):
-    if request.param == "sqlite":
-        yield {}
-        return
-    async with pg_schema() as (url, schema):
-        yield {"store": {"url": f"{url}?search_path={schema}"}}
 
 
 @pytest.fixture

@@ -30,15 +30,6 @@ channels = ["partner"]
 """
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_cfg(request):
-    if request.param == "sqlite":
-        yield {}
-        return
-    async with pg_schema() as (url, schema):
-        yield {"store": {"url": f"{url}?search_path={schema}"}}
-
-
 @pytest.fixture
 def wallbox(podero):
     user = podero.add_user(email="grace@example.com")

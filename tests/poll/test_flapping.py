@@ -15,7 +15,6 @@ from bridge.contracts.schemas import schema_document
 from bridge.explain.report import explain
 from bridge.rules.flap import FLAPPING_TYPE
 from tests.contracts.test_payload_schemas import get_json, validator
-from tests.store.conftest import pg_schema
 from tests.web.conftest import ADMIN_TOKEN
 from tests.web.test_status_page import sign_in
 
@@ -34,15 +33,6 @@ type = "wallbox.offline"
 channels = ["partner", "ops"]
 flap = { changes = 6, within = "10m", settle = "15m" }
 """
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_cfg(request):
-    if request.param == "sqlite":
-        yield {}
-        return
-    async with pg_schema() as (url, schema):
-        yield {"store": {"url": f"{url}?search_path={schema}"}}
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.store.conftest import pg_schema
-
 WB = "00000000-0000-4000-8000-0000000000e1"
 OK = "00000000-0000-4000-8000-0000000000e2"
 
@@ -34,15 +32,6 @@ resolve = true
 type = "wallbox.unread"
 channels = ["partner"]
 """
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_cfg(request):
-    if request.param == "sqlite":
-        yield {}
-        return
-    async with pg_schema() as (url, schema):
-        yield {"store": {"url": f"{url}?search_path={schema}"}}
 
 
 @pytest.fixture
