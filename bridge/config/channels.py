@@ -18,6 +18,16 @@ DEFAULT_GROUP_WAIT = timedelta(seconds=30)
 DEFAULT_GROUP_INTERVAL = timedelta(minutes=5)
 
 
+def template_compiles(v: str | None) -> str | None:
+    """A Jinja template a channel renders (a body, a link): refused at load when it does not compile."""
+    from bridge.rules.templates import compile_error
+
+    problem = None if v is None else compile_error(v, expression=False)
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
 class ChannelBase(Strict):
     # Time windows (#14): notifications muted by a window are deferred to its end (one digest).
     mute: list[TimeWindow] = Field(default_factory=list)
@@ -85,12 +95,7 @@ class WebhookChannelConfig(ChannelBase):
     @field_validator("body_template")
     @classmethod
     def _template_compiles(cls, v: str | None) -> str | None:
-        from bridge.rules.templates import compile_error
-
-        problem = None if v is None else compile_error(v, expression=False)
-        if problem is not None:
-            raise ValueError(problem)
-        return v
+        return template_compiles(v)
 
     @field_validator("secret", "previous_secret")
     @classmethod
@@ -220,12 +225,7 @@ class AlertmanagerChannelConfig(ChannelBase):
     @field_validator("generator_url")
     @classmethod
     def _template_compiles(cls, v: str | None) -> str | None:
-        from bridge.rules.templates import compile_error
-
-        problem = None if v is None else compile_error(v, expression=False)
-        if problem is not None:
-            raise ValueError(problem)
-        return v
+        return template_compiles(v)
 
     @model_validator(mode="after")
     def _one_auth(self) -> AlertmanagerChannelConfig:
