@@ -89,8 +89,10 @@ class Evaluator(StaleChecks):
                 self._states.pop(k, None)
                 ids.discard(st.key.resource_id)
             else:
+                prior = self._states.get(k)
                 self._states[k] = st
-                self._due.push(k, st.next_due)
+                if prior is None or prior.next_due != st.next_due:  # else it is indexed already
+                    self._due.push(k, st.next_due)
                 ids.add(st.key.resource_id)
             by_provider = self._firing.setdefault(st.rule_id, {})
             if st.phase == "firing":
@@ -103,6 +105,14 @@ class Evaluator(StaleChecks):
                     del self._open[st.key]
             else:
                 self._open[st.key].add(st.rule_id)
+
+    def forget(self, keys: Iterable[tuple[str, ResourceKey]]) -> None:
+        """Stop mirroring these (rule, resource) states: their rows were deleted (by another replica)."""
+        self.remember(
+            replace(st, phase="idle", last_fired_at=None)
+            for k in keys
+            if (st := self._states.get(k)) is not None
+        )
 
     def replace_all(self, states: Iterable[RuleState]) -> None:
         """Mirror exactly these states (read back from a store other replicas write too)."""

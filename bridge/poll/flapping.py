@@ -73,8 +73,15 @@ class FlapBook:
             if st.forgettable:
                 self._states.pop(k, None)
             else:
+                prior = self._states.get(k)
                 self._states[k] = st
-                self._due.push(k, st.due_at)
+                if prior is None or prior.due_at != st.due_at:  # else it is indexed already
+                    self._due.push(k, st.due_at)
+
+    def forget(self, keys: Iterable[tuple[str, ResourceKey]]) -> None:
+        """Stop mirroring these states: their rows were deleted (by another replica)."""
+        for k in keys:
+            self._states.pop(k, None)  # its heap entry, if any, is dropped when it reaches the top
 
     def replace_all(self, states: Iterable[FlapState]) -> None:
         self._states.clear()

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
+import structlog
+
 from bridge.channels.base import Channel
 from bridge.clock import Clock
 from bridge.config.windows import Schedule
@@ -25,7 +27,9 @@ from bridge.poll.evaluate import Evaluator
 from bridge.poll.fetch_pool import FetchPool
 from bridge.poll.health import HealthBoard
 from bridge.rules.engine import RuleSet
-from bridge.store.base import Store
+from bridge.store.base import StateChanges, Store
+
+log = structlog.get_logger("bridge.poll.cycle")
 
 # A by-id group is fetched and committed in slices of this many watches: memory stays bounded at any
 # fleet size, and a slice's results (which arrive together) are group-committed in one transaction.
@@ -78,14 +82,40 @@ class PollerMirrors:
         self._digests: dict[tuple[str, str], dict[str, int]] = {}
         self._health_stale: set[str] = set()  # providers whose health row another writer moved
         # On a store shared by replicas, another replica may have written any row since this one
-        # last looked: the mirrors are read again at the start of each poll and tick.
+        # last looked: the mirrors are brought up to date at the start of each poll, tick and
+        # acknowledgement, from what changed since `_states_mark` (None: read every state).
         self._shared = store.shared
+        self._states_mark: int | None = None
 
     async def load_state(self) -> None:
         """Read stored rule states (running holds, firings, cooldowns) so a restart continues them."""
-        self._remember(await self._store.list_rule_states())
-        self._evaluate.flaps.replace_all(await self._store.list_flap_states())
+        self._apply(await self._store.state_changes(None))
         self._evaluate.started_at = self._clock.now()
+
+    async def _refresh_states(self) -> None:
+        """Shared store, under `_lock`: mirror the rule and flap states written since the last look.
+
+        Why a changed row never undoes something newer here: every write of this process to the
+        mirrors happens under the lock, after its commit returned; this read starts under the lock
+        too, so its snapshot holds all of them, and each row it returns is at least as new as the
+        mirror's state (the row may even be newer than what this process wrote: the store keeps
+        another replica's acknowledgement of the same firing, see `Store.record_ack`)."""
+        mark, self._states_mark = self._states_mark, None  # should this fail: a full read next time
+        changes = await self._store.state_changes(mark)
+        if changes.full and mark is not None:
+            log.info("poll.states_reread", reason="deletions older than the watermark were forgotten")
+        self._apply(changes)
+
+    def _apply(self, changes: StateChanges) -> None:
+        if changes.full:
+            self._evaluate.replace_all(changes.rule_states)
+            self._evaluate.flaps.replace_all(changes.flap_states)
+        else:
+            self._evaluate.forget(changes.rules_gone)
+            self._evaluate.remember(changes.rule_states)
+            self._evaluate.flaps.forget(changes.flaps_gone)
+            self._evaluate.flaps.remember(changes.flap_states)
+        self._states_mark = changes.watermark
 
     def _remember(self, states: Iterable[RuleState]) -> None:
         self._evaluate.remember(states)
@@ -125,11 +155,12 @@ class PollerMirrors:
                 self._health_snapshots[provider] = snap
 
     async def _refresh_mirrors(self, provider: str) -> None:
-        """Shared store: forget this provider's digests, re-read rule states, read health again."""
+        """Shared store: forget this provider's digests, catch up on rule and flap states, read
+        health again."""
         for source in [k for k in self._digests if k[0] == provider]:
             del self._digests[source]
-        self._evaluate.replace_all(await self._store.list_rule_states())
-        self._evaluate.flaps.replace_all(await self._store.list_flap_states())
+        async with self._lock:
+            await self._refresh_states()
         self._health_stale.add(provider)
 
     async def _reload_health(self, provider: str) -> None:

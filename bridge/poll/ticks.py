@@ -32,8 +32,8 @@ class PollTicks(PollCommits):
         if self._rulebook.current is not self._rules_seen:
             await self._forget_removed_rules()
         if self._shared:  # another replica may have started, moved or ended a timer
-            self._evaluate.replace_all(await self._store.list_rule_states())
-            self._evaluate.flaps.replace_all(await self._store.list_flap_states())
+            async with self._lock:
+                await self._refresh_states()
         due = self.next_due()
         if due is None or due > now:
             return 0
@@ -85,8 +85,8 @@ class PollTicks(PollCommits):
         """Acknowledge or snooze a firing (#14): stored with its trace, mirrored here; the timers see
         it from the next tick. Raises AckRefused when no open firing matches."""
         async with self._lock:
-            if self._shared:  # the firing may be another replica's: read what is stored now
-                self._evaluate.replace_all(await self._store.list_rule_states())
+            if self._shared:  # the firing may be another replica's: catch up with what is stored
+                await self._refresh_states()
             if req.provider is not None and req.source is not None:  # a link: one lookup
                 key = ResourceKey(provider=req.provider, source=req.source, resource_id=req.resource_id)
                 known = self._evaluate.state_of(req.rule_id, key)

@@ -43,6 +43,26 @@ class StoreCounts:
     traces: int
 
 
+StateKey = tuple[str, ResourceKey]  # (rule id, resource): what a rule or flap state is stored under
+TOMBSTONE_AGE = timedelta(hours=1)  # how long a shared store remembers a deleted state (see below)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateChanges:
+    """The rule and flap states written since a watermark (`Store.state_changes`), all from one
+    consistent read. `full`: these are every stored state (a first read, or a watermark older than
+    what the store still remembers of deletions): mirror exactly them. Otherwise: remember the
+    states, forget the `*_gone` keys (deleted and not written again since); the two never overlap.
+    A state may come again in a later answer (it is re-sent, not lost): applying one is idempotent."""
+
+    watermark: int  # pass it to the next call
+    full: bool
+    rule_states: tuple[RuleState, ...] = ()
+    flap_states: tuple[FlapState, ...] = ()
+    rules_gone: tuple[StateKey, ...] = ()
+    flaps_gone: tuple[StateKey, ...] = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeldGroup:
     """Deliveries held for one digest: since when, how many, and when this group's last digest went."""
@@ -296,6 +316,19 @@ class Store(Protocol):
     async def save_flap_states(self, states: Sequence[FlapState]) -> None:
         """Write flap states that no poll result carries (a window passed), in one transaction;
         forgettable ones are deleted."""
+        ...
+
+    async def state_changes(self, since: int | None) -> StateChanges:
+        """The rule and flap states written (and deleted) since watermark `since`, with the watermark
+        for the next call; `since` None: every state (`full`). Safe against writes in flight: one
+        that commits after this read is in the next answer, even if it began before. For a store
+        other processes write (`shared`); a store that is not may always answer `full`."""
+        ...
+
+    async def prune_tombstones(self, older_than: timedelta) -> int:
+        """Forget deletions of rule and flap states older than `older_than` (the store's own clock,
+        which stamped them); returns how many. A reader whose watermark predates one it forgot gets
+        a `full` answer. A store without tombstones returns 0."""
         ...
 
     async def add_silence(self, silence: Silence) -> None: ...

@@ -7,7 +7,8 @@ workers on several replicas claim disjoint deliveries. The schema is versioned (
 and migrated on open under an advisory lock.
 
 Its reads for ops and the admin API are `postgres_api.py`'s; leases and notifications
-`postgres_cluster.py`'s, traces `postgres_traces.py`'s, flap states `postgres_flaps.py`'s (mixins).
+`postgres_cluster.py`'s, traces `postgres_traces.py`'s, flap states `postgres_flaps.py`'s, what changed
+since a replica last looked (`state_changes`) `postgres_changes.py`'s (mixins).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from bridge.store.base import (
     Recorded,
 )
 from bridge.store.postgres_api import PostgresApiReads
+from bridge.store.postgres_changes import PostgresStateChanges
 from bridge.store.postgres_cluster import PostgresCluster, check_fence
 from bridge.store.postgres_flaps import Q_FLAPS_DELETE_RULES, PostgresFlaps, flap_batches
 from bridge.store.postgres_traces import Q_TRACE_INSERT, PostgresTraces, trace_row
@@ -68,7 +70,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStore(PostgresCluster, PostgresTraces, PostgresFlaps, PostgresApiReads):
+class PostgresStore(PostgresCluster, PostgresTraces, PostgresFlaps, PostgresStateChanges, PostgresApiReads):
     """The Store protocol on one PostgreSQL database (and schema, by default `public`)."""
 
     def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:

@@ -9,6 +9,7 @@ the database's locale.
 
 from __future__ import annotations
 
+from bridge.store.postgres_changes import MIGRATION_7
 from bridge.store.postgres_flaps import MIGRATION_6
 from bridge.store.postgres_traces import MIGRATION_2
 
@@ -144,6 +145,7 @@ ALTER TABLE rule_states ADD COLUMN snoozed_by text
 """,
     ),
     (6, MIGRATION_6),  # #14 flap detection states
+    (7, MIGRATION_7),  # #12: which rule and flap states changed since a replica last looked
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -285,11 +287,25 @@ ON CONFLICT (rule_id, provider, source, resource_id) DO UPDATE SET
         THEN rule_states.snoozed_until ELSE excluded.snoozed_until END,
     snoozed_by = CASE WHEN excluded.snoozed_by IS NULL AND excluded.phase = 'firing'
         AND excluded.firing_seq IS NOT DISTINCT FROM rule_states.firing_seq
-        THEN rule_states.snoozed_by ELSE excluded.snoozed_by END"""
-Q_RULE_STATE_DELETE = (
-    "DELETE FROM rule_states WHERE rule_id = $1 AND provider = $2 AND source = $3 AND resource_id = $4"
-)
-Q_RULE_STATES_DELETE_RULES = "DELETE FROM rule_states WHERE rule_id = ANY($1::text[])"
+        THEN rule_states.snoozed_by ELSE excluded.snoozed_by END,
+    xid = pg_current_xact_id()"""
+# Every delete leaves a tombstone (migration 7, `postgres_changes.py`) in the same statement, so
+# other replicas' mirrors forget the state too.
+Q_RULE_STATE_DELETE = """
+WITH gone AS (DELETE FROM rule_states
+    WHERE rule_id = $1 AND provider = $2 AND source = $3 AND resource_id = $4
+    RETURNING rule_id, provider, source, resource_id)
+INSERT INTO state_tombstones (kind, rule_id, provider, source, resource_id, xid, deleted_at)
+SELECT 'rule', rule_id, provider, source, resource_id, pg_current_xact_id(), now() FROM gone
+ON CONFLICT (kind, rule_id, provider, source, resource_id) DO UPDATE SET
+    xid = excluded.xid, deleted_at = excluded.deleted_at"""
+Q_RULE_STATES_DELETE_RULES = """
+WITH gone AS (DELETE FROM rule_states WHERE rule_id = ANY($1::text[])
+    RETURNING rule_id, provider, source, resource_id)
+INSERT INTO state_tombstones (kind, rule_id, provider, source, resource_id, xid, deleted_at)
+SELECT 'rule', rule_id, provider, source, resource_id, pg_current_xact_id(), now() FROM gone
+ON CONFLICT (kind, rule_id, provider, source, resource_id) DO UPDATE SET
+    xid = excluded.xid, deleted_at = excluded.deleted_at"""
 Q_RULE_STATES_ALL = """
 SELECT rule_id, provider, source, resource_id, phase, since, due_at, repeats,
 last_fired_at, changes, firing_seq, escalated, escalate_at, acked_by, acked_at, snoozed_until,

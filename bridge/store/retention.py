@@ -18,7 +18,7 @@ from bridge.clock import Clock
 from bridge.config.models import RetentionConfig
 from bridge.errors import StoreError
 from bridge.lifecycle import LoopFn
-from bridge.store.base import PRUNE_ORDER, PruneKind, Store
+from bridge.store.base import PRUNE_ORDER, TOMBSTONE_AGE, PruneKind, Store
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +50,11 @@ class Pruner:
                     break
                 await asyncio.sleep(0)  # let a poll's or a delivery's commit in between
             gone[kind] = total
-        if any(gone.values()):
-            log.info("retention.pruned", **gone)
+        # A shared store's tombstones of deleted rule and flap states (`Store.state_changes`): an
+        # hour is enough for every replica to have read them; one that has not reads in full.
+        tombstones = await self._store.prune_tombstones(TOMBSTONE_AGE)
+        if any(gone.values()) or tombstones:
+            log.info("retention.pruned", **gone, tombstones=tombstones)
         return gone
 
 

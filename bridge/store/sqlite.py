@@ -27,7 +27,7 @@ from bridge.model import (
     Watch,
 )
 from bridge.shards import shard_of
-from bridge.store.base import Fence
+from bridge.store.base import Fence, StateChanges
 from bridge.store.sqlite_api import SqliteApiReads
 from bridge.store.sqlite_flap_sql import (
     Q_FLAP_DELETE,
@@ -269,6 +269,22 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
                 await db.executemany(Q_FLAP_UPSERT, keep)
             if forget:
                 await db.executemany(Q_FLAP_DELETE, forget)
+
+    async def state_changes(self, since: int | None) -> StateChanges:
+        # One process writes this store (`shared` is False), so its poller never asks again after
+        # the first load; when asked, every state is a true answer (a delta of everything).
+        async with self._read() as db:
+            rules = await db.execute_fetchall(Q_RULE_STATES_ALL)
+            flaps = await db.execute_fetchall(Q_FLAPS_ALL)
+        return StateChanges(
+            watermark=0,
+            full=True,
+            rule_states=tuple(rule_state(row) for row in rules),
+            flap_states=tuple(flap_state(row) for row in flaps),
+        )
+
+    async def prune_tombstones(self, older_than: timedelta) -> int:
+        return 0  # deletions need no tombstones here: `state_changes` always answers in full
 
     async def add_silence(self, silence: Silence) -> None:
         row = silence_row(silence)

@@ -40,8 +40,8 @@ async def test_a_version_1_database_gains_snapshot_versions_and_the_transition_k
             await store.close()
         conn = await asyncpg.connect(url, server_settings={"search_path": schema})
         try:
-            assert await conn.fetchval(q.Q_VERSION_GET) == q.SCHEMA_VERSION == 6
-            assert await conn.fetchval("SELECT count(*) FROM wattbridge_schema") == 6
+            assert await conn.fetchval(q.Q_VERSION_GET) == q.SCHEMA_VERSION == 7
+            assert await conn.fetchval("SELECT count(*) FROM wattbridge_schema") == 7
             assert await conn.fetchval("SELECT count(*) FROM flap_states") == 0
         finally:
             await conn.close()
@@ -60,6 +60,6 @@ async def test_replicas_opening_an_empty_database_together_migrate_it_once(tmp_p
         conn = await asyncpg.connect(url, server_settings={"search_path": schema})
         try:
             versions = [r[0] for r in await conn.fetch("SELECT version FROM wattbridge_schema ORDER BY 1")]
-            assert versions == [1, 2, 3, 4, 5, 6]
+            assert versions == [1, 2, 3, 4, 5, 6, 7]
         finally:
             await conn.close()
