@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -63,3 +65,42 @@ async def test_replicas_opening_an_empty_database_together_migrate_it_once(tmp_p
             assert versions == [1, 2, 3, 4, 5, 6, 7]
         finally:
             await conn.close()
+
+
+async def test_a_version_6_database_keeps_its_states_and_then_tells_what_changed(tmp_path):
+    async with pg_schema() as (url, schema):
+        conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+        try:  # the database as release 6 left it: a running hold and a flapping resource
+            await conn.execute(q.Q_VERSION_TABLE)
+            for number, statements in q.MIGRATIONS[:6]:
+                await conn.execute(statements)
+                await conn.execute(q.Q_VERSION_SET, number)
+            await conn.execute(
+                "INSERT INTO rule_states (rule_id, provider, source, resource_id, phase, since, due_at,"
+                " changes) VALUES ('action-needed', 'podero', 'podero.wallbox', 'wb-1', 'pending', $1,"
+                " $2, '[]')",
+                T0,
+                T0 + timedelta(minutes=2),
+            )
+            await conn.execute(
+                "INSERT INTO flap_states (rule_id, provider, source, resource_id, flips, since, count)"
+                " VALUES ('wallbox-connection', 'podero', 'podero.wallbox', 'wb-1', '[]', $1, 6)",
+                T0,
+            )
+        finally:
+            await conn.close()
+
+        store = PostgresStore(url, schema=schema, pool_size=2)
+        await store.open()
+        try:
+            first = await store.state_changes(None)
+            assert [st.phase for st in first.rule_states] == ["pending"]
+            assert [f.count for f in first.flap_states] == [6]
+            [held] = first.rule_states
+            await store.save_rule_states([replace(held, phase="idle", due_at=None)])  # deleted
+            after = await store.state_changes(first.watermark)
+        finally:
+            await store.close()
+        assert not after.full
+        assert after.rules_gone == (("action-needed", key()),)
+        assert after.flap_states == ()
