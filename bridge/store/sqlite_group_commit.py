@@ -28,9 +28,10 @@ from bridge.store.base import Fence
 from bridge.store.sqlite_conn import SqliteConnection
 from bridge.store.sqlite_lease_sql import fence_token
 
-# Measured with bench/delivery.py at 1,000/s (bench/README.md, branch gcommit): 2 ms takes the paced
-# stream from one fsync per notification to about one per two, and adds at most 2 ms to a commit.
-GROUP_WINDOW_S = 0.002
+# Measured with bench/delivery.py at 1,000/s (bench/README.md, branch gcommit): 3 ms takes the paced
+# stream from ~0.85 fsyncs per notification to ~0.27 and its CPU below Alertmanager's in every run
+# (2 ms: ~0.38 and about equal to it; 1 ms: ~0.7, above it); a commit waits at most 3 ms more.
+GROUP_WINDOW_S = 0.003
 
 Batches = Sequence[tuple[str, Sequence[tuple[Any, ...]]]]
 
