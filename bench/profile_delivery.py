@@ -6,7 +6,7 @@ against everything else, i.e. SQLite's), store hops per notification, and option
 the event-loop thread (sorted by own time) or a pyinstrument tree.
 
     .venv/bin/python bench/profile_delivery.py [--n 5000] [--rate 1000] [--synchronous FULL]
-        [--profile cprofile|pyinstrument|none] [--repeat 3]
+        [--profile cprofile|pyinstrument|none] [--repeat 3] [--group-window-ms MS]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from delivery import Receiver
 from bridge import logs
 
 HOPS: Counter[str] = Counter()
+COMMITS = ("commit_group", "_commit_batches")  # a poll commit's hop: with group commit, and before it
+CALLERS: Counter[str] = Counter()  # callers written per poll-commit hop (group commit merges several)
 
 
 def _count_hops() -> None:
@@ -42,7 +44,10 @@ def _count_hops() -> None:
     real = aiosqlite.core.Connection._execute
 
     async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        HOPS[getattr(fn, "__qualname__", str(fn))] += 1
+        name = getattr(fn, "__qualname__", str(fn))
+        HOPS[name] += 1
+        if name in COMMITS:
+            CALLERS["callers"] += len(args[1]) if name == "commit_group" else 1
         return await real(self, fn, *args, **kwargs)
 
     aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
@@ -50,6 +55,7 @@ def _count_hops() -> None:
 
 async def one(args: argparse.Namespace, rep: int, http: aiohttp.ClientSession, receiver: Receiver) -> str:
     HOPS.clear()
+    CALLERS.clear()
     main_cpu0, cpu0 = time.thread_time(), time.process_time()
     prof: Any = None
     if args.profile == "cprofile":
@@ -71,11 +77,13 @@ async def one(args: argparse.Namespace, rep: int, http: aiohttp.ClientSession, r
     main_cpu, cpu = time.thread_time() - main_cpu0, time.process_time() - cpu0
     n = args.n
     hops = sum(HOPS.values())
+    commits = sum(HOPS[c] for c in COMMITS)
     line = (
         f"{figures.who} {figures.load}: {figures.rate:.0f}/s p50 {figures.p50_ms:.1f} p99 {figures.p99_ms:.1f} ms; "
         f"CPU {figures.cpu_us:.0f} µs/notif (bench window); whole run {cpu / n * 1e6:.0f} µs, "
         f"event loop {main_cpu / n * 1e6:.0f} µs, other threads {(cpu - main_cpu) / n * 1e6:.0f} µs; "
-        f"store hops {hops / n:.2f}/notif {dict(HOPS.most_common(5))}; lost {figures.lost}"
+        f"store hops {hops / n:.2f}/notif {dict(HOPS.most_common(5))}; poll commits {commits / n:.3f}/notif "
+        f"({CALLERS['callers'] / max(commits, 1):.2f} callers each); lost {figures.lost}"
     )
     if args.profile == "cprofile":
         out = io.StringIO()
@@ -107,7 +115,10 @@ def main() -> None:
     p.add_argument("--sort", default="tottime")
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--group-window-ms", type=float, help="the SQLite store's group-commit window")
     args = p.parse_args()
+    if args.group_window_ms is not None:
+        bench.GROUP_WINDOW_S = args.group_window_ms / 1000
     logs.configure(level="info", fmt="json", stream=io.TextIOWrapper(open(os.devnull, "wb")))  # noqa: SIM115
     print(f"threads at start {threading.active_count()}; loadavg {os.getloadavg()}", flush=True)
     asyncio.run(main_async(args))

@@ -1,20 +1,21 @@
 """The embedded store: SQLite in WAL mode through aiosqlite, the outbox's durable home.
 
-Its promise is the Store protocol's: each `commit` is ONE transaction (snapshots, events and
-deliveries together, idempotent by id), and `claim_due` leases work without holding a lock across
+Its promise is the Store protocol's: each `commit` is atomic (snapshots, events and deliveries
+together, idempotent by id; callers committing close together share one transaction, each under
+its own savepoint), and `claim_due` leases work without holding a lock across
 a send. Datetimes are stored as fixed-width ISO-8601 UTC text (`2026-11-22T21:00:00.000000Z`), so
 text order is time order and an operator can read them with the `sqlite3` shell.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Literal
 
-from bridge.errors import CommitConflict, StoreError
+from bridge.clock import Clock, SystemClock
+from bridge.errors import StoreError
 from bridge.lifecycle import LoopFn
 from bridge.model import (
     FlapState,
@@ -38,13 +39,13 @@ from bridge.store.sqlite_flap_sql import (
     flap_row,
     flap_state,
 )
+from bridge.store.sqlite_group_commit import GROUP_WINDOW_S, GroupCommit
 from bridge.store.sqlite_lease_sql import (
     Q_LEASE_ACQUIRE,
     Q_LEASE_HOLDERS,
     Q_LEASE_RELEASE,
     Q_LEASE_RENEW,
     Q_LEASES_HELD,
-    fence_token,
 )
 from bridge.store.sqlite_outbox import SqliteOutbox
 from bridge.store.sqlite_rule_sql import (
@@ -93,6 +94,25 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
     """The Store protocol on one SQLite file (WAL; `synchronous=FULL` survives power loss)."""
 
     shared = False  # one process: replicas need PostgreSQL
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        group_window_s: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        """`group_window_s`: how long after a commit began the next one waits to take more callers
+        with it (default GROUP_WINDOW_S under FULL, where it saves an fsync; none under NORMAL)."""
+        super().__init__(path, synchronous=synchronous)
+        if group_window_s is None:
+            group_window_s = GROUP_WINDOW_S if synchronous == "FULL" else 0.0
+        self._group = GroupCommit(self, window_s=group_window_s, clock=clock or SystemClock())
+
+    async def close(self) -> None:
+        await self._group.drain()  # callers queued for a commit are written before the file closes
+        await super().close()
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -167,14 +187,9 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
             (Q_FLAP_DELETE, flaps_gone),
         ]
         # The whole transaction runs in ONE hop to aiosqlite's thread (~65 µs per hop measured, and a
-        # statement per table would be six more). It cannot interleave with another caller's
-        # statements: the thread runs one queued call at a time, and this one is BEGIN … COMMIT.
-        async with self._lock:
-            db = self._conn()
-            try:
-                await db._execute(_commit_batches, db._conn, batches, fence)  # type: ignore[no-untyped-call]
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+        # statement per table would be six more), shared with the callers that commit close
+        # together (one fsync for all; each caller's rows all or nothing): sqlite_group_commit.py.
+        await self._group.commit(batches, fence)
 
     # -- watches ---------------------------------------------------------------------------------
 
@@ -338,36 +353,3 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
         async with self._read() as db:
             rows = await db.execute_fetchall(Q_LEASE_HOLDERS, (prefix, _ts(now)))
         return [(str(r[0]), str(r[1]), _dt(str(r[2]))) for r in rows]
-
-
-def _commit_batches(
-    conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[tuple[Any, ...]]]], fence: Fence | None
-) -> None:
-    """BEGIN IMMEDIATE, the fence, the snapshots and events row by row (each compare-and-swap
-    checked), one executemany per other batch, COMMIT; ROLLBACK on anything, CommitConflict naming
-    the losers (FencedOut when the fence's lease has another holder)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        fence_token(conn, fence)
-        (snap_q, snapshots), (event_q, events), *rest = batches
-        stale = [row[:3] for row in snapshots if conn.execute(snap_q, row).rowcount == 0]
-        for row in events:
-            try:
-                conn.execute(event_q, row)
-            except sqlite3.IntegrityError as exc:
-                if "events.rule_id" not in str(exc):
-                    raise
-                stale.append((row[5], row[6], row[7]))  # this transition is recorded already
-        if stale:
-            raise CommitConflict(
-                [ResourceKey(provider=p, source=s, resource_id=r) for p, s, r in dict.fromkeys(stale)]
-            )
-        for query, rows in rest:
-            if rows:
-                conn.executemany(query, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        # SQLite may have rolled back already (e.g. after SQLITE_FULL): nothing left to undo.
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
