@@ -11,6 +11,7 @@ from typing import Any
 
 from bridge.model import FlapState
 from bridge.store import postgres_rows as rows_
+from bridge.store.postgres_tombstones import KEY_MATCH, RULES_MATCH, delete_leaving_tombstones
 from bridge.store.sqlite_flap_sql import flap_key, flap_row, flap_state
 
 MIGRATION_6 = """
@@ -41,21 +42,8 @@ ON CONFLICT (rule_id, provider, source, resource_id) DO UPDATE SET
     last_change_at = excluded.last_change_at, muted = excluded.muted, due_at = excluded.due_at,
     xid = pg_current_xact_id()"""
 # Every delete leaves a tombstone (migration 7, `postgres_changes.py`) in the same statement.
-Q_FLAP_DELETE = """
-WITH gone AS (DELETE FROM flap_states
-    WHERE rule_id = $1 AND provider = $2 AND source = $3 AND resource_id = $4
-    RETURNING rule_id, provider, source, resource_id)
-INSERT INTO state_tombstones (kind, rule_id, provider, source, resource_id, xid, deleted_at)
-SELECT 'flap', rule_id, provider, source, resource_id, pg_current_xact_id(), now() FROM gone
-ON CONFLICT (kind, rule_id, provider, source, resource_id) DO UPDATE SET
-    xid = excluded.xid, deleted_at = excluded.deleted_at"""
-Q_FLAPS_DELETE_RULES = """
-WITH gone AS (DELETE FROM flap_states WHERE rule_id = ANY($1::text[])
-    RETURNING rule_id, provider, source, resource_id)
-INSERT INTO state_tombstones (kind, rule_id, provider, source, resource_id, xid, deleted_at)
-SELECT 'flap', rule_id, provider, source, resource_id, pg_current_xact_id(), now() FROM gone
-ON CONFLICT (kind, rule_id, provider, source, resource_id) DO UPDATE SET
-    xid = excluded.xid, deleted_at = excluded.deleted_at"""
+Q_FLAP_DELETE = delete_leaving_tombstones("flap_states", "flap", KEY_MATCH)
+Q_FLAPS_DELETE_RULES = delete_leaving_tombstones("flap_states", "flap", RULES_MATCH)
 Q_FLAPS_ALL = """
 SELECT rule_id, provider, source, resource_id, flips, since, count, first_value, last_value,
     last_change_at, muted, due_at FROM flap_states"""

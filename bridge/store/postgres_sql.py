@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bridge.store.postgres_changes import MIGRATION_7
 from bridge.store.postgres_flaps import MIGRATION_6
+from bridge.store.postgres_tombstones import KEY_MATCH, RULES_MATCH, delete_leaving_tombstones
 from bridge.store.postgres_traces import MIGRATION_2
 
 # Delivery fencing (#12): the token of a delivery's current claim (kept here, not imported from
@@ -291,21 +292,8 @@ ON CONFLICT (rule_id, provider, source, resource_id) DO UPDATE SET
     xid = pg_current_xact_id()"""
 # Every delete leaves a tombstone (migration 7, `postgres_changes.py`) in the same statement, so
 # other replicas' mirrors forget the state too.
-Q_RULE_STATE_DELETE = """
-WITH gone AS (DELETE FROM rule_states
-    WHERE rule_id = $1 AND provider = $2 AND source = $3 AND resource_id = $4
-    RETURNING rule_id, provider, source, resource_id)
-INSERT INTO state_tombstones (kind, rule_id, provider, source, resource_id, xid, deleted_at)
-SELECT 'rule', rule_id, provider, source, resource_id, pg_current_xact_id(), now() FROM gone
-ON CONFLICT (kind, rule_id, provider, source, resource_id) DO UPDATE SET
-    xid = excluded.xid, deleted_at = excluded.deleted_at"""
-Q_RULE_STATES_DELETE_RULES = """
-WITH gone AS (DELETE FROM rule_states WHERE rule_id = ANY($1::text[])
-    RETURNING rule_id, provider, source, resource_id)
-INSERT INTO state_tombstones (kind, rule_id, provider, source, resource_id, xid, deleted_at)
-SELECT 'rule', rule_id, provider, source, resource_id, pg_current_xact_id(), now() FROM gone
-ON CONFLICT (kind, rule_id, provider, source, resource_id) DO UPDATE SET
-    xid = excluded.xid, deleted_at = excluded.deleted_at"""
+Q_RULE_STATE_DELETE = delete_leaving_tombstones("rule_states", "rule", KEY_MATCH)
+Q_RULE_STATES_DELETE_RULES = delete_leaving_tombstones("rule_states", "rule", RULES_MATCH)
 Q_RULE_STATES_ALL = """
 SELECT rule_id, provider, source, resource_id, phase, since, due_at, repeats,
 last_fired_at, changes, firing_seq, escalated, escalate_at, acked_by, acked_at, snoozed_until,
