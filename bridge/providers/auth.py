@@ -59,18 +59,20 @@ class OAuth2Middleware:
         self.tokens_fetched = 0
 
     async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        token = await self._valid_token(req)
+        token = await self.token(req.session)
         req.headers[hdrs.AUTHORIZATION] = f"Bearer {token}"
         resp = await handler(req)
         if resp.status != 401:
             return resp
         # One refresh and one retry: the token may have been revoked or expired early on the server.
         resp.release()
-        token = await self._valid_token(req, stale=token)
+        token = await self.token(req.session, stale=token)
         req.headers[hdrs.AUTHORIZATION] = f"Bearer {token}"
         return await handler(req)
 
-    async def _valid_token(self, req: ClientRequest, *, stale: str | None = None) -> str:
+    async def token(self, session: aiohttp.ClientSession, *, stale: str | None = None) -> str:
+        """A valid token (fetched with `session` when none is fresh, or when it is `stale`: a 401
+        refused it). The lean GET path (bridge/providers/http1.py) asks here, as this middleware does."""
         current = self._token
         if current is not None and current.value != stale and self._fresh(current):
             return current.value
@@ -79,7 +81,7 @@ class OAuth2Middleware:
             current = self._token
             if current is not None and current.value != stale and self._fresh(current):
                 return current.value
-            self._token = await self._fetch(req.session)
+            self._token = await self._fetch(session)
             return self._token.value
 
     def _fresh(self, token: _Token) -> bool:

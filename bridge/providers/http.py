@@ -6,6 +6,7 @@ classified here, with messages that name the provider, the endpoint and the stat
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import re
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from yarl import URL
 
 from bridge import errors
 from bridge.clock import Clock, SystemClock
+from bridge.providers import http1
+from bridge.providers.auth import OAuth2Middleware
 from bridge.providers.pacing import Gate, GridLimiter
 
 # Retry-After is clamped to this when nobody says otherwise (a provider's is its `retry_after_cap`):
@@ -71,6 +74,23 @@ def _limiter(rate: float) -> AsyncLimiter | GridLimiter:
     return GridLimiter(rate)
 
 
+class Lean:
+    """How the lean client authenticates a provider's GETs: its token source (None: no token) and
+    the session's default headers (User-Agent), written once."""
+
+    def __init__(self, auth: OAuth2Middleware | None, headers: Mapping[str, str]) -> None:
+        self.auth = auth
+        self._static = http1.header_bytes([("Accept", "*/*"), *headers.items()])
+        self._last: tuple[str | None, bytes] = (None, self._static)
+
+    def head(self, token: str | None) -> bytes:
+        if token is None:
+            return self._static
+        if self._last[0] != token:  # the token changes once an hour: its header line is kept
+            self._last = (token, self._static + http1.header_bytes([("Authorization", f"Bearer {token}")]))
+        return self._last[1]
+
+
 class ProviderHttp:
     """Sends provider requests within the provider's rate limit and concurrency bound."""
 
@@ -85,8 +105,13 @@ class ProviderHttp:
         max_concurrency: int,
         clock: Clock | None = None,
         retry_after_cap: float = RETRY_AFTER_LIMIT,
+        lean: Lean | None = None,
     ) -> None:
         self.provider = provider
+        # GETs without per-request headers go through the lean client when the provider says how
+        # to authenticate them (`lean`); everything else (and every POST) through the session.
+        self._lean = lean
+        self._origins: dict[tuple[str, str, int | None], http1.Origin] = {}
         self._retry_after_cap = retry_after_cap
         # An HTTP-date Retry-After is measured against the injected clock, like every other wait.
         self._clock: Clock = clock or SystemClock()
@@ -134,6 +159,8 @@ class ProviderHttp:
         `url` may be a ready `yarl.URL(..., encoded=True)` with its query: the hot by-id polls pass one,
         which skips URL parsing and query building (measured: a tenth of a poll's CPU)."""
         where = f"{self.provider} {method} {endpoint}"
+        if self._lean is not None and method == "GET" and json is None and headers is None:
+            return await self._lean_get(self._lean, url, params, where)
         if json is not None:
             headers = {"Content-Type": "application/json", **(headers or {})}
         async with self._concurrency, self._limiter:
@@ -147,7 +174,7 @@ class ProviderHttp:
                     timeout=self._timeout,
                     allow_redirects=False,
                 ) as resp:
-                    self._raise_for_status(resp, where)
+                    self._raise_for_status(resp, where=where)
                     body = await self._read_capped(resp, where)
             except errors.ProviderError:
                 raise
@@ -166,8 +193,58 @@ class ProviderHttp:
         except orjson.JSONDecodeError as exc:
             raise errors.ProviderMalformed(f"{where}: body is not JSON ({len(body)} bytes)") from exc
 
-    def _raise_for_status(self, resp: aiohttp.ClientResponse, where: str) -> None:
-        status = resp.status
+    async def _lean_get(
+        self, lean: Lean, url: str | URL, params: Mapping[str, str] | None, where: str
+    ) -> Any:
+        u = url if isinstance(url, URL) else URL(url)
+        if params:
+            u = u.extend_query(params)
+        key = (u.scheme, u.raw_host or "", u.port)
+        origin = self._origins.get(key)
+        if origin is None:
+            origin = self._origins[key] = http1.Origin(u)
+        path = u.raw_path_qs or "/"
+        async with self._concurrency, self._limiter:
+            try:
+                async with asyncio.timeout(self._timeout.total):
+                    token = await lean.auth.token(self._session) if lean.auth is not None else None
+                    reply = await origin.get(path, lean.head(token), self._max_body)
+                    if reply.status == 401 and lean.auth is not None:
+                        # One refresh and one retry, as the middleware does on the session's path.
+                        token = await lean.auth.token(self._session, stale=token)
+                        reply = await origin.get(path, lean.head(token), self._max_body)
+                    self._raise_for_status(reply.status, reply.headers, where)
+                    body = http1.decoded(reply, self._max_body)
+            except errors.ProviderError:
+                raise
+            except TimeoutError as exc:
+                raise errors.ProviderTimeout(f"{where}: no answer within {self._timeout.total:g}s") from exc
+            except http1.TooLarge as exc:
+                raise errors.ProviderMalformed(f"{where}: {exc}") from exc
+            except http1.BrokenBody as exc:
+                raise errors.ProviderMalformed(f"{where}: truncated or broken body ({exc})") from exc
+            except OSError as exc:
+                raise errors.ProviderUnavailable(
+                    f"{where}: connection failed ({exc.__class__.__name__})"
+                ) from exc
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise errors.ProviderMalformed(f"{where}: body is not JSON ({len(body)} bytes)") from exc
+
+    async def close(self) -> None:
+        """Close the lean client's connections (the session is its owner's to close)."""
+        origins, self._origins = self._origins, {}
+        for origin in origins.values():
+            await origin.close()
+
+    def _raise_for_status(
+        self, resp: aiohttp.ClientResponse | int, headers: Mapping[str, str] | None = None, where: str = ""
+    ) -> None:
+        if isinstance(resp, int):
+            status, retry_after_header = resp, (headers or {}).get("retry-after")
+        else:
+            status, retry_after_header = resp.status, resp.headers.get("Retry-After")
         if 200 <= status < 300:
             return
         msg = f"{where}: HTTP {status}"
@@ -181,7 +258,7 @@ class ProviderHttp:
         # on our own schedule, whatever it says (#18: a 500 with Retry-After: 99999 stopped a provider).
         asked = retry_after = None
         if status in (429, 503):
-            asked = requested_retry_after(resp.headers.get("Retry-After"), now=self._clock.now())
+            asked = requested_retry_after(retry_after_header, now=self._clock.now())
             retry_after = None if asked is None else min(asked, self._retry_after_cap)
         if status == 429:
             raise errors.ProviderRateLimited(

@@ -28,7 +28,7 @@ from bridge.config.models import PoderoConfig
 from bridge.model import Observation, ResourceKey, Watch
 from bridge.providers.auth import OAuth2Middleware, TokenRequest
 from bridge.providers.base import FetchResult, WatchGroup, collect_outcomes
-from bridge.providers.http import ProviderHttp
+from bridge.providers.http import Lean, ProviderHttp
 from bridge.providers.podero_models import (
     KIND_BY_GROUP,
     KIND_BY_SKIP_TO,
@@ -119,7 +119,15 @@ class PoderoProvider:
 
     kind = "podero"
 
-    def __init__(self, name: str, cfg: PoderoConfig, *, session: aiohttp.ClientSession, clock: Clock) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: PoderoConfig,
+        *,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        lean: Lean | None = None,
+    ) -> None:
         self.name = name
         self.cfg = cfg
         self._clock = clock
@@ -134,6 +142,7 @@ class PoderoProvider:
             max_concurrency=cfg.max_concurrency,
             clock=clock,
             retry_after_cap=cfg.backoff_cap.total_seconds(),
+            lean=lean,
         )
 
     @staticmethod
@@ -358,4 +367,4 @@ class PoderoProvider:
         )
 
     async def close(self) -> None:
-        return None
+        await self.http.close()

@@ -27,7 +27,7 @@ from bridge.logs import register_secrets
 from bridge.model import Observation, ResourceKey, Watch
 from bridge.providers.auth import OAuth2Middleware, TokenRequest
 from bridge.providers.base import FetchResult, WatchGroup, collect_outcomes
-from bridge.providers.http import ProviderHttp
+from bridge.providers.http import Lean, ProviderHttp
 from bridge.providers.realto_models import (
     COMMAND_TERMINAL,
     REQUEST_TERMINAL,
@@ -63,7 +63,15 @@ class RealtoProvider:
 
     kind = "realto"
 
-    def __init__(self, name: str, cfg: RealtoConfig, *, session: aiohttp.ClientSession, clock: Clock) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: RealtoConfig,
+        *,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        lean: Lean | None = None,
+    ) -> None:
         self.name = name
         self.cfg = cfg
         self._clock = clock
@@ -78,6 +86,7 @@ class RealtoProvider:
             max_concurrency=cfg.max_concurrency,
             clock=clock,
             retry_after_cap=cfg.backoff_cap.total_seconds(),
+            lean=lean,
         )
 
     @staticmethod
@@ -238,7 +247,7 @@ class RealtoProvider:
         )
 
     async def close(self) -> None:
-        return None
+        await self.http.close()
 
 
 def _terminal(source: str, state: dict[str, Any] | None) -> str | None:

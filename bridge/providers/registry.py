@@ -8,6 +8,7 @@ from bridge import __version__
 from bridge.clock import Clock
 from bridge.config.models import PoderoConfig, RealtoConfig, WattShiftConfig
 from bridge.providers.base import Provider
+from bridge.providers.http import Lean
 from bridge.providers.podero import PoderoProvider
 from bridge.providers.realto import RealtoProvider
 from bridge.providers.wattshift import WattShiftProvider
@@ -19,12 +20,12 @@ def make_provider(name: str, cfg: object, clock: Clock) -> tuple[Provider, aioht
     if isinstance(cfg, PoderoConfig):
         mw = PoderoProvider.middleware(name, cfg, clock)
         session = aiohttp.ClientSession(headers=headers, middlewares=(mw,))
-        return PoderoProvider(name, cfg, session=session, clock=clock), session
+        # GETs (every poll) go through the lean client, authenticated by the same middleware's token.
+        return PoderoProvider(name, cfg, session=session, clock=clock, lean=Lean(mw, headers)), session
     if isinstance(cfg, RealtoConfig):
-        session = aiohttp.ClientSession(
-            headers=headers, middlewares=(RealtoProvider.middleware(name, cfg, clock),)
-        )
-        return RealtoProvider(name, cfg, session=session, clock=clock), session
+        mw = RealtoProvider.middleware(name, cfg, clock)
+        session = aiohttp.ClientSession(headers=headers, middlewares=(mw,))
+        return RealtoProvider(name, cfg, session=session, clock=clock, lean=Lean(mw, headers)), session
     if isinstance(cfg, WattShiftConfig):
         session = aiohttp.ClientSession(headers=headers)  # API key header added per request
         return WattShiftProvider(name, cfg, session=session, clock=clock), session

@@ -1,0 +1,313 @@
+"""A lean HTTP/1.1 GET client for provider reads: pooled keep-alive connections per origin, answers
+parsed by httptools (#16).
+
+aiohttp's request machinery (ClientRequest, connector key, timer context, writer, ClientResponse,
+the middleware chain) cost ~100 µs of CPU per GET here, most of a by-id poll (bench/README.md,
+"pollpath"); this writes one request head and parses the answer in `data_received` (~20 µs).
+
+Kept from the aiohttp session it replaces on this path: TLS with certificate and host name
+verification (`ssl.create_default_context()`); the caller's total timeout over connect, write and
+read; redirects never followed (a 3xx is returned as is and classified by the caller); a reused
+connection the server closed before answering is retried once on a new one, as aiohttp retries
+an idempotent request; names resolved as aiohttp's connector does (its `ThreadedResolver`, cached
+10 s; `aiohappyeyeballs`). No cookies are kept (the providers authenticate by header) and no
+`Accept-Encoding` is sent; a gzip or deflate body sent anyway is decompressed within the cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+import zlib
+from typing import NamedTuple, cast
+
+import aiohappyeyeballs
+import httptools
+from aiohttp.resolver import ThreadedResolver
+from yarl import URL
+
+from bridge.channels.http1 import header_bytes
+
+KEEPALIVE_S = 15.0  # as aiohttp's connector: an idle connection older than this is closed
+DNS_TTL_S = 10.0
+MAX_IDLE = 100
+MAX_HEAD = 64 * 1024
+
+
+class WireError(OSError):
+    """The server broke HTTP/1.1 or the connection before the answer's head was complete."""
+
+
+class BrokenBody(WireError):
+    """The body ended early, was malformed, or could not be decoded (a malformed answer)."""
+
+
+class TooLarge(WireError):
+    """The body is over the caller's cap."""
+
+
+class Stale(WireError):
+    """A reused connection closed before any byte of the answer: the GET may be retried."""
+
+
+class Reply(NamedTuple):
+    status: int
+    headers: dict[str, str]  # lower-case names; only those a provider answer is read for
+    body: bytes
+
+
+_KEPT = frozenset({b"retry-after", b"content-encoding", b"content-length", b"transfer-encoding"})
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[tuple[Reply, bool]] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self.open = False
+        self.idle_since = 0.0
+        self._reused = False
+        self._stale_ok = False
+        self._cap = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._head_bytes = 0
+        self._in_body = False
+        self._framed = False
+        self._got_bytes = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or self._waiter is None or self._waiter.done():
+            self.abort()  # bytes nobody asked for: not to be trusted with the next request
+            return
+        self._got_bytes = True
+        if not self._in_body:
+            self._head_bytes += len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(WireError("unexpected protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail((BrokenBody if self._in_body else WireError)(f"malformed HTTP answer: {exc}"))
+        else:
+            if not self._in_body and self._head_bytes > MAX_HEAD:
+                self._fail(WireError("answer header too large"))
+
+    def eof_received(self) -> bool:
+        self._ended(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self._ended(exc)
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.lower()
+        if key in _KEPT:
+            self._headers[key.decode()] = value.decode("latin-1").strip()
+            if key != b"retry-after" and key != b"content-encoding":
+                self._framed = True
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code() if parser is not None else 0
+        if 100 <= status < 200:
+            self._headers, self._framed = {}, False
+            return  # an interim answer: the real one follows
+        self._status = status
+        self._in_body = True
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._cap:
+            self._fail(TooLarge(f"body of {length} bytes exceeds the {self._cap} byte cap"))
+
+    def on_body(self, body: bytes) -> None:
+        if not self._status:
+            return
+        self._size += len(body)
+        if self._size > self._cap:
+            self._fail(TooLarge(f"body exceeds the {self._cap} byte cap"))
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self._status:
+            return
+        keep = self._parser is not None and self._parser.should_keep_alive()
+        self._done(keep)
+
+    async def request(self, data: bytes, cap: int) -> tuple[Reply, bool]:
+        transport = self._transport
+        if transport is None or not self.open or transport.is_closing():
+            raise Stale("connection closed while idle")
+        waiter: asyncio.Future[tuple[Reply, bool]] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        self._parser = httptools.HttpResponseParser(self)
+        self._cap = cap
+        self._reset()
+        self._stale_ok, self._reused = self._reused, True
+        transport.write(data)
+        return await waiter
+
+    def close(self) -> None:
+        self.open = False
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        self.open = False
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self._waiter = None
+        self.abort()
+
+    def _done(self, keep: bool) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result((Reply(self._status, self._headers, b"".join(self._body)), keep))
+        self._waiter = None
+        self._parser = None
+
+    def _ended(self, exc: Exception | None) -> None:
+        self.open = False
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._in_body and not self._framed:  # a body that ends when the server closes
+            self._done(False)
+        elif self._in_body:
+            self._fail(BrokenBody("the server closed the connection within the body"))
+        elif not self._got_bytes and self._stale_ok:
+            self._fail(Stale("the server closed a kept-alive connection"))
+        else:
+            why = f": {exc}" if exc is not None else ""
+            self._fail(WireError(f"server disconnected before the answer{why}"))
+
+
+class Origin:
+    """GETs on one origin (scheme, host, port) over pooled keep-alive connections."""
+
+    def __init__(self, url: URL, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        if url.scheme not in ("http", "https") or not url.raw_host:
+            raise ValueError(f"not an http(s) URL: {url}")
+        self._tls = url.scheme == "https"
+        self._host = url.raw_host
+        self._port = url.port or (443 if self._tls else 80)
+        self._ssl = (ssl_context or ssl.create_default_context()) if self._tls else None
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self.host_header = host + (f":{self._port}" if url.explicit_port else "")
+        self._resolver = ThreadedResolver()
+        self._idle: list[_Conn] = []
+        self._addresses: list[tuple[int, int, int, str, tuple[object, ...]]] = []
+        self._resolved_at = -DNS_TTL_S
+        self._closed = False
+
+    async def get(self, path_qs: str, head: bytes, cap: int) -> Reply:
+        """One GET (`head`: its header lines, CRLF each); raises WireError subclasses or OSError.
+        The caller bounds the time (asyncio.timeout)."""
+        data = b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n" % (
+            path_qs.encode("latin-1"),
+            self.host_header.encode("latin-1"),
+            head,
+        )
+        conn = self._take()
+        if conn is not None:
+            try:
+                return await self._exchange(conn, data, cap)
+            except Stale:
+                pass
+        return await self._exchange(await self._connect(), data, cap)
+
+    async def _exchange(self, conn: _Conn, data: bytes, cap: int) -> Reply:
+        try:
+            reply, keep = await conn.request(data, cap)
+        except BaseException:
+            conn.abort()
+            raise
+        if keep and not self._closed and len(self._idle) < MAX_IDLE:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return reply
+
+    def _take(self) -> _Conn | None:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.open and now - conn.idle_since < KEEPALIVE_S:
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        if time.monotonic() - self._resolved_at >= DNS_TTL_S:
+            answers = await self._resolver.resolve(self._host, self._port, socket.AF_UNSPEC)
+            if not answers:
+                raise WireError(f"{self._host} has no address")
+            self._addresses = [
+                (a["family"], socket.SOCK_STREAM, socket.IPPROTO_TCP, "", _sockaddr(a["host"], a["port"]))
+                for a in answers
+            ]
+            self._resolved_at = time.monotonic()
+        sock = await aiohappyeyeballs.start_connection(self._addresses, happy_eyeballs_delay=0.25)
+        try:
+            _, conn = await loop.create_connection(
+                _Conn,
+                sock=sock,
+                ssl=self._ssl,
+                server_hostname=self._host.rstrip(".") if self._ssl is not None else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        await self._resolver.close()
+
+
+def _sockaddr(host: str, port: int) -> tuple[object, ...]:
+    return (host, port, 0, 0) if ":" in host else (host, port)
+
+
+def decoded(reply: Reply, cap: int) -> bytes:
+    """The body without its Content-Encoding (gzip or deflate, within `cap`); BrokenBody otherwise."""
+    encoding = reply.headers.get("content-encoding", "identity").lower()
+    if encoding in ("", "identity"):
+        return reply.body
+    if encoding not in ("gzip", "deflate", "x-gzip"):
+        raise BrokenBody(f"unsupported Content-Encoding {encoding!r}")
+    d = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib framing
+    try:
+        out = d.decompress(reply.body, cap + 1)
+    except zlib.error as exc:
+        raise BrokenBody(f"broken {encoding} body") from exc
+    if len(out) > cap:
+        raise TooLarge(f"decoded body exceeds the {cap} byte cap")
+    return out
+
+
+__all__ = ["BrokenBody", "Origin", "Reply", "Stale", "TooLarge", "WireError", "decoded", "header_bytes"]
