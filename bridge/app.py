@@ -75,7 +75,11 @@ log = structlog.get_logger(__name__)
 
 def open_store_for(config: Config) -> Store:
     """The store named by `[store] url`: the embedded SQLite default, or PostgreSQL."""
-    return store_for_url(config.store.url, synchronous=config.store.synchronous)
+    return store_for_url(
+        config.store.url,
+        synchronous=config.store.synchronous,
+        group_commit_window=config.store.group_commit_window,
+    )
 
 
 def create_app(

@@ -4,6 +4,7 @@ backends by name (the rest of the bridge sees only the Store protocol)."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -25,8 +26,11 @@ def unsupported_reason(url: str) -> str | None:
     return f"unsupported store {scheme!r} (supported: {SUPPORTED})"
 
 
-def store_for_url(url: str, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> Store:
-    """The store `url` names, not yet opened; StoreError when it names none."""
+def store_for_url(
+    url: str, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", group_commit_window: timedelta | None = None
+) -> Store:
+    """The store `url` names, not yet opened; StoreError when it names none. `synchronous` and
+    `group_commit_window` are SQLite's (PostgreSQL's server flushes concurrent commits together)."""
     reason = unsupported_reason(url)
     if reason is not None:
         raise StoreError(f"store.url: {reason}")
@@ -36,7 +40,8 @@ def store_for_url(url: str, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") 
         return PostgresStore(url)
     from bridge.store.sqlite import SqliteStore
 
-    return SqliteStore(Path(url.removeprefix(SQLITE_PREFIX)), synchronous=synchronous)
+    window = None if group_commit_window is None else group_commit_window.total_seconds()
+    return SqliteStore(Path(url.removeprefix(SQLITE_PREFIX)), synchronous=synchronous, group_window_s=window)
 
 
 async def probe(url: str) -> None:

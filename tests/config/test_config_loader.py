@@ -205,3 +205,20 @@ def test_a_bad_cluster_section_is_named_at_its_line(tmp_path):
     assert f"{path}:{at['leader']}: cluster.leader: unknown key (check its spelling)" in found
     shards = f"{path}:{at['shards']}: cluster.shards: "
     assert any(p.startswith(shards) and "between 1 and 256" in p for p in found)
+
+
+def test_the_group_commit_window_reaches_the_sqlite_store_and_a_long_one_is_refused_at_its_line(tmp_path):
+    from bridge.app import open_store_for
+
+    text = VALID.replace('url = "sqlite:///x.db"', 'url = "sqlite:///x.db"\ngroup_commit_window = "0ms"')
+    store = open_store_for(load_config(write(tmp_path, text), environ=ENV))
+    assert store._group._window == timedelta(0)  # every commit goes at once unless commits overlap
+    default = open_store_for(load_config(write(tmp_path, VALID), environ=ENV))
+    assert default._group._window == timedelta(milliseconds=3)
+
+    text = VALID.replace('url = "sqlite:///x.db"', 'url = "sqlite:///x.db"\ngroup_commit_window = "1s"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ=ENV)
+    [problem] = [p for p in problems(info) if "group_commit_window" in p]
+    assert problem.startswith(f"{tmp_path / 'config.toml'}:4: store.group_commit_window: ")
+    assert "at most 100ms" in problem
