@@ -33,12 +33,11 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from bridge.channels.http1_conn import EXCERPT_BYTES, Answer, Connection, HttpError, Stale
+from bridge.channels.http1_pool import IdlePool
 
 __all__ = ["EXCERPT_BYTES", "Answer", "HttpError", "Poster", "header_bytes"]
 
-KEEPALIVE_S = 15.0  # as aiohttp's connector: an idle connection older than this is closed
 DNS_TTL_S = 10.0  # as aiohttp's connector's DNS cache
-MAX_IDLE = 100  # idle connections kept per URL (aiohttp's connector limit)
 
 
 def header_bytes(headers: Sequence[tuple[str, str]]) -> bytes:
@@ -82,18 +81,17 @@ class Poster:
         given = {name.lower() for name, _ in headers}  # a configured header replaces ours
         ours = [(n, v) for n, v in ours if n.lower() not in given]
         self._head = f"POST {path} HTTP/1.1\r\n".encode("latin-1") + header_bytes([*ours, *headers])
-        self._idle: list[Connection] = []
+        self._pool: IdlePool[Connection] = IdlePool()
         self._addresses: list[AddrInfo] = []
         self._resolved_at = -DNS_TTL_S
         self._resolving: asyncio.Future[list[ResolveResult]] | None = None
-        self._closed = False
 
     async def post(self, extra_head: bytes, body: bytes, *, within_s: float) -> Answer:
         """POST `body` with the static head plus `extra_head` (header lines); the answer, or raises
         TimeoutError, OutboundRefused (from the resolver) or another OSError."""
         data = b"%b%bContent-Length: %d\r\n\r\n%b" % (self._head, extra_head, len(body), body)
         async with asyncio.timeout(within_s):
-            conn = self._take()
+            conn = self._pool.take()
             if conn is not None:
                 try:
                     return await self._exchange(conn, data)
@@ -107,22 +105,8 @@ class Poster:
         except BaseException:
             conn.abort()
             raise
-        if keep and not self._closed and len(self._idle) < MAX_IDLE:
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
-        else:
-            conn.close()
+        self._pool.give_back(conn, keep=keep)
         return answer
-
-    def _take(self) -> Connection | None:
-        """The most recently used idle connection still open and fresh (LIFO keeps few warm)."""
-        now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.open and now - conn.idle_since < KEEPALIVE_S:
-                return conn
-            conn.close()
-        return None
 
     async def _connect(self) -> Connection:
         """A new connection: the addresses tried as aiohttp's connector does (happy eyeballs, 250 ms
@@ -169,10 +153,7 @@ class Poster:
         return self._addresses
 
     async def close(self) -> None:
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
         if self._resolver is not None:
             await self._resolver.close()
 

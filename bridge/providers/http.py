@@ -188,10 +188,7 @@ class ProviderHttp:
                 raise errors.ProviderUnavailable(
                     f"{where}: connection failed ({exc.__class__.__name__})"
                 ) from exc
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise errors.ProviderMalformed(f"{where}: body is not JSON ({len(body)} bytes)") from exc
+        return _json(body, where)
 
     async def _lean_get(
         self, lean: Lean, url: str | URL, params: Mapping[str, str] | None, where: str
@@ -227,10 +224,7 @@ class ProviderHttp:
                 raise errors.ProviderUnavailable(
                     f"{where}: connection failed ({exc.__class__.__name__})"
                 ) from exc
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise errors.ProviderMalformed(f"{where}: body is not JSON ({len(body)} bytes)") from exc
+        return _json(body, where)
 
     async def close(self) -> None:
         """Close the lean client's connections (the session is its owner's to close)."""
@@ -289,3 +283,10 @@ class ProviderHttp:
                 raise errors.ProviderMalformed(f"{where}: body exceeds the {self._max_body} byte cap")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _json(body: bytes, where: str) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.ProviderMalformed(f"{where}: body is not JSON ({len(body)} bytes)") from exc

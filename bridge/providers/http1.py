@@ -29,10 +29,9 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from bridge.channels.http1 import header_bytes
+from bridge.channels.http1_pool import IdlePool
 
-KEEPALIVE_S = 15.0  # as aiohttp's connector: an idle connection older than this is closed
 DNS_TTL_S = 10.0
-MAX_IDLE = 100
 MAX_HEAD = 64 * 1024
 
 
@@ -214,10 +213,9 @@ class Origin:
         host = f"[{self._host}]" if ":" in self._host else self._host
         self.host_header = host + (f":{self._port}" if url.explicit_port else "")
         self._resolver = ThreadedResolver()
-        self._idle: list[_Conn] = []
+        self._pool: IdlePool[_Conn] = IdlePool()
         self._addresses: list[tuple[int, int, int, str, tuple[object, ...]]] = []
         self._resolved_at = -DNS_TTL_S
-        self._closed = False
 
     async def get(self, path_qs: str, head: bytes, cap: int) -> Reply:
         """One GET (`head`: its header lines, CRLF each); raises WireError subclasses or OSError.
@@ -227,7 +225,7 @@ class Origin:
             self.host_header.encode("latin-1"),
             head,
         )
-        conn = self._take()
+        conn = self._pool.take()
         if conn is not None:
             try:
                 return await self._exchange(conn, data, cap)
@@ -241,21 +239,8 @@ class Origin:
         except BaseException:
             conn.abort()
             raise
-        if keep and not self._closed and len(self._idle) < MAX_IDLE:
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
-        else:
-            conn.close()
+        self._pool.give_back(conn, keep=keep)
         return reply
-
-    def _take(self) -> _Conn | None:
-        now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.open and now - conn.idle_since < KEEPALIVE_S:
-                return conn
-            conn.close()
-        return None
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -282,10 +267,7 @@ class Origin:
         return conn
 
     async def close(self) -> None:
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
         await self._resolver.close()
 
 
