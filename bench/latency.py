@@ -39,6 +39,7 @@ workers', from /proc, over the polls and the wait for their webhooks.
 
     .venv/bin/python bench/latency.py [--rate 1000] [--per-poll 20] [--wallboxes 40] [--seconds 5]
         [--repeat 3] [--synchronous FULL NORMAL] [--watch by-id|discover] [--fetch-workers 0]
+        [--group-window 0ms]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import io
 import os
 import subprocess
@@ -102,6 +104,30 @@ class Latency:
     sim_core: float  # the simulator's CPU over the polls, as a share of one core
     sim_late_ms: float  # its latest change, behind its schedule
     lost: int
+    gc_runs: int = 0  # cyclic collections during the polls, any generation
+    gc_ms: float = 0.0  # their pauses, in all
+    gc_max_ms: float = 0.0  # the longest one
+
+
+class GcPauses:
+    """The cyclic collector's pauses while installed (`gc.callbacks`): each one stops the event loop."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._start = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter_ns()
+        else:
+            self.pauses.append((time.perf_counter_ns() - self._start) / 1e6)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
 
 
 class Simulator:
@@ -141,14 +167,17 @@ class Simulator:
 
 def _config(
     workdir: Path, podero_url: str, hook_url: str, synchronous: str, *, watch: str, fetch_workers: int,
-    wallboxes: int,
+    wallboxes: int, group_window: str | None = None,
 ) -> Path:  # fmt: skip
+    store = f'synchronous = "{synchronous}"'
+    if group_window is not None:  # [store] group_commit_window, as a user would set it
+        store += f'\ngroup_commit_window = "{group_window}"'
     return write_config(
         workdir,
         podero_url,
         hook_url,
         secret=SECRET,
-        store=f'synchronous = "{synchronous}"',
+        store=store,
         podero=f"max_requests_per_second = 100000\nmax_concurrency = 16\nfetch_workers = {fetch_workers}",
         watches=boxes(wallboxes) if watch == "by-id" else (),  # given watches, discover = false
     )
@@ -157,6 +186,7 @@ def _config(
 async def run_once(
     receiver: Receiver, http: aiohttp.ClientSession, *, rate: float, per_poll: int, wallboxes: int,
     seconds: float, synchronous: str, watch: str = "by-id", fetch_workers: int = 0,
+    group_window: str | None = None,
 ) -> Latency:  # fmt: skip
     polls = max(1, round(rate * seconds / per_poll))
     step_ns = round(per_poll / rate * 1e9)  # between the simulator's changes, and between polls
@@ -165,7 +195,7 @@ async def run_once(
         with tempfile.TemporaryDirectory(prefix="wb-latency-") as tmp:
             config = load_config(
                 _config(Path(tmp), sim.url, receiver.url, synchronous, watch=watch,
-                        fetch_workers=fetch_workers, wallboxes=wallboxes)
+                        fetch_workers=fetch_workers, wallboxes=wallboxes, group_window=group_window)
             )  # fmt: skip
             app = create_app(config, start_scheduler=False)
             runner = web.AppRunner(app)
@@ -219,6 +249,7 @@ async def run_once(
                 t0 = time.monotonic_ns() + LEAD_NS
                 sim.start(t0, polls)  # the simulator makes its changes at t0 + k x step
                 cpu0, workers0, sim_cpu0 = time.process_time(), workers_cpu(app), sim.cpu()
+                pauses = GcPauses().__enter__()
                 for k in range(polls):
                     # Half a period after the simulator's k-th change, so each poll falls between two
                     # changes; a poll running late makes the next one start at once (a backlog).
@@ -237,6 +268,7 @@ async def run_once(
                 deadline = time.monotonic() + 30
                 while await receiver.count(http) < len(read_at) and time.monotonic() < deadline:
                     await asyncio.sleep(0.01)
+                pauses.__exit__()
                 workers = sum(cpu - workers0.get(pid, 0.0) for pid, cpu in workers_cpu(app).items())
                 cpu = time.process_time() - cpu0 + workers
                 arrived = await receiver.arrivals(http)
@@ -275,6 +307,9 @@ async def run_once(
         sim_core=round(sim_core, 3),
         sim_late_ms=sim_late,
         lost=len(read_at) - len(lat),
+        gc_runs=len(pauses.pauses),
+        gc_ms=round(sum(pauses.pauses), 1),
+        gc_max_ms=round(max(pauses.pauses, default=0.0), 2),
     )
 
 
@@ -288,7 +323,7 @@ async def bench(args: argparse.Namespace) -> list[Latency]:
                     rows.append(await run_once(
                         receiver, http, rate=args.rate, per_poll=args.per_poll, wallboxes=args.wallboxes,
                         seconds=args.seconds, synchronous=sync, watch=args.watch,
-                        fetch_workers=args.fetch_workers,
+                        fetch_workers=args.fetch_workers, group_window=args.group_window,
                     ))  # fmt: skip
                     print(rows[-1], file=sys.stderr)
     finally:
@@ -307,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
     p.add_argument("--watch", choices=["by-id", "discover"], default="by-id",
                    help="read each wallbox by id (config watches), or list them (discovery)")  # fmt: skip
     add_fetch_workers(p)  # by-id watches only (checked below)
+    p.add_argument(
+        "--group-window", help='[store] group_commit_window, e.g. "0ms" (default: the store\'s own)'
+    )
     p.add_argument("--no-logs", dest="logs", action="store_false", help="leave logging as it is")
     p.add_argument("--uvloop", action="store_true", help="run the bridge on uvloop (pip install uvloop)")
     args = p.parse_args(argv)
@@ -320,12 +358,13 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
     print(f"watch {args.watch}, fetch workers {args.fetch_workers}")
     head = ("synchronous", "made", "events", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms",
             "commit p50/p99 ms", "send p50/p99 ms", "CPU µs/event", "sim core")  # fmt: skip
-    print(f"{head[0]:<12} " + " ".join(f"{h:>7}" for h in head[1:]) + " lost")
+    print(f"{head[0]:<12} " + " ".join(f"{h:>7}" for h in head[1:]) + " lost  gc runs/ms/max ms")
     for r in rows:
         print(
             f"{r.synchronous:<12} {r.made:>7} {r.events:>7} {r.rate:>7.0f} {r.p50_ms:>7.1f} {r.p90_ms:>7.1f} "
             f"{r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.commit_p50_ms:>7.1f}/{r.commit_p99_ms:<7.1f} "
-            f"{r.send_p50_ms:>7.1f}/{r.send_p99_ms:<7.1f} {r.cpu_us:>7.0f} {r.sim_core:>7.0%} {r.lost:>4}"
+            f"{r.send_p50_ms:>7.1f}/{r.send_p99_ms:<7.1f} {r.cpu_us:>7.0f} {r.sim_core:>7.0%} {r.lost:>4}  "
+            f"{r.gc_runs}/{r.gc_ms}/{r.gc_max_ms}"
         )
     print(f"{os.cpu_count()} cores; loadavg {os.getloadavg()}")
     return rows

@@ -108,7 +108,6 @@ def _cue_of(item: Mapping[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-@functools.lru_cache(maxsize=256)
 def _kept_paths(keep: frozenset[str]) -> frozenset[str]:
     """Every path a rule names, and every path above one (`a.b[c].d` → `a`, `a.b`, `a.b[c]`, itself)."""
     out = set(keep)
@@ -119,10 +118,11 @@ def _kept_paths(keep: frozenset[str]) -> frozenset[str]:
 
 def _flatten(value: Any, path: str, out: dict[str, Any], source: str, kept: frozenset[str]) -> None:
     """`kept`: the paths rules name and the paths above them (volatile fields there are kept)."""
+    volatile = _volatile_names(source, frozenset())
     if isinstance(value, dict):
         for name, child in value.items():
             child_path = f"{path}.{name}" if path else name
-            if child_path not in kept and is_volatile(name, source):
+            if volatile[name] and child_path not in kept:
                 continue
             _flatten(child, child_path, out, source, kept)
     elif isinstance(value, list):
@@ -130,7 +130,7 @@ def _flatten(value: Any, path: str, out: dict[str, Any], source: str, kept: froz
             for key, item in _action_items(value).items():
                 out[f"{path}[{key}]"] = item
         else:  # compared as one value, without its items' volatile fields (as the digest does)
-            out[path] = _strip(value, _volatile_names(source, frozenset()), kept, path)
+            out[path] = _strip(value, volatile, kept, path)
     else:
         out[path] = value
 
@@ -143,6 +143,63 @@ def flatten(
     if state is not None:
         _flatten(dict(state), "", out, source, _kept_paths(keep))
     return out
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """True only when `a` and `b` are the same JSON: `==` alone calls `true` and `1` equal, so equal
+    containers are also compared as bytes (different bytes only mean: look closer)."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or a != b:
+        return False
+    if type(a) is not dict and type(a) is not list:
+        return True
+    try:
+        return orjson.dumps(a) == orjson.dumps(b)
+    except TypeError:  # not JSON (cannot come from a provider's body): compare it leaf by leaf
+        return False
+
+
+def _flatten_both(
+    old: dict[str, Any], new: dict[str, Any], path: str, before: dict[str, Any], after: dict[str, Any],
+    source: str, kept: frozenset[str],
+) -> None:  # fmt: skip
+    """`_flatten` of two dicts at once, leaving out every field that is identical on both sides: it
+    flattens to the same paths and values on both, so it cannot be a change."""
+    if _odd_names(old) or _odd_names(new):
+        # A name holding `.` or `[` can flatten to a sibling's paths (`"a.b"` and `"a": {"b"}`), so
+        # leaving out an identical sibling could change which one a path reads: flatten it all.
+        _flatten(old, path, before, source, kept)
+        _flatten(new, path, after, source, kept)
+        return
+    volatile = _volatile_names(source, frozenset())
+    for name, o in old.items():
+        child_path = f"{path}.{name}" if path else name
+        if volatile[name] and child_path not in kept:
+            continue
+        if name in new:
+            n = new[name]
+            if _identical(o, n):
+                continue
+            if type(o) is dict and type(n) is dict:
+                _flatten_both(o, n, child_path, before, after, source, kept)
+                continue
+            _flatten(n, child_path, after, source, kept)
+        _flatten(o, child_path, before, source, kept)
+    for name, n in new.items():
+        if name not in old:
+            child_path = f"{path}.{name}" if path else name
+            if volatile[name] and child_path not in kept:
+                continue
+            _flatten(n, child_path, after, source, kept)
+
+
+def _odd_names(value: dict[str, Any]) -> bool:
+    try:
+        names = "".join(value)  # one C-level pass over the names (JSON keys are strings)
+    except TypeError:  # a name that is not a string: no shortcut
+        return True
+    return "." in names or "[" in names
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -158,8 +215,12 @@ def diff(
     keep: frozenset[str] = frozenset(),
 ) -> list[Change]:
     """Field-level changes from `old` to `new` (either may be None: appeared / disappeared)."""
-    before = flatten(old, source=source, keep=keep)
-    after = flatten(new, source=source, keep=keep)
+    if old is None or new is None:
+        before = flatten(old, source=source, keep=keep)
+        after = flatten(new, source=source, keep=keep)
+    else:  # the common case, one field of many changed: only the fields that differ are flattened
+        before, after = {}, {}
+        _flatten_both(dict(old), dict(new), "", before, after, source, _kept_paths(keep))
     changes: list[Change] = []
     for path in before.keys() | after.keys():
         # Absent and null read the same to rules (get_path gives None): schema drift that omits a

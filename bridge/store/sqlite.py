@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from bridge.clock import Clock, SystemClock
+from bridge.clock import Clock
 from bridge.errors import StoreError
 from bridge.lifecycle import LoopFn
 from bridge.model import (
@@ -105,10 +105,10 @@ class SqliteStore(SqliteOutbox, SqliteApiReads, SqliteTraces):
     ) -> None:
         """`group_window_s`: how long after a commit began the next one waits to take more callers
         with it (default GROUP_WINDOW_S under FULL, where it saves an fsync; none under NORMAL)."""
-        super().__init__(path, synchronous=synchronous)
+        super().__init__(path, synchronous=synchronous, clock=clock)
         if group_window_s is None:
             group_window_s = GROUP_WINDOW_S if synchronous == "FULL" else 0.0
-        self._group = GroupCommit(self, window_s=group_window_s, clock=clock or SystemClock())
+        self._group = GroupCommit(self, window_s=group_window_s, clock=self._clock)
 
     async def close(self) -> None:
         await self._group.drain()  # callers queued for a commit are written before the file closes

@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from bridge.clock import Clock, SystemClock
 from bridge.errors import StoreError
+from bridge.store.sqlite_checkpoint import Checkpointer
 from bridge.store.sqlite_flap_sql import FLAP_SCHEMA
 from bridge.store.sqlite_rule_sql import MIGRATE_RULE_STATES_TO_V9, RULE_SCHEMA
 from bridge.store.sqlite_sql import (
@@ -34,12 +36,16 @@ from bridge.store.sqlite_trace_sql import TRACE_SCHEMA
 class SqliteConnection:
     """One aiosqlite connection to one SQLite file (WAL; `synchronous=FULL` survives power loss)."""
 
-    def __init__(self, path: str | Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", clock: Clock | None = None
+    ) -> None:
         self.path = Path(path)
         self._synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
         # One connection: statements of concurrent callers must not interleave inside a transaction.
         self._lock = asyncio.Lock()
+        self._clock: Clock = clock or SystemClock()
+        self._checkpoints = Checkpointer(self.path, clock=self._clock)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -62,6 +68,8 @@ class SqliteConnection:
             await db.execute(f"PRAGMA synchronous = {self._synchronous}")
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # Commits never checkpoint: `Checkpointer` does, on its own connection and thread.
+            await db.execute("PRAGMA wal_autocheckpoint = 0")
             rows = list(await db.execute_fetchall("PRAGMA user_version"))
             version = int(rows[0][0])
             if version > SCHEMA_VERSION:
@@ -113,8 +121,9 @@ class SqliteConnection:
     async def close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
+            await self._checkpoints.close()
             async with self._lock:
-                await db.close()
+                await db.close()  # the last connection to close checkpoints what the WAL still holds
 
     async def ping(self) -> None:
         async with self._read() as db:
@@ -148,6 +157,7 @@ class SqliteConnection:
             try:
                 yield db
                 await db.execute("COMMIT")
+                self._checkpoints.wrote()
             except BaseException as exc:
                 # Roll back on anything, cancellation included: a half-written poll must not persist.
                 # SQLite may have rolled back already (e.g. after SQLITE_FULL): nothing left to undo.
@@ -194,6 +204,8 @@ class SqliteConnection:
 
             try:
                 # aiosqlite has no public "run this callable" API; `_execute` is what its own methods use.
-                return await db._execute(transaction)  # type: ignore[no-untyped-call]
+                result = await db._execute(transaction)  # type: ignore[no-untyped-call]
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+        self._checkpoints.wrote()
+        return result

@@ -96,6 +96,7 @@ class GroupCommit:
                         db = self._store._conn()
                         # aiosqlite has no public "run this callable" API; `_execute` is what it uses.
                         outcomes = await db._execute(commit_group, db._conn, entries)  # type: ignore[no-untyped-call]
+                        self._store._checkpoints.wrote()
                     except Exception as exc:  # BEGIN failed, or the store is closed: every caller's
                         outcomes = [self._shared(exc)] * len(group)
                 for w, outcome in zip(group, outcomes, strict=True):

@@ -113,6 +113,16 @@ def test_a_type_change_is_a_change_even_when_python_calls_the_values_equal():
     assert diff({"x": 1}, {"x": "1"}, source=WB) == [Change(field="x", old=1, new="1")]
 
 
+def test_a_type_change_deep_in_an_object_python_calls_equal_is_a_change_too():
+    old = {"a": {"b": {"on": 1}, "c": 2}}
+    new = {"a": {"b": {"on": True}, "c": 2}}
+    assert diff(old, new, source=WB) == [Change(field="a.b.on", old=1, new=True)]
+
+
+def test_integers_and_the_same_floats_deep_in_an_object_are_no_change():
+    assert diff({"a": {"w": 7200, "l": [1]}}, {"a": {"w": 7200.0, "l": [1.0]}}, source=WB) == []
+
+
 def test_an_integer_and_the_same_float_are_no_change():
     # Pydantic prints a `number` as 7200.0, an older Podero as 7200: the JSON value is the same.
     assert diff({"charge_rate_w": 7200}, {"charge_rate_w": 7200.0}, source=WB) == []
@@ -451,3 +461,60 @@ def test_a_volatile_field_a_rule_names_moves_the_digest(state):
     kept = frozenset({"updated_at", "is_charging"})
     assert meaningful_digest(a, source=WB, keep=kept) != meaningful_digest(b, source=WB, keep=kept)
     assert meaningful_digest(a, source=WB) == meaningful_digest(b, source=WB)
+
+
+# The specification `diff` is held to: every path either side flattens to, compared as a value.
+# (`diff` itself flattens only the fields that are not identical on both sides.)
+def _diff_by_flattening(old: Any, new: Any, keep: frozenset[str]) -> list[Change]:
+    before, after = flatten(old, source=WB, keep=keep), flatten(new, source=WB, keep=keep)
+    out = []
+    for path in before.keys() | after.keys():
+        a, b = before.get(path), after.get(path)
+        same = a == b and type(a) is type(b) if isinstance(a, bool) or isinstance(b, bool) else a == b
+        emptied = any(
+            v == [] and w is None and path not in side and any(k.startswith(path + "[") for k in side)
+            for v, w, side in ((a, b, after), (b, a, before))
+        )
+        if not (same or emptied):
+            out.append(Change(field=path, old=a, new=b))
+    return sorted(out, key=lambda c: c.field)
+
+
+# Names that flatten onto each other's paths ("a.b" and "a" holding "b"), and true against 1.
+_odd_keys = st.sampled_from(["a", "b", "a.b", "actions", "actions[information]", "updated_at", "is_on"])
+_odd_scalars = st.one_of(st.booleans(), st.integers(0, 1), st.sampled_from([0.0, 1.0, None, "1"]))
+_odd_json = st.recursive(
+    _odd_scalars | st.lists(_odd_scalars, max_size=2) | _actions,
+    lambda children: st.dictionaries(_odd_keys, children, max_size=4),
+    max_leaves=10,
+)
+_odd_states = st.dictionaries(_odd_keys, _odd_json, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _odd_states,
+    st.data(),
+    st.sets(st.sampled_from(["updated_at", "a.updated_at", "a.b", "is_on"]), max_size=2).map(frozenset),
+)
+def test_diff_reports_exactly_what_flattening_both_states_reports(old, data, keep):
+    # The new state is often the old one with a little changed, as a poll sees it.
+    new = data.draw(st.one_of(_odd_states, st.just(copy.deepcopy(old)).flatmap(_nudged)))
+    assert diff(old, new, source=WB, keep=keep) == _diff_by_flattening(old, new, keep)
+
+
+def _nudged(state: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """`state` with one top-level or nested value replaced (true for 1, a dict for a leaf, ...)."""
+
+    def put(value: Any) -> dict[str, Any]:
+        out = copy.deepcopy(state)
+        target = out
+        for key in list(out):
+            if isinstance(out[key], dict) and out[key]:
+                target = out[key]  # a nested field, when there is one
+                break
+        name = next(iter(target), "a")
+        target[name] = value
+        return out
+
+    return _odd_json.map(put)
