@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bridge.errors import StoreError
@@ -64,9 +63,7 @@ class SqliteOutbox(SqliteConnection):
         # what a crash mid-send does anyway (at least once). So no fsync of its own; the next durable
         # commit syncs the WAL, lease included.
         rows: list[Row] = await self._in_one_hop(claim, durable=False)
-        return [
-            replace(_delivery(row[:9], next_attempt_at=leased_until), claim_token=row[9] + 1) for row in rows
-        ]
+        return [_delivery(row[:9], next_attempt_at=leased_until, claim_token=row[9] + 1) for row in rows]
 
     async def defer(
         self, due: Sequence[tuple[str, datetime]], *, tokens: Mapping[str, int] | None = None

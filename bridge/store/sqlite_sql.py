@@ -376,7 +376,7 @@ def _delivery_row(d: Delivery) -> tuple[Any, ...]:
     )
 
 
-def _delivery(row: Row, *, next_attempt_at: str | None = None) -> Delivery:
+def _delivery(row: Row, *, next_attempt_at: str | None = None, claim_token: int = 0) -> Delivery:
     id_, event_id, channel, body, status, attempts, next_at, created_at, last_error = row
     delivery_status: DeliveryStatus = status
     return Delivery(
@@ -389,6 +389,7 @@ def _delivery(row: Row, *, next_attempt_at: str | None = None) -> Delivery:
         next_attempt_at=_dt(next_attempt_at or next_at),
         created_at=_dt(created_at),
         last_error=last_error,
+        claim_token=claim_token,
     )
 
 
