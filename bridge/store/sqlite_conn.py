@@ -157,7 +157,6 @@ class SqliteConnection:
             try:
                 yield db
                 await db.execute("COMMIT")
-                self._checkpoints.wrote()
             except BaseException as exc:
                 # Roll back on anything, cancellation included: a half-written poll must not persist.
                 # SQLite may have rolled back already (e.g. after SQLITE_FULL): nothing left to undo.
@@ -166,6 +165,7 @@ class SqliteConnection:
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from exc
                 raise
+            self._checkpoints.wrote()
 
     async def _scalar_time(self, query: str) -> datetime | None:
         async with self._read() as db:
