@@ -25,13 +25,12 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from typing import Any
 
-import aiohappyeyeballs
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from bridge.channels.http1_base import AddrInfo, connect
 from bridge.channels.http1_conn import EXCERPT_BYTES, Answer, Connection, HttpError, Stale
 from bridge.channels.http1_pool import IdlePool
 
@@ -109,23 +108,7 @@ class Poster:
         return answer
 
     async def _connect(self) -> Connection:
-        """A new connection: the addresses tried as aiohttp's connector does (happy eyeballs, 250 ms
-        before the next address family), then TLS on the connected socket when the URL is https."""
-        loop = asyncio.get_running_loop()
-        sock = await aiohappyeyeballs.start_connection(
-            await self._addr_infos(), happy_eyeballs_delay=0.25, interleave=1
-        )
-        try:
-            _, conn = await loop.create_connection(
-                Connection,
-                sock=sock,
-                ssl=self._ssl,
-                server_hostname=self._host.rstrip(".") if self._ssl is not None else None,
-            )
-        except BaseException:
-            sock.close()
-            raise
-        return conn
+        return await connect(Connection, await self._addr_infos(), self._ssl, self._host)
 
     async def _addr_infos(self) -> list[AddrInfo]:
         if self._literal:
@@ -156,9 +139,6 @@ class Poster:
         self._pool.close()
         if self._resolver is not None:
             await self._resolver.close()
-
-
-AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]  # as socket.getaddrinfo gives them
 
 
 def _addr_info(host: str, port: int) -> AddrInfo:

@@ -4,10 +4,11 @@ bytes arrive by httptools (llhttp, the parser Node.js and uvicorn use), of which
 
 from __future__ import annotations
 
-import asyncio
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 import httptools
+
+from bridge.channels.http1_base import OneRequestConnection
 
 MAX_HEAD = 64 * 1024  # status line and headers of an answer
 MAX_DRAIN = 64 * 1024  # body bytes read past the excerpt to keep a connection; more: close it
@@ -28,21 +29,16 @@ class Answer(NamedTuple):
     excerpt: bytes
 
 
-class Connection(asyncio.Protocol):
+class Connection(OneRequestConnection[Answer]):
     """One HTTP/1.1 connection: one request at a time, its answer parsed as bytes arrive.
 
     httptools calls back `on_header`, `on_headers_complete`, `on_body` and `on_message_complete`
     from `feed_data`; an interim 1xx answer is a message of its own and is skipped."""
 
+    stale = Stale
+
     def __init__(self) -> None:
-        self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[tuple[Answer, bool]] | None = None
-        self._parser: httptools.HttpResponseParser | None = None
-        self.open = False
-        self.idle_since = 0.0
-        self._reused = False  # a request was made on it before: a close before the answer is stale
-        self._stale_ok = False
-        self._got_bytes = False
+        super().__init__()
         self._reset_answer()
 
     def _reset_answer(self) -> None:
@@ -59,10 +55,6 @@ class Connection(asyncio.Protocol):
         self._keep = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # a stream transport (TCP, TLS)
-        self.open = True
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -87,14 +79,6 @@ class Connection(asyncio.Protocol):
         elif self._drained > MAX_DRAIN:  # a large answer: what the record needs is read
             self._keep = False
             self._done()
-
-    def eof_received(self) -> bool:
-        self._ended(None)
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
-        self._ended(exc)
 
     # -- httptools callbacks ------------------------------------------------------------------------
 
@@ -136,54 +120,17 @@ class Connection(asyncio.Protocol):
 
     async def request(self, data: bytes) -> tuple[Answer, bool]:
         """Write one request; its answer and whether the connection may be used again."""
-        transport = self._transport
-        if transport is None or not self.open or transport.is_closing():
-            raise Stale("connection closed while idle")
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[tuple[Answer, bool]] = loop.create_future()
-        self._waiter = waiter
-        self._parser = httptools.HttpResponseParser(self)
-        self._got_bytes = False
         self._reset_answer()
-        self._stale_ok, self._reused = self._reused, True
-        transport.write(data)
-        return await waiter
-
-    def close(self) -> None:
-        self.open = False
-        if self._transport is not None:
-            self._transport.close()
-
-    def abort(self) -> None:
-        self.open = False
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _fail(self, exc: BaseException) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        self.abort()
+        return await self._begin(data)
 
     def _done(self) -> None:
-        waiter = self._waiter
-        keep = self._keep and not self._extra
-        if waiter is not None and not waiter.done():
-            waiter.set_result((Answer(self._status, self._retry_after, bytes(self._excerpt)), keep))
-        self._waiter = None
-        self._parser = None
+        answer = Answer(self._status, self._retry_after, bytes(self._excerpt))
+        self._finish(answer, self._keep and not self._extra)
 
-    def _ended(self, exc: Exception | None) -> None:
-        """The server closed (EOF) or the connection broke."""
-        self.open = False
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
+    def _cut(self, exc: Exception | None) -> None:
         if self._in_body and not self._framed:  # a body that ends when the server closes
             self._keep = False
             self._done()
-        elif not self._got_bytes and self._stale_ok:
-            waiter.set_exception(Stale("the server closed a kept-alive connection"))
         else:
             why = f": {exc}" if exc is not None else ""
-            waiter.set_exception(HttpError(f"server disconnected before the answer was complete{why}"))
+            self._fail(HttpError(f"server disconnected before the answer was complete{why}"))

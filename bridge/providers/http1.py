@@ -16,19 +16,18 @@ an idempotent request; names resolved as aiohttp's connector does (its `Threaded
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 import time
 import zlib
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
-import aiohappyeyeballs
 import httptools
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from bridge.channels.http1 import header_bytes
+from bridge.channels.http1_base import AddrInfo, OneRequestConnection, connect
 from bridge.channels.http1_pool import IdlePool
 
 DNS_TTL_S = 10.0
@@ -60,15 +59,11 @@ class Reply(NamedTuple):
 _KEPT = frozenset({b"retry-after", b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
-class _Conn(asyncio.Protocol):
+class _Conn(OneRequestConnection[Reply]):
+    stale = Stale
+
     def __init__(self) -> None:
-        self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[tuple[Reply, bool]] | None = None
-        self._parser: httptools.HttpResponseParser | None = None
-        self.open = False
-        self.idle_since = 0.0
-        self._reused = False
-        self._stale_ok = False
+        super().__init__()
         self._cap = 0
         self._reset()
 
@@ -80,11 +75,6 @@ class _Conn(asyncio.Protocol):
         self._head_bytes = 0
         self._in_body = False
         self._framed = False
-        self._got_bytes = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self.open = True
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -103,14 +93,6 @@ class _Conn(asyncio.Protocol):
         else:
             if not self._in_body and self._head_bytes > MAX_HEAD:
                 self._fail(WireError("answer header too large"))
-
-    def eof_received(self) -> bool:
-        self._ended(None)
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
-        self._ended(exc)
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -148,53 +130,18 @@ class _Conn(asyncio.Protocol):
         self._done(keep)
 
     async def request(self, data: bytes, cap: int) -> tuple[Reply, bool]:
-        transport = self._transport
-        if transport is None or not self.open or transport.is_closing():
-            raise Stale("connection closed while idle")
-        waiter: asyncio.Future[tuple[Reply, bool]] = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
-        self._parser = httptools.HttpResponseParser(self)
         self._cap = cap
         self._reset()
-        self._stale_ok, self._reused = self._reused, True
-        transport.write(data)
-        return await waiter
-
-    def close(self) -> None:
-        self.open = False
-        if self._transport is not None:
-            self._transport.close()
-
-    def abort(self) -> None:
-        self.open = False
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _fail(self, exc: BaseException) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        self._waiter = None
-        self.abort()
+        return await self._begin(data)
 
     def _done(self, keep: bool) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result((Reply(self._status, self._headers, b"".join(self._body)), keep))
-        self._waiter = None
-        self._parser = None
+        self._finish(Reply(self._status, self._headers, b"".join(self._body)), keep)
 
-    def _ended(self, exc: Exception | None) -> None:
-        self.open = False
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
+    def _cut(self, exc: Exception | None) -> None:
         if self._in_body and not self._framed:  # a body that ends when the server closes
             self._done(False)
         elif self._in_body:
             self._fail(BrokenBody("the server closed the connection within the body"))
-        elif not self._got_bytes and self._stale_ok:
-            self._fail(Stale("the server closed a kept-alive connection"))
         else:
             why = f": {exc}" if exc is not None else ""
             self._fail(WireError(f"server disconnected before the answer{why}"))
@@ -214,7 +161,7 @@ class Origin:
         self.host_header = host + (f":{self._port}" if url.explicit_port else "")
         self._resolver = ThreadedResolver()
         self._pool: IdlePool[_Conn] = IdlePool()
-        self._addresses: list[tuple[int, int, int, str, tuple[object, ...]]] = []
+        self._addresses: list[AddrInfo] = []
         self._resolved_at = -DNS_TTL_S
 
     async def get(self, path_qs: str, head: bytes, cap: int) -> Reply:
@@ -243,7 +190,6 @@ class Origin:
         return reply
 
     async def _connect(self) -> _Conn:
-        loop = asyncio.get_running_loop()
         if time.monotonic() - self._resolved_at >= DNS_TTL_S:
             answers = await self._resolver.resolve(self._host, self._port, socket.AF_UNSPEC)
             if not answers:
@@ -253,18 +199,7 @@ class Origin:
                 for a in answers
             ]
             self._resolved_at = time.monotonic()
-        sock = await aiohappyeyeballs.start_connection(self._addresses, happy_eyeballs_delay=0.25)
-        try:
-            _, conn = await loop.create_connection(
-                _Conn,
-                sock=sock,
-                ssl=self._ssl,
-                server_hostname=self._host.rstrip(".") if self._ssl is not None else None,
-            )
-        except BaseException:
-            sock.close()
-            raise
-        return conn
+        return await connect(_Conn, self._addresses, self._ssl, self._host)
 
     async def close(self) -> None:
         self._pool.close()

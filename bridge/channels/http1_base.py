@@ -1,0 +1,115 @@
+"""What the two lean HTTP/1.1 clients' connections share (the webhook `Poster`'s `Connection` in
+`http1_conn.py`, the provider GET `Origin`'s in `bridge/providers/http1.py`): one request at a time
+on one transport, the answer parsed by httptools as bytes arrive, and how a connection is opened.
+Each subclass keeps what it needs of an answer (256 bytes for an attempt record, against a capped,
+decoded body for a read) and decides how an answer cut short reads (`_cut`)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+import aiohappyeyeballs
+import httptools
+
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]  # as socket.getaddrinfo gives them
+A = TypeVar("A")  # what a request's answer is made into
+P = TypeVar("P", bound=asyncio.Protocol)
+
+
+class OneRequestConnection(asyncio.Protocol, Generic[A]):
+    """One HTTP/1.1 connection: `_begin` writes a request, the subclass's httptools callbacks fill
+    the answer, and `_waiter` gets it with whether the connection may be used again."""
+
+    stale: ClassVar[type[Exception]]  # raised when a reused connection closed while idle
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[tuple[A, bool]] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self.open = False
+        self.idle_since = 0.0
+        self._reused = False  # a request was made on it before: a close before the answer is stale
+        self._stale_ok = False
+        self._got_bytes = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # a stream transport (TCP, TLS)
+        self.open = True
+
+    def eof_received(self) -> bool:
+        self._closed(None)
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed(exc)
+
+    def _closed(self, exc: Exception | None) -> None:
+        """The server closed (EOF) or the connection broke."""
+        self.open = False
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if not self._got_bytes and self._stale_ok:
+            self._fail(self.stale("the server closed a kept-alive connection"))
+        else:
+            self._cut(exc)
+
+    def _cut(self, exc: Exception | None) -> None:
+        """The connection ended with some of the answer read (or none, on a first request)."""
+        raise NotImplementedError
+
+    def _finish(self, answer: A, keep: bool) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result((answer, keep))
+        self._waiter = None
+        self._parser = None
+
+    def _begin(self, data: bytes) -> asyncio.Future[tuple[A, bool]]:
+        """Write one request (the subclass has reset its answer state); its answer's future."""
+        transport = self._transport
+        if transport is None or not self.open or transport.is_closing():
+            raise self.stale("connection closed while idle")
+        waiter: asyncio.Future[tuple[A, bool]] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        self._parser = httptools.HttpResponseParser(self)
+        self._got_bytes = False
+        self._stale_ok, self._reused = self._reused, True
+        transport.write(data)
+        return waiter
+
+    def close(self) -> None:
+        self.open = False
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        self.open = False
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self._waiter = None
+        self.abort()
+
+
+async def connect(
+    factory: Callable[[], P], addresses: Sequence[AddrInfo], tls: ssl.SSLContext | None, host: str
+) -> P:
+    """A new connection: the addresses tried as aiohttp's connector does (happy eyeballs, 250 ms
+    before the next address family), then TLS on the connected socket when `tls` is given."""
+    sock = await aiohappyeyeballs.start_connection(list(addresses), happy_eyeballs_delay=0.25, interleave=1)
+    try:
+        _, conn = await asyncio.get_running_loop().create_connection(
+            factory, sock=sock, ssl=tls, server_hostname=host.rstrip(".") if tls is not None else None
+        )
+    except BaseException:
+        sock.close()
+        raise
+    return conn
