@@ -84,3 +84,17 @@ def test_the_stale_timer_benchmark_arms_rearms_and_counts_the_rows(field):
     assert (row["arm_rows"], row["poll_rows"]) == (1200, 0)  # one timer each, then none per poll
     assert (row["rearm_due"], row["rearm_rows"], row["rearm_events"], row["still_due"]) == (1200, 2400, 0, 0)
     assert row["rearm_ticks"] == 1
+
+
+def test_the_split_send_experiment_delivers_every_notification_in_both_forms():
+    rows = bench_module("split_send").main(
+        ["--n", "20", "--paced-n", "10", "--rate", "500", "--repeat", "1", "--no-logs"]
+    )
+
+    assert [(r.who, r.load, r.n, r.lost) for r in rows] == [
+        ("one process", "burst", 20, 0),
+        ("one process", "paced 500/s", 10, 0),
+        ("split: sends in a child", "burst", 20, 0),
+        ("split: sends in a child", "paced 500/s", 10, 0),
+    ]
+    assert all(r.rate > 0 and r.cpu_us > 0 for r in rows)
