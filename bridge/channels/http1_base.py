@@ -15,6 +15,7 @@ import aiohappyeyeballs
 import httptools
 
 AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]  # as socket.getaddrinfo gives them
+MAX_HEAD = 64 * 1024  # status line and headers of an answer
 A = TypeVar("A")  # what a request's answer is made into
 P = TypeVar("P", bound=asyncio.Protocol)
 
@@ -24,6 +25,10 @@ class OneRequestConnection(asyncio.Protocol, Generic[A]):
     the answer, and `_waiter` gets it with whether the connection may be used again."""
 
     stale: ClassVar[type[Exception]]  # raised when a reused connection closed while idle
+    # The subclass's answer state, reset before each request: bytes fed while the head was
+    # incomplete (a head that never ends), and whether the body has begun.
+    _head_bytes: int
+    _in_body: bool
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
@@ -56,6 +61,33 @@ class OneRequestConnection(asyncio.Protocol, Generic[A]):
             self._fail(self.stale("the server closed a kept-alive connection"))
         else:
             self._cut(exc)
+
+    def _feed(self, data: bytes) -> bool:
+        """`data_received`'s common part: the bytes to the parser (whose callbacks are the
+        subclass's); False when the connection failed on them or nobody asked for them."""
+        parser = self._parser
+        if parser is None or self._waiter is None or self._waiter.done():
+            self.abort()  # bytes nobody asked for: this connection cannot be trusted with the next request
+            return False
+        self._got_bytes = True
+        if not self._in_body:
+            self._head_bytes += len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(self._broken("unexpected 101 Switching Protocols"))
+            return False
+        except httptools.HttpParserError as exc:
+            self._fail(self._broken(f"malformed HTTP answer: {exc}"))
+            return False
+        if not self._in_body and self._head_bytes > MAX_HEAD:
+            self._fail(self._broken("answer header too large"))
+            return False
+        return self._waiter is not None  # a callback may have failed it
+
+    def _broken(self, message: str) -> Exception:
+        """The error of an answer that broke HTTP/1.1 (the subclass's own classes)."""
+        raise NotImplementedError
 
     def _cut(self, exc: Exception | None) -> None:
         """The connection ended with some of the answer read (or none, on a first request)."""

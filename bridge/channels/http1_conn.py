@@ -6,11 +6,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import httptools
+from bridge.channels.http1_base import MAX_HEAD, OneRequestConnection
 
-from bridge.channels.http1_base import OneRequestConnection
-
-MAX_HEAD = 64 * 1024  # status line and headers of an answer
 MAX_DRAIN = 64 * 1024  # body bytes read past the excerpt to keep a connection; more: close it
 EXCERPT_BYTES = 256  # of the answer, for the attempt record
 
@@ -57,28 +54,18 @@ class Connection(OneRequestConnection[Answer]):
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        parser = self._parser
-        if parser is None or self._waiter is None or self._waiter.done():
-            self.abort()  # bytes nobody asked for: this connection cannot be trusted with the next one
+        if not self._feed(data):
             return
-        self._got_bytes = True
-        if not self._in_body:
-            self._head_bytes += len(data)
-        try:
-            parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(HttpError("unexpected 101 Switching Protocols"))
-            return
-        except httptools.HttpParserError as exc:
-            self._fail(HttpError(f"malformed HTTP answer: {exc}"))
-            return
-        if self._header_bytes > MAX_HEAD or (not self._in_body and self._head_bytes > MAX_HEAD):
+        if self._header_bytes > MAX_HEAD:  # a head that came whole in one read
             self._fail(HttpError("answer header too large"))
         elif self._complete:
             self._done()
         elif self._drained > MAX_DRAIN:  # a large answer: what the record needs is read
             self._keep = False
             self._done()
+
+    def _broken(self, message: str) -> Exception:
+        return HttpError(message)
 
     # -- httptools callbacks ------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ import time
 import zlib
 from typing import NamedTuple
 
-import httptools
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
@@ -31,7 +30,6 @@ from bridge.channels.http1_base import AddrInfo, OneRequestConnection, connect
 from bridge.channels.http1_pool import IdlePool
 
 DNS_TTL_S = 10.0
-MAX_HEAD = 64 * 1024
 
 
 class WireError(OSError):
@@ -77,22 +75,10 @@ class _Conn(OneRequestConnection[Reply]):
         self._framed = False
 
     def data_received(self, data: bytes) -> None:
-        parser = self._parser
-        if parser is None or self._waiter is None or self._waiter.done():
-            self.abort()  # bytes nobody asked for: not to be trusted with the next request
-            return
-        self._got_bytes = True
-        if not self._in_body:
-            self._head_bytes += len(data)
-        try:
-            parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(WireError("unexpected protocol upgrade"))
-        except httptools.HttpParserError as exc:
-            self._fail((BrokenBody if self._in_body else WireError)(f"malformed HTTP answer: {exc}"))
-        else:
-            if not self._in_body and self._head_bytes > MAX_HEAD:
-                self._fail(WireError("answer header too large"))
+        self._feed(data)
+
+    def _broken(self, message: str) -> Exception:
+        return (BrokenBody if self._in_body else WireError)(message)
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:

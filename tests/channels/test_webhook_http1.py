@@ -248,6 +248,8 @@ async def test_a_new_connection_closed_before_the_answer_is_a_retryable_failure_
         b"HTTP/1.1 2000 Nope\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 70_000,  # a head over 64 KB that never ends
     ],
 )
 async def test_an_answer_that_is_not_http_is_a_retryable_connection_error(raw_server, channels, answer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 
 import aiohttp
@@ -97,3 +98,40 @@ async def test_a_refused_connection_is_unavailable(unused_tcp_port):
         )  # fmt: skip
         with pytest.raises(errors.ProviderUnavailable, match="connection failed"):
             await http.request_json("GET", f"http://127.0.0.1:{unused_tcp_port}/x", endpoint="/x")
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "match"),
+    [
+        (b"hello\r\n\r\n", errors.ProviderUnavailable, "connection failed"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+         errors.ProviderUnavailable, "connection failed"),
+        (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 70_000, errors.ProviderUnavailable, "connection failed"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", errors.ProviderMalformed,
+         "broken body"),
+    ],
+)  # fmt: skip
+async def test_an_answer_that_breaks_http_is_unavailable_and_a_broken_body_malformed(answer, error, match):
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()  # until the client gives up on the connection
+        writer.close()
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            http = ProviderHttp(
+                "podero", session, timeout=2.0, max_body_bytes=4096, max_requests_per_second=100.0,
+                max_concurrency=4, lean=Lean(None, {}),
+            )  # fmt: skip
+            try:
+                with pytest.raises(error, match=match):
+                    await http.request_json("GET", f"http://127.0.0.1:{port}/x", endpoint="/x")
+            finally:
+                await http.close()
+    finally:
+        server.close()
+        await server.wait_closed()
