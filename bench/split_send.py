@@ -174,38 +174,40 @@ async def _bridge(
     with bench.tempfile.TemporaryDirectory(prefix="wb-split-") as tmp:
         store = SqliteStore(Path(tmp) / "bench.db", synchronous="FULL")
         await store.open()
-        async with aiohttp.ClientSession(headers={"User-Agent": f"Wattbridge/{__version__}"}) as session:
-            cfg = WebhookChannelConfig.model_validate(
-                {"kind": "webhook", "url": receiver.url, "secret": bench.SECRET}
-            )
-            real = WebhookChannel("partner", cfg, session=session, clock=SystemClock())
-            channel: Channel = real
-            proc = None
-            if split:
-                ours, theirs = socket.socketpair()
-                proc = subprocess.Popen(
-                    [sys.executable, __file__, "--child", str(theirs.fileno()), receiver.url],
-                    pass_fds=[theirs.fileno()],
+        try:
+            async with aiohttp.ClientSession(headers={"User-Agent": f"Wattbridge/{__version__}"}) as session:
+                cfg = WebhookChannelConfig.model_validate(
+                    {"kind": "webhook", "url": receiver.url, "secret": bench.SECRET}
                 )
-                theirs.close()
-                channel = remote = RemoteChannel(real, ours)
-                await remote.start()
+                real = WebhookChannel("partner", cfg, session=session, clock=SystemClock())
+                channel: Channel = real
+                proc = None
+                if split:
+                    ours, theirs = socket.socketpair()
+                    proc = subprocess.Popen(
+                        [sys.executable, __file__, "--child", str(theirs.fileno()), receiver.url],
+                        pass_fds=[theirs.fileno()],
+                    )
+                    theirs.close()
+                    channel = remote = RemoteChannel(real, ours)
+                    await remote.start()
 
-            def cpu() -> float:
-                return time.process_time() + (bench._proc_cpu(proc.pid) if proc is not None else 0.0)
+                def cpu() -> float:
+                    return time.process_time() + (bench._proc_cpu(proc.pid) if proc is not None else 0.0)
 
-            worker = DeliveryWorker(store, {"partner": channel}, clock=SystemClock(), concurrency=concurrency,
-                                    lease=timedelta(seconds=20))  # fmt: skip
-            heap.settle()
-            try:
-                yield store, worker, cpu
-            finally:
-                heap.release()
-                await channel.close()
-                await real.close()
-                if proc is not None:
-                    await asyncio.to_thread(proc.wait, 10)
-        await store.close()
+                worker = DeliveryWorker(store, {"partner": channel}, clock=SystemClock(), concurrency=concurrency,
+                                        lease=timedelta(seconds=20))  # fmt: skip
+                heap.settle()
+                try:
+                    yield store, worker, cpu
+                finally:
+                    heap.release()
+                    await channel.close()
+                    await real.close()
+                    if proc is not None:
+                        await asyncio.to_thread(proc.wait, 10)
+        finally:
+            await store.close()
 
 
 async def run(
