@@ -75,7 +75,7 @@ FAULTS = {
     ),
     "503-retry-after-negative": ({"status": 503, "headers": {"Retry-After": "-99999"}}, False),
     "503-retry-after-malformed": ({"status": 503, "headers": {"Retry-After": "tomorrow-ish"}}, False),
-    "timeout": ({"kind": "slow", "delay": 0.6}, False),
+    "timeout": ({"kind": "slow", "delay": 1.5}, False),  # past the provider's 1 s timeout
     "oversized-body": ({"status": 201, "body": b'{"homeId": "' + b"x" * 200_000 + b'"}'}, False),
     "endless-body": ({"kind": "endless"}, False),
     "garbage-body": ({"kind": "garbage"}, False),
@@ -106,7 +106,8 @@ def ws_config(tmp_path, ws, sink, webhook_secret):
                         "api_key": DEFAULT_API_KEY,
                         "discover": True,  # so a skipped home that read as gone would show
                         "poll_interval": "2s",
-                        "timeout": "200ms",
+                        # Real seconds: a healthy answer on a loaded CI machine must not time out.
+                        "timeout": "1s",
                         "max_body_bytes": 65536,
                         "max_requests_per_second": 1000,
                         **provider,
@@ -141,6 +142,7 @@ async def test_one_bad_home_backs_off_alone_and_recovers_by_itself(ws, ws_config
     bridge = await make_bridge(ws_config())
     await poll(bridge)  # the baseline of both homes
     bad_before = await snapshot(bridge, bad)
+    assert bad_before is not None and await snapshot(bridge, good) is not None, "baseline not read"
     ws.fail("status", resource=bad, times=None, **fault)
 
     for n in range(POLLS):
