@@ -142,7 +142,8 @@ async def test_one_bad_home_backs_off_alone_and_recovers_by_itself(ws, ws_config
     bridge = await make_bridge(ws_config())
     await poll(bridge)  # the baseline of both homes
     bad_before = await snapshot(bridge, bad)
-    assert bad_before is not None and await snapshot(bridge, good) is not None, "baseline not read"
+    assert bad_before is not None, "the baseline poll did not read the bad home"
+    assert await snapshot(bridge, good) is not None, "the baseline poll did not read the good home"
     ws.fail("status", resource=bad, times=None, **fault)
 
     for n in range(POLLS):
