@@ -30,8 +30,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from bridge.channels.http1_base import AddrInfo, connect
-from bridge.channels.http1_conn import EXCERPT_BYTES, Answer, Connection, HttpError, Stale
+from bridge.channels.http1_base import AddrInfo, Endpoint, connect
+from bridge.channels.http1_conn import EXCERPT_BYTES, Answer, Connection, HttpError
 from bridge.channels.http1_pool import IdlePool
 
 __all__ = ["EXCERPT_BYTES", "Answer", "HttpError", "Poster", "header_bytes"]
@@ -61,20 +61,13 @@ class Poster:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         u = URL(url)
-        if u.scheme not in ("http", "https") or not u.raw_host:
-            raise ValueError(f"not an http(s) URL: {url}")
-        self._tls = u.scheme == "https"
-        self._host = u.raw_host
-        self._port = u.port or (443 if self._tls else 80)
-        self._ssl = (ssl_context or ssl.create_default_context()) if self._tls else None
+        end = Endpoint.of(u, ssl_context)
+        self._host, self._port, self._ssl = end.host, end.port, end.tls
         self._literal = _is_ip(self._host)
         self._resolver = resolver
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        if u.explicit_port:
-            host += f":{self._port}"
         path = u.raw_path_qs or "/"
         # The head of every request but its per-attempt headers and length (appended by `post`).
-        ours = [("Host", host), ("Accept", "*/*")]
+        ours = [("Host", end.host_header), ("Accept", "*/*")]
         if u.user is not None:  # credentials in the URL: Basic auth, as aiohttp sends them
             ours.append(("Authorization", aiohttp.encode_basic_auth(u.user, u.password or "")))
         given = {name.lower() for name, _ in headers}  # a configured header replaces ours
@@ -90,22 +83,7 @@ class Poster:
         TimeoutError, OutboundRefused (from the resolver) or another OSError."""
         data = b"%b%bContent-Length: %d\r\n\r\n%b" % (self._head, extra_head, len(body), body)
         async with asyncio.timeout(within_s):
-            conn = self._pool.take()
-            if conn is not None:
-                try:
-                    return await self._exchange(conn, data)
-                except Stale:
-                    pass
-            return await self._exchange(await self._connect(), data)
-
-    async def _exchange(self, conn: Connection, data: bytes) -> Answer:
-        try:
-            answer, keep = await conn.request(data)
-        except BaseException:
-            conn.abort()
-            raise
-        self._pool.give_back(conn, keep=keep)
-        return answer
+            return await self._pool.exchange(lambda conn: conn.request(data), self._connect)
 
     async def _connect(self) -> Connection:
         return await connect(Connection, await self._addr_infos(), self._ssl, self._host)

@@ -9,15 +9,38 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import aiohappyeyeballs
 import httptools
+from yarl import URL
 
 AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]  # as socket.getaddrinfo gives them
 MAX_HEAD = 64 * 1024  # status line and headers of an answer
 A = TypeVar("A")  # what a request's answer is made into
 P = TypeVar("P", bound=asyncio.Protocol)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where an http(s) URL's requests go: host and port, TLS (verified by default), `Host` header."""
+
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    host_header: str  # an IPv6 literal in brackets, the port only when the URL gave one
+
+    @classmethod
+    def of(cls, url: URL, ssl_context: ssl.SSLContext | None = None) -> Endpoint:
+        if url.scheme not in ("http", "https") or not url.raw_host:
+            raise ValueError(f"not an http(s) URL: {url}")
+        secure = url.scheme == "https"
+        host = url.raw_host
+        port = url.port or (443 if secure else 80)
+        tls = (ssl_context or ssl.create_default_context()) if secure else None
+        header = f"[{host}]" if ":" in host else host
+        return cls(host, port, tls, header + (f":{port}" if url.explicit_port else ""))
 
 
 class OneRequestConnection(asyncio.Protocol, Generic[A]):

@@ -4,6 +4,7 @@ webhook `Poster` in `http1.py` and the provider GET `Origin` in `bridge/provider
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 KEEPALIVE_S = 15.0  # as aiohttp's connector: an idle connection older than this is closed
@@ -16,8 +17,16 @@ class Pooled(Protocol):
 
     def close(self) -> None: ...
 
+    def abort(self) -> None: ...
+
+    @property
+    def stale(self) -> type[Exception]:
+        """Raised when a reused connection closed before any byte of the answer."""
+        ...
+
 
 C = TypeVar("C", bound=Pooled)
+A = TypeVar("A")
 
 
 class IdlePool(Generic[C]):
@@ -36,6 +45,29 @@ class IdlePool(Generic[C]):
                 return conn
             conn.close()
         return None
+
+    async def exchange(
+        self, request: Callable[[C], Awaitable[tuple[A, bool]]], connect: Callable[[], Awaitable[C]]
+    ) -> A:
+        """`request` on the most recent idle connection, else on a new one from `connect`. A kept-alive
+        connection the server closed while idle (`stale`) is retried once on a new one, as aiohttp
+        retries; the answer's connection is kept or closed as it allows, a failed one aborted."""
+        conn = self.take()
+        if conn is not None:
+            try:
+                return await self._on(conn, request)
+            except conn.stale:
+                pass
+        return await self._on(await connect(), request)
+
+    async def _on(self, conn: C, request: Callable[[C], Awaitable[tuple[A, bool]]]) -> A:
+        try:
+            answer, keep = await request(conn)
+        except BaseException:
+            conn.abort()
+            raise
+        self.give_back(conn, keep=keep)
+        return answer
 
     def give_back(self, conn: C, *, keep: bool) -> None:
         """After an exchange: kept for the next request when it may be reused, else closed."""

@@ -26,7 +26,7 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from bridge.channels.http1 import header_bytes
-from bridge.channels.http1_base import AddrInfo, OneRequestConnection, connect
+from bridge.channels.http1_base import AddrInfo, Endpoint, OneRequestConnection, connect
 from bridge.channels.http1_pool import IdlePool
 
 DNS_TTL_S = 10.0
@@ -137,14 +137,9 @@ class Origin:
     """GETs on one origin (scheme, host, port) over pooled keep-alive connections."""
 
     def __init__(self, url: URL, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        if url.scheme not in ("http", "https") or not url.raw_host:
-            raise ValueError(f"not an http(s) URL: {url}")
-        self._tls = url.scheme == "https"
-        self._host = url.raw_host
-        self._port = url.port or (443 if self._tls else 80)
-        self._ssl = (ssl_context or ssl.create_default_context()) if self._tls else None
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        self.host_header = host + (f":{self._port}" if url.explicit_port else "")
+        end = Endpoint.of(url, ssl_context)
+        self._host, self._port, self._ssl = end.host, end.port, end.tls
+        self.host_header = end.host_header
         self._resolver = ThreadedResolver()
         self._pool: IdlePool[_Conn] = IdlePool()
         self._addresses: list[AddrInfo] = []
@@ -158,22 +153,7 @@ class Origin:
             self.host_header.encode("latin-1"),
             head,
         )
-        conn = self._pool.take()
-        if conn is not None:
-            try:
-                return await self._exchange(conn, data, cap)
-            except Stale:
-                pass
-        return await self._exchange(await self._connect(), data, cap)
-
-    async def _exchange(self, conn: _Conn, data: bytes, cap: int) -> Reply:
-        try:
-            reply, keep = await conn.request(data, cap)
-        except BaseException:
-            conn.abort()
-            raise
-        self._pool.give_back(conn, keep=keep)
-        return reply
+        return await self._pool.exchange(lambda conn: conn.request(data, cap), self._connect)
 
     async def _connect(self) -> _Conn:
         if time.monotonic() - self._resolved_at >= DNS_TTL_S:
